@@ -1,0 +1,3 @@
+from mlm_adapt.cli import main
+
+main()

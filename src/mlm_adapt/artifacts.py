@@ -1,0 +1,91 @@
+"""What a run leaves in its output folder, and how it gets there safely.
+
+The final model, tokenizer, ``metrics.json`` and ``config.yaml`` are first written
+to a staging folder inside the output, then each file is moved into place with an
+atomic rename, ``metrics.json`` last: a run that dies while saving leaves the
+files it had, never a truncated one. A manifest lists what the tool wrote, so
+``--overwrite`` replaces and removes only those files and leaves anything else
+the user keeps there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlm_adapt.errors import MlmAdaptError
+
+MANIFEST = ".mlm-adapt-manifest.json"
+METRICS = "metrics.json"
+
+
+def prepare_output(output: Path, overwrite: bool) -> Path:
+    """Refuse a non-empty output folder unless ``overwrite``; create it otherwise."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise MlmAdaptError(f"--output {output} is a file, not a folder")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise MlmAdaptError(f"--output {output} already holds files; pass --overwrite or pick another folder")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MlmAdaptError(f"--output {output}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(output, os.W_OK):
+        raise MlmAdaptError(f"--output {output}: the folder is not writable")
+    return output
+
+
+def _json_ready(value: Any) -> Any:
+    """JSON has no inf/nan: write them as strings a reader can still parse with float()."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half of it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(_json_ready(data), fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(output: Path) -> list[str]:
+    try:
+        return list(json.loads((Path(output) / MANIFEST).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def save_final(output: Path, model, tokenizer, metrics: dict[str, Any], write_extra=None) -> list[str]:
+    """Save model (safetensors), tokenizer, ``metrics.json`` (+ files from ``write_extra(folder)``)."""
+    output = Path(output)
+    staging = Path(tempfile.mkdtemp(dir=output, prefix=".staging-"))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if write_extra is not None:
+            write_extra(staging)
+        write_json(staging / METRICS, metrics)
+        written = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+        for stale in set(read_manifest(output)) - set(written):
+            (output / stale).unlink(missing_ok=True)
+        for name in sorted(written, key=lambda n: n == METRICS):  # metrics.json last: it marks completion
+            target = output / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, target)
+        write_json(output / MANIFEST, {"files": written})
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,203 @@
+"""The ``mlm-adapt`` command: a thin typer layer over the library.
+
+Each command turns its options into a config and calls one library function.
+Options default to ``None`` so that "not given" can be told apart from a value,
+which is what lets a ``--config`` YAML file sit between defaults and flags.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlm_adapt import config as cfg
+from mlm_adapt.errors import MlmAdaptError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Domain-adapt a masked language model on your text; check perplexity and fill-mask.",
+)
+out = Console(soft_wrap=True)
+
+Model = Annotated[Optional[str], typer.Option(help="Hub model id or local folder [default: distilbert-base-uncased]")]
+Data = Annotated[Optional[str], typer.Option(help="Hub dataset id[:config], a .txt/.jsonl/.json/.csv/.parquet file, or a folder of .txt [default: imdb]")]
+Split = Annotated[Optional[str], typer.Option(help="Split or slice, e.g. 'train[:5000]' [default: train]")]
+TextColumn = Annotated[Optional[str], typer.Option(help="Column with the text; dotted path for nested fields (answers.text) [default: text]")]
+ChunkSize = Annotated[Optional[int], typer.Option(help="Tokens per chunk, special tokens included [default: 128]")]
+Remainder = Annotated[Optional[str], typer.Option(help="drop|pad the last, short chunk [default: drop]")]
+TrainSize = Annotated[Optional[int], typer.Option(help="Training chunks to sample [default: 10000]")]
+EvalSize = Annotated[Optional[int], typer.Option(help="Evaluation chunks to sample [default: 1000]")]
+Encoding = Annotated[Optional[str], typer.Option(help="Text encoding of local files [default: utf-8]")]
+MaskingOpt = Annotated[Optional[str], typer.Option("--masking", help="token|whole-word [default: token]")]
+MaskProb = Annotated[Optional[float], typer.Option(help="Masking rate [default: 0.15 token, 0.2 whole-word]")]
+EvalMasking = Annotated[Optional[str], typer.Option(help="Masking of the evaluation set [default: token]")]
+EvalMaskProb = Annotated[Optional[float], typer.Option(help="Masking rate of the evaluation set [default: 0.15]")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Chunks per device per micro-batch [default: 64]")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="auto|fp32|bf16|fp16 [default: auto]")]
+Seed = Annotated[Optional[int], typer.Option(help="Seed for split, masks and order [default: 42]")]
+AllowPickle = Annotated[Optional[bool], typer.Option("--allow-pickle", help="Load .bin (pickle) weights; they can run code")]
+TrustRemote = Annotated[Optional[bool], typer.Option("--trust-remote-code", help="Run model code from the Hub repo")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors")] = False) -> None:
+    """``--debug`` is read by :func:`main` before typer parses anything."""
+
+
+@app.command()
+def train(
+    model: Model = None, data: Data = None, output: Annotated[Optional[Path], typer.Option(help="Folder for the adapted model [default: mlm-adapt-output]")] = None,
+    split: Split = None, text_column: TextColumn = None, chunk_size: ChunkSize = None, remainder: Remainder = None,
+    masking: MaskingOpt = None, mask_prob: MaskProb = None, eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None,
+    train_size: TrainSize = None, eval_size: EvalSize = None, encoding: Encoding = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training chunks [default: 3]")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (overrides --epochs)")] = None,
+    batch_size: BatchSize = None,
+    grad_accum: Annotated[Optional[int], typer.Option(help="Micro-batches per optimizer step [default: 1]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 2e-5]")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay [default: 0.01]")] = None,
+    warmup_ratio: Annotated[Optional[float], typer.Option(help="Share of steps for linear warm-up [default: 0]")] = None,
+    logging_steps: Annotated[Optional[int], typer.Option(help="Record the training loss every N steps [default: 10]")] = None,
+    precision: PrecisionOpt = None, seed: Seed = None,
+    overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Write into an output folder that holds files")] = None,
+    allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options; flags override it")] = None,
+) -> None:
+    """Continue masked-LM training of MODEL on DATA and save the adapted model to OUTPUT."""
+    from mlm_adapt.training import train as run
+
+    options = {k: v for k, v in locals().items() if k not in ("config", "run")}
+    resolved = cfg.resolve(cfg.TrainConfig, options, config)
+    _print_train_summary(run(resolved), resolved.output)
+
+
+@app.command()
+def evaluate(
+    model: Model = None, data: Data = None, split: Split = None, text_column: TextColumn = None,
+    chunk_size: ChunkSize = None, remainder: Remainder = None, eval_size: EvalSize = None, encoding: Encoding = None,
+    eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None, batch_size: BatchSize = None,
+    precision: PrecisionOpt = None, seed: Seed = None, allow_pickle: AllowPickle = None,
+    trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
+) -> None:
+    """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
+    from mlm_adapt.training import evaluate as run
+
+    options = {k: v for k, v in locals().items() if k not in ("json_out", "run")}
+    result = run(cfg.resolve(cfg.EvalConfig, options))
+    summary = {"perplexity": result.perplexity, "eval_loss": result.loss, "masked_tokens": result.masked_tokens}
+    if json_out:
+        print(json.dumps(summary))
+    else:
+        out.print(f"perplexity {result.perplexity:.4f} (eval loss {result.loss:.4f} over {result.masked_tokens} masked tokens)")
+
+
+@app.command("fill-mask")
+def fill_mask(
+    texts: Annotated[list[str], typer.Argument(help="Texts with [MASK] or <mask>")],
+    model: Model = None,
+    compare: Annotated[Optional[str], typer.Option(help="A second model to show side by side (e.g. the base model)")] = None,
+    top_k: Annotated[int, typer.Option(help="Predictions per mask")] = 5,
+    allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
+) -> None:
+    """Top-k completions of each mask in TEXTS, optionally next to a second model's."""
+    from mlm_adapt.inference import fill_mask as run
+
+    trust = {"allow_pickle": bool(allow_pickle), "trust_remote_code": bool(trust_remote_code)}
+    names = [model or cfg.ModelConfig().model] + ([compare] if compare else [])
+    results = {name: run(cfg.ModelConfig(model=name, **trust), texts, top_k) for name in names}
+    if json_out:
+        print(json.dumps(_fill_mask_json(texts, results)))
+    else:
+        _print_fill_mask(texts, results)
+
+
+def _fill_mask_json(texts: list[str], results: dict[str, list]) -> list[dict[str, Any]]:
+    return [
+        {
+            "text": text,
+            "masks": [
+                {name: [{"token": p.token, "score": p.score} for p in results[name][i][m]] for name in results}
+                for m in range(len(next(iter(results.values()))[i]))
+            ],
+        }
+        for i, text in enumerate(texts)
+    ]
+
+
+def _print_fill_mask(texts: list[str], results: dict[str, list]) -> None:
+    for i, text in enumerate(texts):
+        first = next(iter(results.values()))[i]
+        for m in range(len(first)):
+            title = text if len(first) == 1 else f"{text}  (mask {m + 1})"
+            table = Table(title=title, title_justify="left")
+            table.add_column("#", justify="right")
+            for name in results:
+                table.add_column(name)
+            for rank in range(len(first[m])):
+                cells = [f"{results[n][i][m][rank].token}  {results[n][i][m][rank].score:.3f}" for n in results]
+                table.add_row(str(rank + 1), *cells)
+            out.print(table)
+
+
+def _print_train_summary(metrics: dict[str, Any], output: Path) -> None:
+    table = Table(title="mlm-adapt train", title_justify="left")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("perplexity before", f"{metrics['perplexity_before']:.3f}")
+    table.add_row("perplexity after", f"{metrics['perplexity_after']:.3f}")
+    table.add_row("train / eval chunks", f"{metrics['train_chunks']} / {metrics['eval_chunks']}")
+    table.add_row("optimizer steps", str(metrics["steps"]))
+    table.add_row("samples / s", f"{metrics['train_samples_per_second']:.2f} ({metrics['precision']})")
+    out.print(table)
+    out.print(f"saved to {output}  (try: mlm-adapt fill-mask --model {output} \"This is a great [MASK].\")")
+
+
+class _CliFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        return prefix + record.getMessage()
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_CliFormatter())
+    logger = logging.getLogger("mlm_adapt")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one ``error:`` line and exit status 2."""
+    _setup_logging()
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="mlm-adapt", standalone_mode=False)
+    except MlmAdaptError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as exc:  # bad flags or values: same one-line form as our own errors
+        if debug:
+            raise
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,252 @@
+"""Typed, validated run configuration.
+
+Every dataclass here is frozen and checks its own values at construction, so a
+bad option fails before any model or data is loaded. Values that follow from
+others (the mask rate a masking scheme defaults to, the number of optimizer
+steps) are methods, never fields written later.
+
+Configurations flatten to one level of keys named like the command-line options
+(``chunk_size`` for ``--chunk-size``): that flat form is what YAML files hold and
+what ``OUTPUT/config.yaml`` records. Precedence is defaults < YAML < command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from mlm_adapt.errors import MlmAdaptError
+
+Masking = Literal["token", "whole-word"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Remainder = Literal["drop", "pad"]
+
+# The seeds' rates: 15% of tokens as in BERT; 20% of words for whole-word masking
+# as in the Hugging Face course's whole_word_masking_data_collator.
+DEFAULT_MASK_PROB = {"token": 0.15, "whole-word": 0.2}
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise MlmAdaptError(f"--{_flag(name)} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def _positive(name: str, value: int | float | None, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise MlmAdaptError(f"--{_flag(name)} must be a positive number, not {value!r}")
+
+
+def _probability(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise MlmAdaptError(f"--{_flag(name)} must be a probability strictly between 0 and 1, not {value!r}")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which pretrained masked LM to start from and how far to trust its files."""
+
+    model: str = "distilbert-base-uncased"
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if not str(self.model).strip():
+            raise MlmAdaptError("--model must name a Hub model id or a local directory")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the domain text comes from and how it becomes fixed-length chunks."""
+
+    data: str = "imdb"
+    split: str = "train"
+    text_column: str = "text"
+    chunk_size: int = 128
+    remainder: Remainder = "drop"
+    train_size: int | None = 10_000
+    eval_size: int = 1_000
+    encoding: str = "utf-8"
+
+    def __post_init__(self) -> None:
+        if not str(self.data).strip():
+            raise MlmAdaptError("--data must name a dataset id, a file or a directory")
+        _choice("remainder", self.remainder, ("drop", "pad"))
+        _positive("chunk_size", self.chunk_size)
+        if self.chunk_size < 4:
+            raise MlmAdaptError("--chunk-size must be at least 4 (two special tokens plus text)")
+        _positive("train_size", self.train_size, optional=True)
+        _positive("eval_size", self.eval_size)
+        if not self.text_column.strip() or any(not p for p in self.text_column.split(".")):
+            raise MlmAdaptError(f"--text-column {self.text_column!r} is not a column name or dotted path")
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    """How training and evaluation inputs are masked.
+
+    Evaluation defaults to 15% token masking whatever the training scheme, so
+    perplexities of runs with different masking stay comparable.
+    """
+
+    masking: Masking = "token"
+    mask_prob: float | None = None
+    eval_masking: Masking = "token"
+    eval_mask_prob: float = 0.15
+
+    def __post_init__(self) -> None:
+        _choice("masking", self.masking, ("token", "whole-word"))
+        _choice("eval_masking", self.eval_masking, ("token", "whole-word"))
+        _probability("mask_prob", self.mask_prob)
+        _probability("eval_mask_prob", self.eval_mask_prob)
+
+    def train_mask_prob(self) -> float:
+        return self.mask_prob if self.mask_prob is not None else DEFAULT_MASK_PROB[self.masking]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """An evaluation of a model on the held-out part of a corpus."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    batch_size: int = 64
+    precision: Precision = "auto"
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _positive("batch_size", self.batch_size)
+        _choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise MlmAdaptError(f"--seed must be a non-negative integer, not {self.seed!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(EvalConfig):
+    """A domain-adaptation run: the evaluation settings plus the optimisation."""
+
+    output: Path = Path("mlm-adapt-output")
+    epochs: int = 3
+    max_steps: int | None = None
+    grad_accum: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    logging_steps: int = 10
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "output", Path(self.output))
+        _positive("epochs", self.epochs)
+        _positive("max_steps", self.max_steps, optional=True)
+        _positive("grad_accum", self.grad_accum)
+        _positive("logging_steps", self.logging_steps)
+        _positive("lr", self.lr)
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise MlmAdaptError(f"--weight-decay must be zero or positive, not {self.weight_decay!r}")
+        if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
+            raise MlmAdaptError(f"--warmup-ratio must be in [0, 1), not {self.warmup_ratio!r}")
+
+    def steps_per_epoch(self, train_chunks: int, world_size: int = 1) -> int:
+        """Optimizer steps in one pass over ``train_chunks`` (a last partial step counts)."""
+        return math.ceil(train_chunks / (self.batch_size * self.grad_accum * world_size))
+
+    def total_steps(self, train_chunks: int, world_size: int = 1) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return self.epochs * self.steps_per_epoch(train_chunks, world_size)
+
+    def warmup_steps(self, train_chunks: int, world_size: int = 1) -> int:
+        return math.ceil(self.warmup_ratio * self.total_steps(train_chunks, world_size))
+
+
+_GROUPS = {"model": ModelConfig, "data": DataConfig, "masking": MaskingConfig}
+
+
+def _own_fields(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.name not in _GROUPS]
+
+
+def option_names(cls: type[EvalConfig]) -> list[str]:
+    """Every flat option name a configuration of ``cls`` accepts."""
+    names = [n for group in _GROUPS.values() for n in _own_fields(group)]
+    return names + _own_fields(cls)
+
+
+def from_options(cls: type[EvalConfig], options: Mapping[str, Any]) -> EvalConfig:
+    """Build ``cls`` from flat options; unknown keys are a user error."""
+    unknown = sorted(set(options) - set(option_names(cls)))
+    if unknown:
+        raise MlmAdaptError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(option_names(cls))}"
+        )
+    groups = {
+        name: group(**{k: options[k] for k in _own_fields(group) if k in options})
+        for name, group in _GROUPS.items()
+    }
+    own = {k: options[k] for k in _own_fields(cls) if k in options}
+    try:
+        return cls(**groups, **own)
+    except TypeError as exc:  # a YAML value of the wrong kind
+        raise MlmAdaptError(f"bad configuration: {exc}") from None
+
+
+def to_options(config: EvalConfig) -> dict[str, Any]:
+    """The flat, YAML-ready form of ``config`` (paths as strings)."""
+    flat: dict[str, Any] = {}
+    for name in _GROUPS:
+        flat.update(dataclasses.asdict(getattr(config, name)))
+    for name in _own_fields(type(config)):
+        value = getattr(config, name)
+        flat[name] = str(value) if isinstance(value, Path) else value
+    return flat
+
+
+def read_yaml_options(path: Path) -> dict[str, Any]:
+    """Flat options from a YAML file (``--config``), keys written with - or _."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MlmAdaptError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise MlmAdaptError(f"config file {path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise MlmAdaptError(f"config file {path} must hold a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in loaded.items()}
+
+
+def resolve(
+    cls: type[EvalConfig], cli_options: Mapping[str, Any], config_file: Path | None = None
+) -> EvalConfig:
+    """Defaults < YAML file < options given on the command line (``None`` = not given)."""
+    options = read_yaml_options(config_file) if config_file else {}
+    options.update({k: v for k, v in cli_options.items() if v is not None})
+    return from_options(cls, options)
+
+
+def write_yaml(config: EvalConfig, path: Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_options(config), sort_keys=False), encoding="utf-8")
+
+
+def cache_home() -> Path:
+    """mlm-adapt's cache folder: ``$MLM_ADAPT_CACHE``, else ``$XDG_CACHE_HOME/mlm-adapt``."""
+    if os.environ.get("MLM_ADAPT_CACHE"):
+        return Path(os.environ["MLM_ADAPT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlm-adapt"

@@ -1,0 +1,170 @@
+"""Reading a corpus of documents from the Hub or from local files.
+
+``--data`` names either a local path (``.txt`` with one document per line,
+``.jsonl``/``.json``, ``.csv``, ``.parquet``, or a directory of ``.txt`` files
+with one document per file) or a Hub dataset id with an optional config after a
+colon (``wikitext:wikitext-2-raw-v1``). Loading goes through ``datasets`` in every
+case, so files are memory-mapped Arrow tables rather than Python strings.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import datasets
+
+from mlm_adapt.config import DataConfig
+from mlm_adapt.errors import MlmAdaptError
+
+BUILDERS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_TEXT_LIKE = {".txt", ".text", ".jsonl", ".json", ".csv"}
+_SNIFF_BYTES = 1 << 13
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A loaded dataset and the (flattened) column that holds each document's text."""
+
+    dataset: datasets.Dataset
+    column: str
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, batch_size: int = 1_000) -> Iterator[list[str]]:
+        """Documents in order, a batch at a time; list values joined by a space (seed 001)."""
+        for batch in self.dataset.select_columns([self.column]).iter(batch_size=batch_size):
+            yield [_as_text(value) for value in batch[self.column]]
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def load_corpus(config: DataConfig) -> Corpus:
+    """Load ``config.data`` and resolve ``config.text_column`` in it."""
+    datasets.disable_progress_bars()
+    path = Path(config.data).expanduser()
+    if path.exists():
+        dataset = _load_local(path, config)
+    elif _looks_like_path(config.data):
+        raise MlmAdaptError(f"--data {config.data}: no such file or directory")
+    else:
+        dataset = _load_hub(config)
+    # flatten() turns nested fields into dotted columns (answers.text), as seed 001 does.
+    dataset = dataset.flatten()
+    return Corpus(dataset, _resolve_column(dataset, config.text_column), config.data)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in BUILDERS or os.sep + os.sep in spec
+
+
+def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
+    if path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in (".txt", ".text") and p.is_file())
+        if not files:
+            raise MlmAdaptError(f"--data {path}: the directory holds no .txt files")
+        builder, kwargs = "text", {"sample_by": "document"}
+    else:
+        builder = BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            known = ", ".join(sorted(BUILDERS))
+            raise MlmAdaptError(f"--data {path}: unknown file type {path.suffix!r}; use one of {known} or a directory")
+        files, kwargs = [str(path)], {}
+        if builder == "text":
+            kwargs["sample_by"] = "line"
+    for file in files:
+        _check_readable_text(Path(file), config.encoding, builder)
+    if builder in ("text", "csv"):
+        kwargs["encoding"] = config.encoding
+    try:
+        return datasets.load_dataset(builder, data_files=files, split=config.split, **kwargs)
+    except (ValueError, KeyError) as exc:
+        if "split" in str(exc).lower():
+            raise MlmAdaptError(f"--split {config.split!r} does not fit a local file; use 'train' or a slice like 'train[:5000]'") from None
+        raise _diagnose(path, builder, exc) from None
+    except Exception as exc:  # datasets wraps parser errors in DatasetGenerationError
+        raise _diagnose(path, builder, exc) from None
+
+
+def _check_readable_text(path: Path, encoding: str, builder: str) -> None:
+    """Refuse unreadable, binary or wrongly encoded files before ``datasets`` sees them."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise MlmAdaptError(f"--data {path}: cannot read the file ({exc.strerror})") from None
+    if path.suffix.lower() not in _TEXT_LIKE:
+        return
+    if b"\x00" in head and not encoding.lower().startswith("utf-16"):
+        raise MlmAdaptError(f"--data {path}: this looks like binary data, not text (it holds NUL bytes)")
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        raise MlmAdaptError(f"--encoding {encoding!r} is not a known text encoding") from None
+    offset = 0
+    with path.open("rb") as fh:  # one block at a time: never the whole file in memory
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                raise MlmAdaptError(
+                    f"--data {path}: not valid {encoding} text (byte {offset + exc.start}); "
+                    "pass --encoding with the file's encoding, e.g. --encoding latin-1"
+                ) from None
+            offset += len(block)
+
+
+def _diagnose(path: Path, builder: str, exc: Exception) -> MlmAdaptError:
+    if builder == "json" and path.is_file():
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as err:
+                    if number == 1 and path.suffix.lower() == ".json":
+                        break  # a single JSON document, not JSON Lines
+                    return MlmAdaptError(f"--data {path}: line {number} is not valid JSON ({err.msg})")
+    cause = exc.__cause__ or exc
+    return MlmAdaptError(f"--data {path}: could not be read as {builder}: {type(cause).__name__}: {cause}")
+
+
+def _load_hub(config: DataConfig) -> datasets.Dataset:
+    name, _, subset = config.data.partition(":")
+    try:
+        return datasets.load_dataset(name, subset or None, split=config.split)
+    except Exception as exc:  # the Hub client raises many unrelated types
+        raise _hub_error(config, exc) from None
+
+
+def _hub_error(config: DataConfig, exc: Exception) -> MlmAdaptError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if "split" in text.lower() and "unknown" in text.lower():
+        return MlmAdaptError(f"--split {config.split!r} is not a split of {config.data}: {text}")
+    where = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the Hub may be unreachable or the id wrong"
+    return MlmAdaptError(
+        f"--data {config.data}: could not load this dataset ({where}; {text}). "
+        "Check the id, or work offline with a local .txt/.jsonl/.csv/.parquet file or directory."
+    )
+
+
+def _resolve_column(dataset: datasets.Dataset, column: str) -> str:
+    """``column`` may be a dotted path into nested fields (``answers.text``)."""
+    if column in dataset.column_names:
+        return column
+    known = ", ".join(dataset.column_names) or "none"
+    raise MlmAdaptError(f"--text-column {column!r} not found; the data has columns: {known}")

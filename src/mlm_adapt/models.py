@@ -1,0 +1,183 @@
+"""Loading a masked LM and its tokenizer, and the masked-token loss.
+
+:func:`masked_lm_nll` is the one loss the training and evaluation loops use. For
+the BERT, DistilBERT, RoBERTa (and XLM-R, CamemBERT) and ModernBERT families it
+runs the encoder, then the model's own MLM head only at the masked positions:
+the vocabulary projection is about a third of a DistilBERT forward pass, yet only
+~15% of positions need it, and the full ``batch x length x vocab`` logits tensor
+is never built. Other architectures fall back to the model's full forward.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+import transformers
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+from mlm_adapt.config import ModelConfig
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.masking import IGNORE_INDEX
+
+log = logging.getLogger("mlm_adapt")
+
+# Families whose position embeddings reserve pad_token_id + 1 leading slots, so
+# max_position_embeddings overstates the usable length (514 -> 512 for RoBERTa).
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer"}
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports; mlm-adapt reports what matters itself."""
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
+def _hub_hint(name: str, exc: Exception) -> str:
+    if Path(name).expanduser().exists():
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+    why = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the Hub may be unreachable or the id wrong"
+    return f"{why}; check the id, or pass a local directory saved with save_pretrained"
+
+
+def load_config(cfg: ModelConfig):
+    """The model's ``config.json`` as a transformers config, or a clear error."""
+    path = Path(cfg.model).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise MlmAdaptError(f"--model {cfg.model}: the directory has no config.json (not a saved model)")
+    try:
+        with _quiet_transformers():
+            return AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    except (json.JSONDecodeError, ValueError, KeyError) as exc:
+        if path.exists():
+            raise MlmAdaptError(f"--model {cfg.model}: broken config.json ({str(exc).splitlines()[0]})") from None
+        raise MlmAdaptError(f"--model {cfg.model}: cannot load ({_hub_hint(cfg.model, exc)})") from None
+    except OSError as exc:
+        raise MlmAdaptError(f"--model {cfg.model}: cannot load ({_hub_hint(cfg.model, exc)})") from None
+
+
+def load_tokenizer(cfg: ModelConfig):
+    """The model's tokenizer; refuses one without a mask token (a causal LM's)."""
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MlmAdaptError(f"--model {cfg.model}: cannot load its tokenizer ({_hub_hint(cfg.model, exc)})") from None
+    if tokenizer.mask_token is None:
+        raise MlmAdaptError(
+            f"--model {cfg.model}: its tokenizer has no mask token, so it is not a masked language model "
+            "(a causal LM such as GPT-2?); pick a BERT-, DistilBERT- or RoBERTa-style model"
+        )
+    return tokenizer
+
+
+def load_model(cfg: ModelConfig) -> torch.nn.Module:
+    """``AutoModelForMaskedLM`` from safetensors; warns when the MLM head is freshly initialised."""
+    config = load_config(cfg)
+    try:
+        with _quiet_transformers():
+            model, info = AutoModelForMaskedLM.from_pretrained(
+                cfg.model,
+                config=config,
+                use_safetensors=None if cfg.allow_pickle else True,
+                trust_remote_code=cfg.trust_remote_code,
+                output_loading_info=True,
+            )
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise MlmAdaptError(f"--model {cfg.model}: a {config.model_type} model has no masked-LM form") from None
+        raise
+    except OSError as exc:
+        if "safetensors" in str(exc) and not cfg.allow_pickle:
+            raise MlmAdaptError(
+                f"--model {cfg.model}: no safetensors weights found; pickle (.bin) weights can run code when "
+                "loaded, so they load only with --allow-pickle (use it only for files you trust)"
+            ) from None
+        raise MlmAdaptError(f"--model {cfg.model}: cannot load weights ({_hub_hint(cfg.model, exc)})") from None
+    if cfg.allow_pickle:
+        log.warning("--allow-pickle: pickle weights, if any were loaded, can execute code; use only trusted files")
+    missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
+    if missing:
+        log.warning(
+            "%s has no masked-LM head (%d weights missing, e.g. %s): a freshly initialised head is used, "
+            "so train before trusting its predictions",
+            cfg.model, len(missing), sorted(missing)[0],
+        )
+    return model
+
+
+def max_chunk_size(config, tokenizer) -> int:
+    """The longest input the model accepts (its position table, less any offset)."""
+    limit = getattr(config, "max_position_embeddings", None) or 10**9
+    if config.model_type in _OFFSET_POSITIONS:
+        limit -= (config.pad_token_id or 0) + 1
+    if 0 < tokenizer.model_max_length < 10**6:
+        limit = min(limit, tokenizer.model_max_length)
+    return int(limit)
+
+
+def _sparse_parts(model) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """(encoder, head) for families whose MLM head can run on selected positions only."""
+    kind = model.config.model_type
+    if kind == "bert" and hasattr(model, "cls"):
+        return model.bert, model.cls
+    if kind in ("roberta", "xlm-roberta", "camembert") and hasattr(model, "lm_head"):
+        return getattr(model, model.base_model_prefix), model.lm_head
+    if kind == "distilbert" and hasattr(model, "vocab_projector"):
+        def head(h: torch.Tensor) -> torch.Tensor:
+            return model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+        return model.distilbert, head
+    if kind == "modernbert" and hasattr(model, "decoder"):
+        return model.model, lambda h: model.decoder(model.head(h))
+    return None
+
+
+def supports_sparse_prediction(model) -> bool:
+    return _sparse_parts(model) is not None
+
+
+def masked_lm_nll(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, *, sparse: bool = True
+) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the masked positions, and how many there are.
+
+    Summing (not averaging) lets callers normalise by the token count of a whole
+    optimizer step or evaluation set, as perplexity needs.
+    """
+    selected = labels != IGNORE_INDEX
+    targets = labels[selected]
+    parts = _sparse_parts(model) if sparse else None
+    if parts is not None:
+        encoder, head = parts
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = head(hidden[selected])
+    else:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[selected]
+    nll = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return nll, int(targets.numel())
+
+
+class MaskedLMObjective(torch.nn.Module):
+    """``masked_lm_nll`` as a module, so that a DDP/FSDP wrapper (``accelerator.prepare``)
+    sees every forward pass: calling the inner encoder directly would bypass the
+    wrapper's gradient-synchronisation bookkeeping."""
+
+    def __init__(self, model: torch.nn.Module, sparse: bool = True):
+        super().__init__()
+        self.model = model
+        self.sparse = sparse
+
+    def forward(self, input_ids, attention_mask, labels):  # noqa: D102 - see masked_lm_nll
+        return masked_lm_nll(self.model, input_ids, attention_mask, labels, sparse=self.sparse)

@@ -1,0 +1,154 @@
+"""Shared fixtures: tiny random models whose tokenizers are trained here, and small corpora.
+
+Nothing touches the network: the environment is set offline before transformers
+or datasets are imported, and every model is written with ``save_pretrained`` so
+the real loading code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+_CACHE = Path(tempfile.mkdtemp(prefix="mlm-adapt-test-cache-"))
+os.environ.update(
+    HF_HUB_OFFLINE="1",
+    HF_DATASETS_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    HF_HOME=str(_CACHE / "hf"),
+    MLM_ADAPT_CACHE=str(_CACHE / "mlm-adapt"),
+    TOKENIZERS_PARALLELISM="false",
+)
+
+import pytest  # noqa: E402
+
+ADJECTIVES = "good bad great terrible funny boring long short brilliant awful dull charming".split()
+NOUNS = "film movie story actor plot scene director script cast ending music camera".split()
+VERBS = "loved hated enjoyed watched praised ruined carried saved".split()
+RARE = "unbelievably extraordinarily cinematographically overwhelmingly".split()
+
+
+def make_documents(count: int, seed: int = 0) -> list[str]:
+    """Review-like documents from a tiny grammar: learnable, so training lowers perplexity."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(count):
+        sentences = []
+        for _ in range(rng.randint(2, 6)):
+            adj, noun, verb, other = rng.choice(ADJECTIVES), rng.choice(NOUNS), rng.choice(VERBS), rng.choice(NOUNS)
+            extra = f" {rng.choice(RARE)}" if rng.random() < 0.2 else ""
+            sentences.append(f"the {adj} {noun} {verb} the{extra} {other}.")
+        docs.append(" ".join(sentences).capitalize())
+    return docs
+
+
+def _wordpiece_tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    # A small vocabulary forces "##" continuation pieces, which whole-word masking needs.
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=128,
+    )
+
+
+def _byte_bpe_tokenizer(texts: list[str]):
+    from tokenizers import AddedToken, ByteLevelBPETokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator(texts, vocab_size=300, min_frequency=1, special_tokens=specials)
+    tok._tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok._tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        cls_token="<s>", sep_token="</s>", mask_token=AddedToken("<mask>", lstrip=True), model_max_length=128,
+    )
+
+
+def _save(model_cls, config, tokenizer, folder: Path) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    model_cls(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+TINY = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64)
+
+
+@pytest.fixture(scope="session")
+def documents() -> list[str]:
+    return make_documents(400)
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def bert_dir(models_root, documents) -> Path:
+    from transformers import BertConfig, BertForMaskedLM
+
+    tok = _wordpiece_tokenizer(documents)
+    config = BertConfig(vocab_size=len(tok), num_hidden_layers=2, max_position_embeddings=128, pad_token_id=tok.pad_token_id, **TINY)
+    return _save(BertForMaskedLM, config, tok, models_root / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def roberta_dir(models_root, documents) -> Path:
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    tok = _byte_bpe_tokenizer(documents)
+    config = RobertaConfig(
+        vocab_size=len(tok), num_hidden_layers=2, max_position_embeddings=130,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, **TINY,
+    )
+    return _save(RobertaForMaskedLM, config, tok, models_root / "tiny-roberta")
+
+
+@pytest.fixture(scope="session")
+def distilbert_dir(models_root, documents) -> Path:
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+    tok = _wordpiece_tokenizer(documents)
+    config = DistilBertConfig(vocab_size=len(tok), n_layers=2, n_heads=2, dim=32, hidden_dim=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    return _save(DistilBertForMaskedLM, config, tok, models_root / "tiny-distilbert")
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory, documents) -> Path:
+    """The same documents as .txt, nested .jsonl, .csv and a folder of .txt files."""
+    import csv
+
+    root = tmp_path_factory.mktemp("data")
+    (root / "docs.txt").write_text("\n".join(documents) + "\n", encoding="utf-8")
+    with (root / "nested.jsonl").open("w", encoding="utf-8") as fh:
+        for i, doc in enumerate(documents):
+            half = len(doc) // 2
+            fh.write(json.dumps({"id": i, "answers": {"text": [doc[:half], doc[half:]], "score": [1, 2]}}) + "\n")
+    with (root / "reviews.csv").open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["label", "review"])
+        writer.writerows([[i % 2, doc] for i, doc in enumerate(documents)])
+    folder = root / "folder"
+    folder.mkdir()
+    for i, doc in enumerate(documents[:120]):
+        (folder / f"{i:04d}.txt").write_text(doc.replace(". ", ".\n"), encoding="utf-8")
+    return root
