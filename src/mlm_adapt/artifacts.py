@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.models import quiet_transformers
 
 MANIFEST = ".mlm-adapt-manifest.json"
 METRICS = "metrics.json"
@@ -73,8 +74,9 @@ def save_final(output: Path, model, tokenizer, metrics: dict[str, Any], write_ex
     output = Path(output)
     staging = Path(tempfile.mkdtemp(dir=output, prefix=".staging-"))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
+        with quiet_transformers():
+            model.save_pretrained(staging)  # safetensors is the only format transformers 5 writes
+            tokenizer.save_pretrained(staging)
         if write_extra is not None:
             write_extra(staging)
         write_json(staging / METRICS, metrics)

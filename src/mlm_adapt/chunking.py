@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import transformers
 
 from mlm_adapt.config import DataConfig, cache_home
 from mlm_adapt.corpus import Corpus, load_corpus
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.models import quiet_transformers
 
 # Word ids of special tokens (CLS, SEP, PAD and separators between documents).
 NO_WORD = -1
@@ -97,9 +97,7 @@ def _tokenize(corpus: Corpus, tokenizer, batch_size: int) -> TokenizedCorpus:
     ids, starts, special, lengths = [], [], [], []
     # Documents are longer than model_max_length on purpose (chunking follows), so the
     # "Token indices sequence length is longer than the specified maximum" warning is noise.
-    level = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
+    with quiet_transformers():
         for texts in corpus.batches(batch_size):
             texts = [t for t in texts if t.strip()]
             if not texts:
@@ -111,8 +109,6 @@ def _tokenize(corpus: Corpus, tokenizer, batch_size: int) -> TokenizedCorpus:
                 starts.append(np.diff(words, prepend=NO_WORD - 1) != 0)
                 special.append(words == NO_WORD)
                 lengths.append(len(words))
-    finally:
-        transformers.logging.set_verbosity(level)
     if not lengths or sum(lengths) == 0:
         raise MlmAdaptError(f"--data {corpus.source}: the corpus is empty (no document holds any text)")
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)

@@ -179,6 +179,9 @@ _GROUPS = {"model": ModelConfig, "data": DataConfig, "masking": MaskingConfig}
 
 
 def _own_fields(cls: type) -> list[str]:
+    """Fields of ``cls`` that are plain values: a group's all, a run's bar its groups."""
+    if cls in _GROUPS.values():
+        return [f.name for f in dataclasses.fields(cls)]
     return [f.name for f in dataclasses.fields(cls) if f.name not in _GROUPS]
 
 

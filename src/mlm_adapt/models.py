@@ -10,7 +10,6 @@ is never built. Other architectures fall back to the model's full forward.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from contextlib import contextmanager
@@ -34,14 +33,18 @@ _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer"}
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silence transformers' load reports; mlm-adapt reports what matters itself."""
     level = transformers.logging.get_verbosity()
+    bars = transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     try:
         yield
     finally:
         transformers.logging.set_verbosity(level)
+        if bars:
+            transformers.logging.enable_progress_bar()
 
 
 def _hub_hint(name: str, exc: Exception) -> str:
@@ -58,20 +61,18 @@ def load_config(cfg: ModelConfig):
     if path.is_dir() and not (path / "config.json").is_file():
         raise MlmAdaptError(f"--model {cfg.model}: the directory has no config.json (not a saved model)")
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    except (json.JSONDecodeError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError) as exc:  # JSONDecodeError is a ValueError
         if path.exists():
             raise MlmAdaptError(f"--model {cfg.model}: broken config.json ({str(exc).splitlines()[0]})") from None
-        raise MlmAdaptError(f"--model {cfg.model}: cannot load ({_hub_hint(cfg.model, exc)})") from None
-    except OSError as exc:
         raise MlmAdaptError(f"--model {cfg.model}: cannot load ({_hub_hint(cfg.model, exc)})") from None
 
 
 def load_tokenizer(cfg: ModelConfig):
     """The model's tokenizer; refuses one without a mask token (a causal LM's)."""
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise MlmAdaptError(f"--model {cfg.model}: cannot load its tokenizer ({_hub_hint(cfg.model, exc)})") from None
@@ -87,7 +88,7 @@ def load_model(cfg: ModelConfig) -> torch.nn.Module:
     """``AutoModelForMaskedLM`` from safetensors; warns when the MLM head is freshly initialised."""
     config = load_config(cfg)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model, info = AutoModelForMaskedLM.from_pretrained(
                 cfg.model,
                 config=config,

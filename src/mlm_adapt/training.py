@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -52,6 +53,9 @@ class Prepared:
 
 def prepare(config: EvalConfig) -> Prepared:
     """Load model and tokenizer, build the chunks and the once-masked evaluation set."""
+    # Seeds torch before loading: a checkpoint without an MLM head gets a random one,
+    # and dropout draws from the same generator during training.
+    set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     model = load_model(config.model)
     data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer))

@@ -1,0 +1,155 @@
+"""Chunking preserves text, holds out whole documents, and is vectorised."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlm_adapt.chunking import (
+    NO_WORD,
+    TokenizedCorpus,
+    chunk_documents,
+    downsample,
+    split_and_chunk,
+    split_documents,
+    tokenize_corpus,
+)
+from mlm_adapt.config import DataConfig
+from mlm_adapt.corpus import load_corpus
+from mlm_adapt.errors import MlmAdaptError
+
+
+class FrameTokenizer:
+    """Just the ids chunking reads from a tokenizer."""
+
+    cls_token_id, sep_token_id, pad_token_id = 1, 2, 0
+    bos_token_id = eos_token_id = None
+
+
+def _tokens(doc_lengths: list[int], seed: int = 0) -> TokenizedCorpus:
+    rng = np.random.default_rng(seed)
+    total = sum(doc_lengths)
+    ids = rng.integers(10, 1000, size=total).astype(np.int32)
+    starts = rng.random(total) < 0.6
+    offsets = np.concatenate([[0], np.cumsum(doc_lengths)]).astype(np.int64)
+    starts[offsets[:-1][np.array(doc_lengths) > 0]] = True
+    return TokenizedCorpus(ids, starts, np.zeros(total, dtype=bool), offsets)
+
+
+docs_strategy = st.lists(st.integers(1, 60), min_size=1, max_size=30)
+
+
+@given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]))
+@settings(max_examples=80, deadline=None)
+def test_chunking_preserves_every_token_in_order(lengths, chunk, remainder):
+    tokens = _tokens(lengths)
+    docs = np.arange(len(lengths))
+    chunks = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder)
+    assert chunks.input_ids.shape[1] == chunk
+    assert (chunks.input_ids[:, 0] == FrameTokenizer.cls_token_id).all()
+    body = chunks.input_ids[:, 1:-1][chunks.attention_mask[:, 1:-1] == 1]
+    if remainder == "pad" and len(chunks):
+        last = chunks.attention_mask[-1].sum()
+        body = np.concatenate([chunks.input_ids[:-1, 1:-1].reshape(-1), chunks.input_ids[-1, 1 : last - 1]])
+    stream = []
+    for i, d in enumerate(docs):
+        stream.extend(tokens.ids[tokens.offsets[d] : tokens.offsets[d + 1]].tolist())
+        if i < len(docs) - 1:
+            stream.append(FrameTokenizer.sep_token_id)
+    expected = stream if remainder == "pad" else stream[: len(stream) // (chunk - 2) * (chunk - 2)]
+    assert body.tolist() == expected
+
+
+@given(lengths=docs_strategy, chunk=st.integers(4, 40))
+@settings(max_examples=50, deadline=None)
+def test_word_ids_mark_specials_and_follow_word_starts(lengths, chunk):
+    tokens = _tokens(lengths, seed=1)
+    chunks = chunk_documents(tokens, np.arange(len(lengths)), chunk, FrameTokenizer, "pad")
+    special = chunks.input_ids <= 2
+    assert ((chunks.word_ids == NO_WORD) == special).all()
+    for row in chunks.word_ids:
+        words = row[row != NO_WORD]
+        assert (np.diff(words) >= 0).all()  # words never interleave
+
+
+def test_pad_keeps_a_short_remainder_and_drop_discards_it():
+    tokens = _tokens([10])
+    drop = chunk_documents(tokens, np.array([0]), 8, FrameTokenizer, "drop")
+    pad = chunk_documents(tokens, np.array([0]), 8, FrameTokenizer, "pad")
+    assert len(drop) == 1 and len(pad) == 2
+    assert pad.attention_mask[-1].tolist() == [1, 1, 1, 1, 1, 1, 0, 0]
+    assert pad.input_ids[-1].tolist()[5:] == [FrameTokenizer.sep_token_id, 0, 0]
+
+
+@given(lengths=st.lists(st.integers(1, 100), min_size=2, max_size=200), target=st.integers(1, 5000), seed=st.integers(0, 999))
+@settings(max_examples=80, deadline=None)
+def test_split_is_a_seeded_partition_of_documents(lengths, target, seed):
+    lengths = np.array(lengths)
+    train, held = split_documents(lengths, target, seed)
+    assert len(held) >= 1 and len(train) >= 1
+    assert not set(train) & set(held)
+    assert sorted(set(train) | set(held)) == list(range(len(lengths)))
+    again = split_documents(lengths, target, seed)
+    assert (again[0] == train).all() and (again[1] == held).all()
+    assert len(held) <= max(1, int(len(lengths) * 0.1))
+
+
+def test_single_document_cannot_be_split():
+    with pytest.raises(MlmAdaptError, match="single document"):
+        split_documents(np.array([500]), 100, 0)
+
+
+def test_downsample_is_seeded_and_ordered():
+    chunks = chunk_documents(_tokens([400]), np.array([0]), 10, FrameTokenizer, "drop")
+    a, b = downsample(chunks, 10, 3, 1), downsample(chunks, 10, 3, 1)
+    assert len(a) == 10 and (a.input_ids == b.input_ids).all()
+    assert len(downsample(chunks, None, 3, 1)) == len(chunks)
+
+
+@given(lengths=st.lists(st.integers(1, 80), min_size=2, max_size=120), seed=st.integers(0, 999))
+@settings(max_examples=40, deadline=None)
+def test_no_chunk_of_an_eval_document_is_trained_on(lengths, seed):
+    # Every token of document d has id 1000 + d, so a chunk's ids name its documents.
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = np.repeat(1000 + np.arange(len(lengths)), lengths).astype(np.int32)
+    tokens = TokenizedCorpus(ids, np.ones(len(ids), dtype=bool), np.zeros(len(ids), dtype=bool), offsets)
+    config = DataConfig(data="unused", chunk_size=8, eval_size=5, train_size=None, remainder="pad")
+    split = split_and_chunk(tokens, config, FrameTokenizer, seed)
+    train_docs = set(split.train.input_ids[split.train.input_ids >= 1000].tolist())
+    eval_docs = set(split.eval.input_ids[split.eval.input_ids >= 1000].tolist())
+    assert eval_docs and train_docs and not train_docs & eval_docs
+
+
+def test_corpus_shorter_than_one_chunk_is_refused():
+    tokens = _tokens([3, 3, 3])
+    config = DataConfig(data="unused", chunk_size=64, eval_size=5)
+    with pytest.raises(MlmAdaptError, match="too short"):
+        split_and_chunk(tokens, config, FrameTokenizer, 0)
+
+
+def test_tokenized_stream_matches_plain_tokenizer(bert_dir, data_root):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    corpus = load_corpus(DataConfig(data=str(data_root / "docs.txt")))
+    tokens = tokenize_corpus(corpus, tok)
+    docs = [d for batch in corpus.batches() for d in batch]
+    per_doc = [tok(d, add_special_tokens=False)["input_ids"] for d in docs]
+    assert tokens.num_documents == len(docs)
+    assert tokens.ids.tolist() == sum(per_doc, [])
+
+
+def test_tokenization_cache_is_reused(bert_dir, data_root, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from mlm_adapt import chunking
+
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    corpus = load_corpus(DataConfig(data=str(data_root / "docs.txt")))
+    first = tokenize_corpus(corpus, tok, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    monkeypatch.setattr(chunking, "_tokenize", lambda *a, **k: pytest.fail("tokenized again"))
+    second = tokenize_corpus(corpus, tok, cache_dir=tmp_path)
+    assert (first.ids == second.ids).all() and (first.offsets == second.offsets).all()

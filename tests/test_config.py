@@ -1,0 +1,104 @@
+"""Typed, validated configuration and its precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlm_adapt.config import (
+    DataConfig,
+    EvalConfig,
+    MaskingConfig,
+    TrainConfig,
+    from_options,
+    option_names,
+    resolve,
+    to_options,
+    write_yaml,
+)
+from mlm_adapt.errors import MlmAdaptError
+
+
+def test_defaults_are_the_seeds():
+    c = TrainConfig()
+    assert (c.model.model, c.data.data, c.data.chunk_size) == ("distilbert-base-uncased", "imdb", 128)
+    assert (c.data.train_size, c.data.eval_size, c.batch_size, c.lr, c.weight_decay, c.epochs) == (10_000, 1_000, 64, 2e-5, 0.01, 3)
+    assert c.masking.train_mask_prob() == 0.15
+    assert MaskingConfig(masking="whole-word").train_mask_prob() == 0.2
+    assert MaskingConfig(masking="whole-word").eval_masking == "token"
+
+
+@pytest.mark.parametrize(
+    "options, flag",
+    [
+        ({"mask_prob": 0.0}, "--mask-prob"),
+        ({"mask_prob": 1.0}, "--mask-prob"),
+        ({"eval_mask_prob": 1.5}, "--eval-mask-prob"),
+        ({"chunk_size": 0}, "--chunk-size"),
+        ({"train_size": -1}, "--train-size"),
+        ({"eval_size": 0}, "--eval-size"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"max_steps": 0}, "--max-steps"),
+        ({"epochs": -2}, "--epochs"),
+        ({"grad_accum": 0}, "--grad-accum"),
+        ({"lr": 0}, "--lr"),
+        ({"warmup_ratio": 1.0}, "--warmup-ratio"),
+        ({"masking": "span"}, "--masking"),
+        ({"remainder": "keep"}, "--remainder"),
+        ({"precision": "fp8"}, "--precision"),
+        ({"text_column": "answers..text"}, "--text-column"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_flag(options, flag):
+    with pytest.raises(MlmAdaptError, match=flag):
+        from_options(TrainConfig, options)
+
+
+def test_configs_are_frozen():
+    with pytest.raises(Exception):
+        TrainConfig().lr = 1.0  # type: ignore[misc]
+
+
+def test_derived_step_counts():
+    c = TrainConfig(batch_size=8, grad_accum=2, epochs=3, warmup_ratio=0.1)
+    assert c.steps_per_epoch(100) == 7  # ceil(100 / 16)
+    assert c.total_steps(100) == 21
+    assert c.warmup_steps(100) == 3
+    assert TrainConfig(max_steps=5).total_steps(10_000) == 5
+    assert c.steps_per_epoch(100, world_size=2) == 4
+
+
+def test_precedence_defaults_yaml_command_line(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("lr: 0.001\nchunk-size: 64\nmasking: whole-word\n")
+    c = resolve(TrainConfig, {"lr": 0.01, "chunk_size": None}, yaml_file)
+    assert c.lr == 0.01  # command line beats YAML
+    assert c.data.chunk_size == 64  # YAML beats default
+    assert c.masking.masking == "whole-word"
+    assert c.batch_size == 64  # default
+
+
+def test_unknown_yaml_keys_are_errors(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("learning_rate: 0.1\n")
+    with pytest.raises(MlmAdaptError, match="unknown option.*learning_rate"):
+        resolve(TrainConfig, {}, yaml_file)
+
+
+def test_yaml_round_trip_reproduces_the_config(tmp_path):
+    c = from_options(TrainConfig, {"model": "m", "data": "d.txt", "masking": "whole-word", "max_steps": 3, "output": "o"})
+    write_yaml(c, tmp_path / "config.yaml")
+    assert resolve(TrainConfig, {}, tmp_path / "config.yaml") == c
+
+
+def test_eval_config_accepts_only_its_options():
+    assert "lr" not in option_names(EvalConfig)
+    with pytest.raises(MlmAdaptError, match="unknown option"):
+        from_options(EvalConfig, {"lr": 1e-4})
+    assert set(to_options(EvalConfig())) == set(option_names(EvalConfig))
+
+
+def test_output_is_a_path():
+    assert isinstance(TrainConfig(output="x").output, Path)
+    assert DataConfig(data="x.txt").data == "x.txt"

@@ -1,0 +1,119 @@
+"""Every input format the CLI accepts, and a clear error for each bad one."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlm_adapt.config import DataConfig
+from mlm_adapt.corpus import load_corpus
+from mlm_adapt.errors import MlmAdaptError
+
+
+def _docs(config: DataConfig) -> list[str]:
+    return [d for batch in load_corpus(config).batches() for d in batch]
+
+
+def test_txt_is_one_document_per_line(data_root, documents):
+    assert _docs(DataConfig(data=str(data_root / "docs.txt"))) == documents
+
+
+def test_nested_jsonl_field_lists_are_joined_with_a_space(data_root, documents):
+    docs = _docs(DataConfig(data=str(data_root / "nested.jsonl"), text_column="answers.text"))
+    assert [d.replace(" ", "") for d in docs] == [d.replace(" ", "") for d in documents]
+    half = len(documents[0]) // 2
+    assert docs[0] == documents[0][:half] + " " + documents[0][half:]
+
+
+def test_csv_column(data_root, documents):
+    assert _docs(DataConfig(data=str(data_root / "reviews.csv"), text_column="review")) == documents
+
+
+def test_parquet(tmp_path, documents):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": documents[:10]}), tmp_path / "d.parquet")
+    assert _docs(DataConfig(data=str(tmp_path / "d.parquet"))) == documents[:10]
+
+
+def test_directory_is_one_document_per_file(data_root):
+    docs = _docs(DataConfig(data=str(data_root / "folder")))
+    assert len(docs) == 120
+    assert "\n" in docs[0]  # the whole file, not a line
+
+
+def test_split_slices_work_on_local_files(data_root, documents):
+    assert _docs(DataConfig(data=str(data_root / "docs.txt"), split="train[:7]")) == documents[:7]
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00"), "binary"),
+        (lambda p: p.write_bytes("caf\u00e9 cr\u00e8me\n".encode("latin-1")), "not valid utf-8.*--encoding"),
+    ],
+    ids=["missing", "binary", "not-utf8"],
+)
+def test_bad_text_files(tmp_path, make, match):
+    path = tmp_path / "corpus.txt"
+    make(path)
+    with pytest.raises(MlmAdaptError, match=match):
+        load_corpus(DataConfig(data=str(path)))
+
+
+def test_encoding_option_reads_latin1(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes("caf\u00e9 cr\u00e8me\nna\u00efve\n".encode("latin-1"))
+    assert _docs(DataConfig(data=str(path), encoding="latin-1")) == ["caf\u00e9 cr\u00e8me", "na\u00efve"]
+
+
+def test_unknown_encoding(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("hello\n")
+    with pytest.raises(MlmAdaptError, match="not a known text encoding"):
+        load_corpus(DataConfig(data=str(path), encoding="klingon-8"))
+
+
+def test_malformed_jsonl_names_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": broken\n')
+    with pytest.raises(MlmAdaptError, match="line 3 is not valid JSON"):
+        load_corpus(DataConfig(data=str(path)))
+
+
+def test_missing_column_lists_the_columns(data_root):
+    with pytest.raises(MlmAdaptError, match="'text' not found.*label, review"):
+        load_corpus(DataConfig(data=str(data_root / "reviews.csv")))
+
+
+def test_dotted_path_that_does_not_resolve(data_root):
+    with pytest.raises(MlmAdaptError, match="answers.body.*answers.text"):
+        load_corpus(DataConfig(data=str(data_root / "nested.jsonl"), text_column="answers.body"))
+
+
+def test_unknown_extension_and_empty_directory(tmp_path):
+    (tmp_path / "x.docx").write_text("x")
+    with pytest.raises(MlmAdaptError, match="unknown file type"):
+        load_corpus(DataConfig(data=str(tmp_path / "x.docx")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MlmAdaptError, match="no .txt files"):
+        load_corpus(DataConfig(data=str(tmp_path / "empty")))
+
+
+def test_hub_dataset_offline_says_so():
+    with pytest.raises(MlmAdaptError, match="offline mode is on.*local"):
+        load_corpus(DataConfig(data="someone/no-such-dataset-xyz"))
+
+
+def test_empty_and_whitespace_corpus_is_refused(tmp_path, bert_dir):
+    from transformers import AutoTokenizer
+
+    from mlm_adapt.chunking import tokenize_corpus
+
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    for content in ("", "   \n\n\t\n"):
+        path = tmp_path / "blank.txt"
+        path.write_text(content)
+        with pytest.raises(MlmAdaptError, match="empty"):
+            tokenize_corpus(load_corpus(DataConfig(data=str(path))), tok)

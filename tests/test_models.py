@@ -1,0 +1,141 @@
+"""Loading rules and the sparse masked-LM loss."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+
+from mlm_adapt.config import ModelConfig
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.models import load_model, load_tokenizer, masked_lm_nll, max_chunk_size, supports_sparse_prediction
+
+
+def _random_batch(vocab_size: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (4, 24), generator=g)
+    attention = torch.ones_like(ids)
+    attention[1, 18:] = 0  # a padded row
+    labels = torch.where(torch.rand(ids.shape, generator=g) < 0.3, ids, torch.full_like(ids, -100))
+    labels[attention == 0] = -100
+    return ids, attention, labels
+
+
+def _modernbert_dir(models_root, bert_dir):
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    folder = models_root / "tiny-modernbert"
+    if not folder.exists():
+        tok = load_tokenizer(ModelConfig(str(bert_dir)))
+        config = ModernBertConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            max_position_embeddings=128, pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id,
+            sep_token_id=tok.sep_token_id, global_attn_every_n_layers=1, attn_implementation="eager",
+        )
+        torch.manual_seed(0)
+        ModernBertForMaskedLM(config).save_pretrained(folder)
+        tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "modernbert"])
+def test_sparse_loss_equals_the_full_forward(family, request, models_root, bert_dir):
+    folder = _modernbert_dir(models_root, bert_dir) if family == "modernbert" else request.getfixturevalue(f"{family}_dir")
+    model = load_model(ModelConfig(str(folder))).eval()
+    assert supports_sparse_prediction(model)
+    ids, attention, labels = _random_batch(model.config.vocab_size)
+    with torch.no_grad():
+        sparse, n_sparse = masked_lm_nll(model, ids, attention, labels)
+        full, n_full = masked_lm_nll(model, ids, attention, labels, sparse=False)
+        reference = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+    assert n_sparse == n_full == int((labels != -100).sum())
+    assert sparse.item() == pytest.approx(full.item(), rel=1e-5)
+    assert (sparse / n_sparse).item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_sparse_gradients_match_the_full_forward(bert_dir):
+    model = load_model(ModelConfig(str(bert_dir)))
+    model.config.hidden_dropout_prob = 0.0
+    model.eval()  # no dropout, so both passes see the same network
+    ids, attention, labels = _random_batch(model.config.vocab_size, seed=1)
+    grads = []
+    for sparse in (True, False):
+        model.zero_grad()
+        nll, _ = masked_lm_nll(model, ids, attention, labels, sparse=sparse)
+        nll.backward()
+        grads.append(model.bert.embeddings.word_embeddings.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_tokenizer_without_mask_token_is_refused(tmp_path, bert_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    tok.mask_token = None
+    tok.save_pretrained(tmp_path)
+    shutil.copy(bert_dir / "config.json", tmp_path / "config.json")
+    with pytest.raises(MlmAdaptError, match="no mask token.*causal"):
+        load_tokenizer(ModelConfig(str(tmp_path)))
+
+
+def test_causal_lm_has_no_masked_lm_form(tmp_path, roberta_dir):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+    with pytest.raises(MlmAdaptError, match="gpt2 model has no masked-LM form"):
+        load_model(ModelConfig(str(tmp_path)))
+
+
+def test_encoder_without_head_loads_with_a_warning(tmp_path, bert_dir, caplog):
+    from transformers import BertModel
+
+    encoder = load_model(ModelConfig(str(bert_dir))).bert
+    BertModel(encoder.config).save_pretrained(tmp_path)
+    shutil.copy(bert_dir / "tokenizer.json", tmp_path)
+    shutil.copy(bert_dir / "tokenizer_config.json", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="mlm_adapt"):
+        model = load_model(ModelConfig(str(tmp_path)))
+    assert "no masked-LM head" in caplog.text
+    assert model.cls.predictions.transform.dense.weight.shape == (32, 32)
+
+
+def test_broken_config_is_named(tmp_path, bert_dir):
+    shutil.copytree(bert_dir, tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(MlmAdaptError, match="broken config.json"):
+        load_model(ModelConfig(str(tmp_path / "m")))
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(MlmAdaptError, match="no config.json"):
+        load_model(ModelConfig(str(tmp_path)))
+
+
+def test_unknown_hub_id_offline_says_so():
+    with pytest.raises(MlmAdaptError, match="offline mode is on"):
+        load_tokenizer(ModelConfig("someone/no-such-model-xyz"))
+
+
+def test_pickle_weights_need_allow_pickle(tmp_path, bert_dir, caplog):
+    shutil.copytree(bert_dir, tmp_path / "m")
+    state = load_model(ModelConfig(str(bert_dir))).state_dict()
+    (tmp_path / "m" / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "m" / "pytorch_model.bin")
+    with pytest.raises(MlmAdaptError, match="--allow-pickle"):
+        load_model(ModelConfig(str(tmp_path / "m")))
+    with caplog.at_level(logging.WARNING, logger="mlm_adapt"):
+        model = load_model(ModelConfig(str(tmp_path / "m"), allow_pickle=True))
+    assert "can execute code" in caplog.text
+    torch.testing.assert_close(model.state_dict()["cls.predictions.bias"], state["cls.predictions.bias"])
+
+
+def test_max_chunk_size_accounts_for_roberta_offset(roberta_dir, bert_dir):
+    from transformers import AutoConfig, AutoTokenizer
+
+    rob = AutoConfig.from_pretrained(roberta_dir)
+    assert max_chunk_size(rob, AutoTokenizer.from_pretrained(roberta_dir)) == 128  # 130 - (pad 1 + 1)
+    bert = AutoConfig.from_pretrained(bert_dir)
+    assert max_chunk_size(bert, AutoTokenizer.from_pretrained(bert_dir)) == 128

@@ -1,0 +1,35 @@
+"""--precision auto picks what the hardware does fast."""
+
+import pytest
+
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.runtime import choose_precision, make_accelerator
+
+
+@pytest.mark.parametrize(
+    "choice, cuda, cuda_bf16, cpu_bf16, expected",
+    [
+        ("auto", False, False, True, "bf16"),
+        ("auto", False, False, False, "fp32"),
+        ("auto", True, True, False, "bf16"),
+        ("auto", True, False, True, "fp16"),
+        ("fp32", False, False, True, "fp32"),
+        ("bf16", False, False, False, "bf16"),
+        ("fp16", True, False, False, "fp16"),
+    ],
+)
+def test_choose_precision(choice, cuda, cuda_bf16, cpu_bf16, expected):
+    assert choose_precision(choice, cuda=cuda, cuda_bf16=cuda_bf16, cpu_bf16=cpu_bf16) == expected
+
+
+def test_fp16_on_cpu_is_refused():
+    with pytest.raises(MlmAdaptError, match="fp16 needs a CUDA GPU"):
+        choose_precision("fp16", cuda=False, cuda_bf16=False, cpu_bf16=True)
+
+
+def test_accelerators_with_different_precisions_in_one_process():
+    # accelerate's state is process-wide: each new accelerator replaces the last one's settings.
+    a, pa = make_accelerator("fp32")
+    assert (pa, a.mixed_precision) == ("fp32", "no")
+    b, pb = make_accelerator("bf16")
+    assert (pb, b.mixed_precision) == ("bf16", "bf16")
