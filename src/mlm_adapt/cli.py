@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -30,46 +29,57 @@ app = typer.Typer(
 )
 out = Console(soft_wrap=True)
 
-Model = Annotated[Optional[str], typer.Option(help="Hub model id or local folder [default: distilbert-base-uncased]")]
-Data = Annotated[Optional[str], typer.Option(help="Hub dataset id[:config], a .txt/.jsonl/.json/.csv/.parquet file, or a folder of .txt [default: imdb]")]
-Split = Annotated[Optional[str], typer.Option(help="Split or slice, e.g. 'train[:5000]' [default: train]")]
-TextColumn = Annotated[Optional[str], typer.Option(help="Column with the text; dotted path for nested fields (answers.text) [default: text]")]
-ChunkSize = Annotated[Optional[int], typer.Option(help="Tokens per chunk, special tokens included [default: 128]")]
-Remainder = Annotated[Optional[str], typer.Option(help="drop|pad the last, short chunk [default: drop]")]
-TrainSize = Annotated[Optional[int], typer.Option(help="Training chunks to sample [default: 10000]")]
-EvalSize = Annotated[Optional[int], typer.Option(help="Evaluation chunks to sample [default: 1000]")]
-Encoding = Annotated[Optional[str], typer.Option(help="Text encoding of local files [default: utf-8]")]
-MaskingOpt = Annotated[Optional[str], typer.Option("--masking", help="token|whole-word [default: token]")]
-MaskProb = Annotated[Optional[float], typer.Option(help="Masking rate [default: 0.15 token, 0.2 whole-word]")]
-EvalMasking = Annotated[Optional[str], typer.Option(help="Masking of the evaluation set [default: token]")]
-EvalMaskProb = Annotated[Optional[float], typer.Option(help="Masking rate of the evaluation set [default: 0.15]")]
-BatchSize = Annotated[Optional[int], typer.Option(help="Chunks per device per micro-batch [default: 64]")]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="auto|fp32|bf16|fp16 [default: auto]")]
-Seed = Annotated[Optional[int], typer.Option(help="Seed for split, masks and order [default: 42]")]
+Model = Annotated[Optional[str], typer.Option(help="Hub model id or local folder (default: distilbert-base-uncased)")]
+Data = Annotated[Optional[str], typer.Option(help="Hub dataset id[:config], a .txt/.jsonl/.json/.csv/.parquet file, or a folder of .txt (default: imdb)")]
+Split = Annotated[Optional[str], typer.Option(help="Split or slice, e.g. 'train[:5000]' (default: train)")]
+TextColumn = Annotated[Optional[str], typer.Option(help="Column with the text; dotted path for nested fields (answers.text) (default: text)")]
+ChunkSize = Annotated[Optional[int], typer.Option(help="Tokens per chunk, special tokens included (default: 128)")]
+Remainder = Annotated[Optional[str], typer.Option(help="drop|pad the last, short chunk (default: drop)")]
+TrainSize = Annotated[Optional[int], typer.Option(help="Training chunks to sample (default: 10000)")]
+EvalSize = Annotated[Optional[int], typer.Option(help="Evaluation chunks to sample (default: 1000)")]
+Encoding = Annotated[Optional[str], typer.Option(help="Text encoding of local files (default: utf-8)")]
+MaskingOpt = Annotated[Optional[str], typer.Option("--masking", help="token|whole-word (default: token)")]
+MaskProb = Annotated[Optional[float], typer.Option(help="Masking rate (default: 0.15 token, 0.2 whole-word)")]
+EvalMasking = Annotated[Optional[str], typer.Option(help="Masking of the evaluation set (default: token)")]
+EvalMaskProb = Annotated[Optional[float], typer.Option(help="Masking rate of the evaluation set (default: 0.15)")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Chunks per device per micro-batch (default: 64)")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="auto|fp32|bf16|fp16 (default: auto)")]
+Seed = Annotated[Optional[int], typer.Option(help="Seed for split, masks and order (default: 42)")]
 AllowPickle = Annotated[Optional[bool], typer.Option("--allow-pickle", help="Load .bin (pickle) weights; they can run code")]
 TrustRemote = Annotated[Optional[bool], typer.Option("--trust-remote-code", help="Run model code from the Hub repo")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors")] = False) -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=lambda v: _print_version(v), help="Print the version and exit")] = False,
+) -> None:
     """``--debug`` is read by :func:`main` before typer parses anything."""
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        from importlib.metadata import version
+
+        print(f"mlm-adapt {version('mlm-adapt')}")
+        raise typer.Exit(0)
 
 
 @app.command()
 def train(
-    model: Model = None, data: Data = None, output: Annotated[Optional[Path], typer.Option(help="Folder for the adapted model [default: mlm-adapt-output]")] = None,
+    model: Model = None, data: Data = None, output: Annotated[Optional[Path], typer.Option(help="Folder for the adapted model (default: mlm-adapt-output)")] = None,
     split: Split = None, text_column: TextColumn = None, chunk_size: ChunkSize = None, remainder: Remainder = None,
     masking: MaskingOpt = None, mask_prob: MaskProb = None, eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None,
     train_size: TrainSize = None, eval_size: EvalSize = None, encoding: Encoding = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training chunks [default: 3]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training chunks (default: 3)")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (overrides --epochs)")] = None,
     batch_size: BatchSize = None,
-    grad_accum: Annotated[Optional[int], typer.Option(help="Micro-batches per optimizer step [default: 1]")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 2e-5]")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay [default: 0.01]")] = None,
-    warmup_ratio: Annotated[Optional[float], typer.Option(help="Share of steps for linear warm-up [default: 0]")] = None,
-    logging_steps: Annotated[Optional[int], typer.Option(help="Record the training loss every N steps [default: 10]")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option(help="Micro-batches per optimizer step (default: 1)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: 2e-5)")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay (default: 0.01)")] = None,
+    warmup_ratio: Annotated[Optional[float], typer.Option(help="Share of steps for linear warm-up (default: 0)")] = None,
+    logging_steps: Annotated[Optional[int], typer.Option(help="Record the training loss every N steps (default: 10)")] = None,
     precision: PrecisionOpt = None, seed: Seed = None,
     overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Write into an output folder that holds files")] = None,
     allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None,
@@ -191,13 +201,14 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as exc:  # bad flags or values: same one-line form as our own errors
+    except typer.TyperException as exc:  # bad flags or values: same one-line form as our own errors
         if debug:
             raise
-        print(f"error: {exc.format_message()}", file=sys.stderr)
+        if exc.format_message():  # empty when typer already printed the help (no arguments)
+            print(f"error: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)

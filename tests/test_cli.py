@@ -1,0 +1,126 @@
+"""The command line: one `error:` line and status 2 for user mistakes; real end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from mlm_adapt.cli import app, main
+
+
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def _assert_user_error(code: int, err: str, match: str) -> None:
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert match in lines[0]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["train", "--mask-prob", "1.5"], "--mask-prob must be a probability"),
+        (["train", "--batch-size", "0"], "--batch-size must be a positive number"),
+        (["train", "--max-steps", "-3"], "--max-steps must be a positive number"),
+        (["train", "--batch-size", "many"], "valid integer"),
+        (["train", "--no-such-flag"], "No such option"),
+        (["evaluate", "--eval-mask-prob", "0"], "--eval-mask-prob must be a probability"),
+        (["fill-mask", "no mask here"], "no [MASK] or <mask>"),
+    ],
+)
+def test_bad_options_give_one_error_line(capsys, args, match):
+    _assert_user_error(*run_main(capsys, *args)[::2], match)
+
+
+def test_missing_data_path(capsys, bert_dir, tmp_path):
+    code, _, err = run_main(capsys, "train", "--model", str(bert_dir), "--data", "nowhere/corpus.txt", "--output", str(tmp_path / "o"))
+    _assert_user_error(code, err, "no such file")
+
+
+def test_existing_output_is_refused(capsys, bert_dir, data_root, tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    code, _, err = run_main(capsys, "train", "--model", str(bert_dir), "--data", str(data_root / "docs.txt"), "--output", str(tmp_path))
+    _assert_user_error(code, err, "--overwrite")
+
+
+def test_debug_shows_the_traceback(bert_dir):
+    with pytest.raises(Exception, match="must be a probability"):
+        main(["--debug", "train", "--mask-prob", "2"])
+
+
+def test_help_lists_the_commands():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("train", "evaluate", "fill-mask"):
+        assert command in result.output
+
+
+def test_yaml_config_with_flag_override(capsys, bert_dir, data_root, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {bert_dir}\ndata: {data_root / 'docs.txt'}\nchunk_size: 48\nmax_steps: 2\nbatch_size: 8\nprecision: fp32\n")
+    code, out, _ = run_main(capsys, "train", "--config", str(config), "--output", str(tmp_path / "o"), "--max-steps", "1")
+    assert code == 0, out
+    saved = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert saved["steps"] == 1
+    assert "max_steps: 1" in (tmp_path / "o" / "config.yaml").read_text()
+
+
+def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "mlm_adapt", *args], capture_output=True, text=True, env=env, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+CASES = [
+    ("bert_dir", "docs.txt", [], "token", "[MASK]"),
+    ("bert_dir", "nested.jsonl", ["--text-column", "answers.text"], "whole-word", "<mask>"),
+    ("roberta_dir", "reviews.csv", ["--text-column", "review"], "token", "[MASK]"),
+    ("roberta_dir", "folder", [], "whole-word", "<mask>"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, data, extra, masking, mask", CASES, ids=[f"{c[0][:-4]}-{c[1]}-{c[3]}" for c in CASES])
+def test_train_evaluate_fill_mask_end_to_end(request, data_root, tmp_path, model, data, extra, masking, mask):
+    model_dir = request.getfixturevalue(model)
+    out = tmp_path / "adapted"
+    common = ["--data", str(data_root / data), *extra, "--chunk-size", "48", "--eval-size", "30", "--seed", "3"]
+    train = _cli("train", "--model", str(model_dir), "--output", str(out), *common, "--masking", masking,
+                 "--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--train-size", "300")
+    assert "perplexity after" in train.stdout
+    assert "longer than the specified maximum" not in train.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["perplexity_after"] < metrics["perplexity_before"]
+
+    evaluated = json.loads(_cli("evaluate", "--model", str(out), *common, "--json").stdout)
+    assert evaluated["masked_tokens"] == metrics["eval_masked_tokens"]
+    assert evaluated["perplexity"] == pytest.approx(metrics["perplexity_after"], rel=1e-4)
+
+    text = f"the great {mask} loved the film."
+    filled = json.loads(_cli("fill-mask", "--model", str(out), "--compare", str(model_dir), "--top-k", "3", "--json", text).stdout)
+    assert filled[0]["text"] == text
+    assert set(filled[0]["masks"][0]) == {str(out), str(model_dir)}
+    assert all(len(preds) == 3 for preds in filled[0]["masks"][0].values())
+
+
+@pytest.mark.slow
+def test_fill_mask_table_and_error_exit_in_a_real_process(bert_dir):
+    table = _cli("fill-mask", "--model", str(bert_dir), "the [MASK] film.", "a [MASK] [MASK] plot.")
+    assert "mask 2" in table.stdout
+    bad = _cli("fill-mask", "--model", str(bert_dir), "nothing to fill", check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr

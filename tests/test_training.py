@@ -1,0 +1,107 @@
+"""The training loop through the library API, on tiny local models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from mlm_adapt import DataConfig, EvalConfig, MaskingConfig, ModelConfig, TrainConfig, evaluate, train
+from mlm_adapt.errors import MlmAdaptError
+
+
+def _config(model_dir, data, output, **overrides) -> TrainConfig:
+    data_options = {k: overrides.pop(k) for k in list(overrides) if k in ("text_column", "chunk_size", "train_size", "eval_size", "remainder")}
+    masking = overrides.pop("masking", MaskingConfig())
+    base = dict(batch_size=16, lr=1e-3, epochs=2, precision="fp32", seed=7)
+    base.update(overrides)
+    return TrainConfig(
+        model=ModelConfig(str(model_dir)),
+        data=DataConfig(data=str(data), chunk_size=data_options.pop("chunk_size", 48), eval_size=data_options.pop("eval_size", 40), train_size=data_options.pop("train_size", None), **data_options),
+        masking=masking,
+        output=output,
+        **base,
+    )
+
+
+@pytest.fixture(scope="module")
+def bert_run(bert_dir, data_root, tmp_path_factory):
+    config = _config(bert_dir, data_root / "docs.txt", tmp_path_factory.mktemp("run") / "out")
+    return config, train(config)
+
+
+def test_training_lowers_perplexity_and_saves_a_loadable_model(bert_run):
+    config, metrics = bert_run
+    assert metrics["perplexity_after"] < metrics["perplexity_before"]
+    for key in ("perplexity_before", "perplexity_after", "eval_loss_before", "eval_loss_after", "eval_masked_tokens",
+                "train_chunks", "eval_chunks", "train_samples_per_second", "history"):
+        assert key in metrics
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["history"][-1]["eval_loss"] == metrics["eval_loss_after"]
+    saved = json.loads((config.output / "metrics.json").read_text())
+    assert saved["perplexity_after"] == metrics["perplexity_after"]
+    assert (config.output / "model.safetensors").exists() and not list(config.output.glob("*.bin"))
+    from transformers import pipeline
+
+    predictions = pipeline("fill-mask", model=str(config.output))("the great [MASK] loved the film.")
+    assert len(predictions) == 5
+
+
+def test_evaluate_reproduces_perplexity_after(bert_run):
+    config, metrics = bert_run
+    eval_config = EvalConfig(model=ModelConfig(str(config.output)), data=config.data, batch_size=config.batch_size, precision="fp32", seed=config.seed)
+    first, second = evaluate(eval_config), evaluate(eval_config)
+    assert first.masked_tokens == metrics["eval_masked_tokens"]
+    assert first.perplexity == pytest.approx(metrics["perplexity_after"], rel=1e-5)
+    assert first.perplexity == second.perplexity
+
+
+def test_same_seed_same_run(bert_dir, data_root, tmp_path):
+    a = train(_config(bert_dir, data_root / "docs.txt", tmp_path / "a", max_steps=4))
+    b = train(_config(bert_dir, data_root / "docs.txt", tmp_path / "b", max_steps=4))
+    assert a["eval_loss_after"] == b["eval_loss_after"]
+    assert [e["loss"] for e in a["log_history"]] == [e["loss"] for e in b["log_history"]]
+
+
+def test_gradient_accumulation_matches_a_big_batch(bert_dir, data_root, tmp_path):
+    # Without dropout, 2 x 8 accumulated equals 1 x 16: the loss is normalised by the
+    # step's masked-token count, not averaged per micro-batch.
+    no_dropout = tmp_path / "bert"
+    shutil.copytree(bert_dir, no_dropout)
+    config = json.loads((no_dropout / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (no_dropout / "config.json").write_text(json.dumps(config))
+    big = train(_config(no_dropout, data_root / "docs.txt", tmp_path / "big", max_steps=3, batch_size=16))
+    accumulated = train(_config(no_dropout, data_root / "docs.txt", tmp_path / "acc", max_steps=3, batch_size=8, grad_accum=2))
+    assert accumulated["eval_loss_after"] == pytest.approx(big["eval_loss_after"], rel=1e-4)
+
+
+def test_max_steps_stops_mid_epoch(bert_dir, data_root, tmp_path):
+    metrics = train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=3, epochs=5))
+    assert metrics["steps"] == 3
+    assert len(metrics["history"]) == 1 and 0 < metrics["history"][0]["epoch"] < 1
+
+
+def test_whole_word_roberta_bf16(roberta_dir, data_root, tmp_path):
+    config = _config(roberta_dir, data_root / "reviews.csv", tmp_path / "o", text_column="review",
+                     masking=MaskingConfig(masking="whole-word"), precision="bf16", epochs=1)
+    metrics = train(config)
+    assert metrics["precision"] == "bf16"
+    assert metrics["perplexity_after"] < metrics["perplexity_before"]
+
+
+def test_non_empty_output_is_refused_and_overwrite_keeps_foreign_files(bert_dir, data_root, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.md").write_text("mine")
+    with pytest.raises(MlmAdaptError, match="already holds files.*--overwrite"):
+        train(_config(bert_dir, data_root / "docs.txt", out, max_steps=1))
+    train(_config(bert_dir, data_root / "docs.txt", out, max_steps=1, overwrite=True))
+    assert (out / "notes.md").read_text() == "mine"
+    assert (out / "model.safetensors").exists()
+
+
+def test_chunk_size_above_the_model_maximum(bert_dir, data_root, tmp_path):
+    with pytest.raises(MlmAdaptError, match="above the model's maximum of 128"):
+        train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", chunk_size=256))
