@@ -152,3 +152,15 @@ def data_root(tmp_path_factory, documents) -> Path:
     for i, doc in enumerate(documents[:120]):
         (folder / f"{i:04d}.txt").write_text(doc.replace(". ", ".\n"), encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def mlm_log(caplog):
+    """caplog wired to the "mlm_adapt" logger, which the CLI stops from propagating."""
+    import logging
+
+    logger = logging.getLogger("mlm_adapt")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="mlm_adapt")
+    yield caplog
+    logger.removeHandler(caplog.handler)

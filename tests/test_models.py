@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import shutil
 
 import pytest
@@ -89,16 +87,15 @@ def test_causal_lm_has_no_masked_lm_form(tmp_path, roberta_dir):
         load_model(ModelConfig(str(tmp_path)))
 
 
-def test_encoder_without_head_loads_with_a_warning(tmp_path, bert_dir, caplog):
+def test_encoder_without_head_loads_with_a_warning(tmp_path, bert_dir, mlm_log):
     from transformers import BertModel
 
     encoder = load_model(ModelConfig(str(bert_dir))).bert
     BertModel(encoder.config).save_pretrained(tmp_path)
     shutil.copy(bert_dir / "tokenizer.json", tmp_path)
     shutil.copy(bert_dir / "tokenizer_config.json", tmp_path)
-    with caplog.at_level(logging.WARNING, logger="mlm_adapt"):
-        model = load_model(ModelConfig(str(tmp_path)))
-    assert "no masked-LM head" in caplog.text
+    model = load_model(ModelConfig(str(tmp_path)))
+    assert "no masked-LM head" in mlm_log.text
     assert model.cls.predictions.transform.dense.weight.shape == (32, 32)
 
 
@@ -119,16 +116,15 @@ def test_unknown_hub_id_offline_says_so():
         load_tokenizer(ModelConfig("someone/no-such-model-xyz"))
 
 
-def test_pickle_weights_need_allow_pickle(tmp_path, bert_dir, caplog):
+def test_pickle_weights_need_allow_pickle(tmp_path, bert_dir, mlm_log):
     shutil.copytree(bert_dir, tmp_path / "m")
     state = load_model(ModelConfig(str(bert_dir))).state_dict()
     (tmp_path / "m" / "model.safetensors").unlink()
     torch.save(state, tmp_path / "m" / "pytorch_model.bin")
     with pytest.raises(MlmAdaptError, match="--allow-pickle"):
         load_model(ModelConfig(str(tmp_path / "m")))
-    with caplog.at_level(logging.WARNING, logger="mlm_adapt"):
-        model = load_model(ModelConfig(str(tmp_path / "m"), allow_pickle=True))
-    assert "can execute code" in caplog.text
+    model = load_model(ModelConfig(str(tmp_path / "m"), allow_pickle=True))
+    assert "can execute code" in mlm_log.text
     torch.testing.assert_close(model.state_dict()["cls.predictions.bias"], state["cls.predictions.bias"])
 
 

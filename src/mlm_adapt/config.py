@@ -147,6 +147,9 @@ class TrainConfig(EvalConfig):
     weight_decay: float = 0.01
     warmup_ratio: float = 0.0
     logging_steps: int = 10
+    save_steps: int | None = None
+    keep_checkpoints: int | None = 2
+    resume: bool = False
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -154,6 +157,10 @@ class TrainConfig(EvalConfig):
         object.__setattr__(self, "output", Path(self.output))
         _positive("epochs", self.epochs)
         _positive("max_steps", self.max_steps, optional=True)
+        _positive("save_steps", self.save_steps, optional=True)
+        _positive("keep_checkpoints", self.keep_checkpoints, optional=True)
+        if self.resume and self.overwrite:
+            raise MlmAdaptError("--resume continues the run in --output; --overwrite would start afresh: pick one")
         _positive("grad_accum", self.grad_accum)
         _positive("logging_steps", self.logging_steps)
         _positive("lr", self.lr)

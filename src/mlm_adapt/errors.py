@@ -9,3 +9,7 @@ keeps its traceback.
 
 class MlmAdaptError(Exception):
     """A problem with the user's input, with a message that says what to do."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM stopped training after a checkpoint was written; the CLI exits 130."""

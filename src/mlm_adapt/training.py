@@ -11,8 +11,11 @@ batches and processes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,10 +27,10 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from mlm_adapt import artifacts, config as config_mod
+from mlm_adapt import artifacts, checkpoints, config as config_mod
 from mlm_adapt.chunking import Chunks, SplitData, load_split
 from mlm_adapt.config import EvalConfig, TrainConfig
-from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import EvalResult, MaskedSet, evaluate_loss, mask_eval_set
 from mlm_adapt.masking import TRAIN_STREAM, MaskingVocab, batch_generator, mask_batch
 from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size, supports_sparse_prediction
@@ -96,15 +99,6 @@ def _global_batch(chunks: Chunks, order: np.ndarray, step: int, size: int, confi
     return inputs, part.attention_mask, labels
 
 
-@dataclass
-class RunState:
-    step: int = 0
-    history: list[dict] = field(default_factory=list)
-    log_history: list[dict] = field(default_factory=list)
-    timed_from: float | None = None
-    timed_samples: int = 0
-
-
 def _train_step(objective, optimizer, scheduler, accelerator, batch, config: TrainConfig) -> tuple[float, int]:
     """One optimizer step on this process's micro-batches; returns the global (nll sum, token count)."""
     inputs, attention, labels = batch
@@ -130,52 +124,131 @@ def _train_step(objective, optimizer, scheduler, accelerator, batch, config: Tra
     return float(accelerator.reduce(local_nll, "sum")), global_count
 
 
-def _check_finite(loss: float, step: int) -> None:
+def _check_finite(loss: float, step: int, output) -> None:
     if not math.isfinite(loss):
+        kept = checkpoints.complete_checkpoints(output)
+        where = f"the last good checkpoint is {kept[-1]} (--resume continues from it)" if kept else "no checkpoint was written yet"
         raise MlmAdaptError(
-            f"the training loss became {loss} at step {step}; lower --lr, or use --precision fp32 to rule out overflow"
+            f"the training loss became {loss} at step {step}; {where}. Lower --lr, or use --precision fp32 "
+            "to rule out overflow"
         )
+
+
+@dataclass
+class RunState:
+    """Where a run is; JSON-serialisable so a checkpoint can carry it."""
+
+    options: dict[str, Any]
+    before: dict[str, float]
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    epoch_nll: float = 0.0
+    epoch_tokens: int = 0
+    history: list[dict] = field(default_factory=list)
+    log_history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Timer:
+    """Throughput over optimizer steps after the first few of this process's life."""
+
+    started: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    timed_from: float | None = None
+    timed_samples: int = 0
+
+    def tick(self, samples: int) -> None:
+        self.steps += 1
+        if self.steps == WARMUP_STEPS_NOT_TIMED:
+            self.timed_from = time.perf_counter()
+        elif self.steps > WARMUP_STEPS_NOT_TIMED:
+            self.timed_samples += samples
+
+    def samples_per_second(self, fallback_samples: int) -> float:
+        if self.timed_from is not None and self.timed_samples:
+            return self.timed_samples / (time.perf_counter() - self.timed_from)
+        elapsed = time.perf_counter() - self.started
+        return fallback_samples / elapsed if elapsed > 0 else 0.0
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _prepare_output(config: TrainConfig):
+    if config.resume:
+        if not checkpoints.complete_checkpoints(config.output):
+            raise MlmAdaptError(f"--resume: no complete checkpoint in {checkpoints.checkpoint_root(config.output)}")
+        return config.output
+    return artifacts.prepare_output(config.output, config.overwrite)
+
+
+def _start_or_resume(config, accelerator, objective, eval_set: MaskedSet) -> RunState:
+    options = config_mod.to_options(config)
+    if config.resume:
+        path = checkpoints.complete_checkpoints(config.output)[-1]
+        saved = checkpoints.load_checkpoint(accelerator, path)
+        checkpoints.check_resumable(saved["options"], options)
+        log.info("resuming from %s (step %d)", path, saved["step"])
+        return RunState(**{**saved, "options": options})
+    before = evaluate_loss(objective, eval_set, config.batch_size, accelerator)
+    log.info("perplexity before training: %.3f on %d masked tokens", before.perplexity, before.masked_tokens)
+    return RunState(options=options, before={"nll_sum": before.nll_sum, "masked_tokens": before.masked_tokens})
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Adapt ``config.model`` to ``config.data``; save the model and return its metrics."""
-    output = artifacts.prepare_output(config.output, config.overwrite)
+    output = _prepare_output(config)
     prepared = prepare(config)
     accelerator, precision = make_accelerator(config.precision)
     model, train_chunks = prepared.model, prepared.data.train
     world = accelerator.num_processes
-    global_size = config.batch_size * config.grad_accum * world
     steps_per_epoch = config.steps_per_epoch(len(train_chunks), world)
     total_steps = config.total_steps(len(train_chunks), world)
 
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps(len(train_chunks), world), total_steps)
     objective, optimizer = accelerator.prepare(MaskedLMObjective(model), optimizer)
+    accelerator.register_for_checkpointing(scheduler)  # not prepared: our step counts already include processes
+    state = _start_or_resume(config, accelerator, objective, prepared.eval_set)
+    objective.train()  # from_pretrained returns models in eval mode: dropout must be on
 
-    before = evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)
-    log.info("perplexity before training: %.3f on %d masked tokens", before.perplexity, before.masked_tokens)
-    state = RunState()
-    started = time.perf_counter()
-    bar = tqdm(total=total_steps, desc="training", unit="step", disable=not accelerator.is_main_process)
-    for epoch in range(math.ceil(total_steps / steps_per_epoch)):
-        order = batch_generator(config.seed, TRAIN_STREAM, epoch).permutation(len(train_chunks))
-        epoch_nll, epoch_tokens = 0.0, 0
-        for step_in_epoch in range(steps_per_epoch):
-            if state.step >= total_steps:
-                break
-            batch = _global_batch(train_chunks, order, step_in_epoch, global_size, config, prepared.vocab, epoch)
+    timer = Timer()
+    with _StopFlag() as stop, tqdm(total=total_steps, initial=state.step, desc="training", unit="step",
+                                   disable=not accelerator.is_main_process) as bar:
+        while state.step < total_steps:
+            order = batch_generator(config.seed, TRAIN_STREAM, state.epoch).permutation(len(train_chunks))
+            global_size = config.batch_size * config.grad_accum * world
+            batch = _global_batch(train_chunks, order, state.step_in_epoch, global_size, config, prepared.vocab, state.epoch)
             nll, tokens = _train_step(objective, optimizer, scheduler, accelerator, batch, config)
-            state.step += 1
-            _check_finite(nll, state.step)
-            epoch_nll, epoch_tokens = epoch_nll + nll, epoch_tokens + tokens
-            _record_step(state, config, nll / max(tokens, 1), scheduler.get_last_lr()[0], len(batch[0]))
+            _advance(state, config, nll, tokens, scheduler.get_last_lr()[0])
+            timer.tick(len(batch[0]))
             bar.update(1)
             bar.set_postfix(loss=f"{nll / max(tokens, 1):.3f}")
-        result = evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)
-        state.history.append(_epoch_entry(epoch, state.step, steps_per_epoch, epoch_nll, epoch_tokens, result))
-        log.info("epoch %s: train loss %.4f, eval loss %.4f, perplexity %.3f", *_epoch_summary(state.history[-1]))
-    bar.close()
-    metrics = _metrics(config, prepared, before, result, state, precision, time.perf_counter() - started, model)
+            saved = _end_of_step(config, state, steps_per_epoch, total_steps, objective, prepared.eval_set, accelerator)
+            if stop.signal is not None:
+                _stop(config, state, accelerator, saved)
+    metrics = _metrics(config, prepared, state, precision, timer, model)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         artifacts.save_final(
@@ -185,38 +258,55 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return metrics
 
 
-def _record_step(state: RunState, config: TrainConfig, loss: float, lr: float, samples: int) -> None:
-    if state.step == WARMUP_STEPS_NOT_TIMED:
-        state.timed_from = time.perf_counter()
-    elif state.step > WARMUP_STEPS_NOT_TIMED:
-        state.timed_samples += samples
+def _advance(state: RunState, config: TrainConfig, nll: float, tokens: int, lr: float) -> None:
+    state.step += 1
+    state.step_in_epoch += 1
+    loss = nll / max(tokens, 1)
+    _check_finite(loss, state.step, config.output)
+    state.epoch_nll += nll
+    state.epoch_tokens += tokens
     if state.step % config.logging_steps == 0 or state.step == 1:
         state.log_history.append({"step": state.step, "loss": loss, "lr": lr})
 
 
-def _epoch_entry(epoch: int, step: int, steps_per_epoch: int, nll: float, tokens: int, result: EvalResult) -> dict:
-    done = step - epoch * steps_per_epoch
-    return {
-        "epoch": epoch + 1 if done == steps_per_epoch else round(epoch + done / steps_per_epoch, 4),
-        "step": step,
-        "train_loss": nll / tokens if tokens else None,
-        "eval_loss": result.loss,
-        "perplexity": result.perplexity,
-    }
+def _end_of_step(config, state: RunState, steps_per_epoch: int, total_steps: int, objective, eval_set, accelerator) -> bool:
+    """Evaluate at an epoch's end (or the last step) and checkpoint when due; True if one was written."""
+    epoch_done = state.step_in_epoch == steps_per_epoch
+    if epoch_done or state.step == total_steps:
+        result = evaluate_loss(objective, eval_set, config.batch_size, accelerator)
+        fraction = state.step_in_epoch / steps_per_epoch
+        state.history.append({
+            "epoch": state.epoch + 1 if epoch_done else round(state.epoch + fraction, 4),
+            "step": state.step,
+            "train_loss": state.epoch_nll / state.epoch_tokens if state.epoch_tokens else None,
+            "eval_loss": result.loss,
+            "eval_nll_sum": result.nll_sum,
+            "eval_masked_tokens": result.masked_tokens,
+            "perplexity": result.perplexity,
+        })
+        log.info("epoch %s: train loss %.4f, eval loss %.4f, perplexity %.3f", state.history[-1]["epoch"],
+                 state.history[-1]["train_loss"] or float("nan"), result.loss, result.perplexity)
+    if epoch_done:
+        state.epoch, state.step_in_epoch, state.epoch_nll, state.epoch_tokens = state.epoch + 1, 0, 0.0, 0
+    due = epoch_done or (config.save_steps is not None and state.step % config.save_steps == 0)
+    if due and state.step < total_steps:
+        checkpoints.save_checkpoint(accelerator, config.output, dataclasses.asdict(state), config.keep_checkpoints)
+    return due
 
 
-def _epoch_summary(entry: dict) -> tuple:
-    return entry["epoch"], entry["train_loss"] or float("nan"), entry["eval_loss"], entry["perplexity"]
+def _stop(config: TrainConfig, state: RunState, accelerator, saved: bool) -> None:
+    if not saved:
+        checkpoints.save_checkpoint(accelerator, config.output, dataclasses.asdict(state), config.keep_checkpoints)
+    raise TrainingInterrupted(
+        f"interrupted at step {state.step}; checkpoint saved in {checkpoints.checkpoint_root(config.output)}. "
+        f"Resume with the same command plus --resume"
+    )
 
 
-def _throughput(state: RunState, elapsed: float, total_samples: int) -> float:
-    if state.timed_from is not None and state.timed_samples:
-        return state.timed_samples / (time.perf_counter() - state.timed_from)
-    return total_samples / elapsed if elapsed > 0 else 0.0
-
-
-def _metrics(config, prepared: Prepared, before: EvalResult, after: EvalResult, state: RunState,
-             precision: str, elapsed: float, model) -> dict[str, Any]:
+def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer: Timer, model) -> dict[str, Any]:
+    before = EvalResult(state.before["nll_sum"], int(state.before["masked_tokens"]))
+    last = state.history[-1]
+    after = EvalResult(last["eval_nll_sum"], last["eval_masked_tokens"])
     return {
         "model": config.model.model,
         "data": config.data.data,
@@ -230,8 +320,8 @@ def _metrics(config, prepared: Prepared, before: EvalResult, after: EvalResult, 
         "eval_documents": prepared.data.eval_documents,
         "documents": prepared.data.documents,
         "steps": state.step,
-        "train_samples_per_second": _throughput(state, elapsed, state.step * config.batch_size * config.grad_accum),
-        "train_runtime_seconds": elapsed,
+        "train_samples_per_second": timer.samples_per_second(state.step * config.batch_size * config.grad_accum),
+        "train_runtime_seconds": time.perf_counter() - timer.started,
         "precision": precision,
         "sparse_prediction": supports_sparse_prediction(model),
         "history": state.history,

@@ -1,0 +1,82 @@
+"""Checkpoints that appear only when complete, and exact resume from them.
+
+A checkpoint is ``OUTPUT/checkpoints/step-N/``: accelerate's ``save_state``
+(model, optimizer, scheduler and the torch/NumPy/Python RNG states) plus
+``trainer_state.json`` (position in the data, history, the run's options). It is
+written under a temporary name and renamed when complete, so a crash mid-write
+leaves a ``.tmp-`` folder that resume ignores. Masks need no saved state: they
+are drawn from generators seeded by (seed, epoch, step), so a resumed run
+redraws exactly the masks it would have drawn, without replaying batches.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mlm_adapt.artifacts import write_json
+from mlm_adapt.errors import MlmAdaptError
+
+STATE_FILE = "trainer_state.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+# Options that may change between an interrupted run and its resumption without
+# changing the result.
+RESUME_FREE_OPTIONS = frozenset({"overwrite", "resume", "save_steps", "keep_checkpoints", "logging_steps", "output"})
+
+
+def checkpoint_root(output: Path) -> Path:
+    return Path(output) / "checkpoints"
+
+
+def complete_checkpoints(output: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (half-written ``.tmp-`` folders are not listed)."""
+    root = checkpoint_root(output)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / STATE_FILE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(accelerator, output: Path, state: dict[str, Any], keep: int | None) -> Path:
+    """Write ``step-N`` atomically (all processes call this; the main one renames and prunes)."""
+    root = checkpoint_root(output)
+    final = root / f"step-{state['step']}"
+    tmp = root / f".tmp-step-{state['step']}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        write_json(tmp / STATE_FILE, state)  # last: marks the folder complete
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        if keep is not None:
+            for old in complete_checkpoints(output)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, path: Path) -> dict[str, Any]:
+    """Restore model, optimizer, scheduler and RNG states; return the saved trainer state."""
+    accelerator.load_state(str(path))
+    return json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse a resume whose options would change the result, naming them."""
+    changed = sorted(
+        key for key in set(saved) | set(current)
+        if key not in RESUME_FREE_OPTIONS and saved.get(key) != current.get(key)
+    )
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise MlmAdaptError(
+            f"cannot resume: options changed since the checkpoint ({details}); "
+            "resume with the original options, or start afresh with --overwrite"
+        )

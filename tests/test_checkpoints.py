@@ -1,0 +1,136 @@
+"""Checkpoints, exact resume after a real SIGKILL, interrupts, refused resumes, numerical faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mlm_adapt import checkpoints
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.training import train
+from test_training import _config
+
+TIMING = {"train_samples_per_second", "train_runtime_seconds"}
+
+
+@pytest.fixture(scope="module")
+def slower_bert(models_root, bert_dir) -> Path:
+    """A wider model (steps of ~0.1 s), so a test can kill a run between two checkpoints."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    folder = models_root / "wider-bert"
+    if not folder.exists():
+        tok = AutoTokenizer.from_pretrained(bert_dir)
+        config = BertConfig(vocab_size=len(tok), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                            intermediate_size=1024, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+        BertForMaskedLM(config).save_pretrained(folder)
+        tok.save_pretrained(folder)
+    return folder
+
+
+def _command(model: Path, data: Path, output: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mlm_adapt", "train", "--model", str(model), "--data", str(data), "--output", str(output),
+            "--chunk-size", "64", "--eval-size", "20", "--train-size", "400", "--batch-size", "16", "--max-steps", "24",
+            "--save-steps", "3", "--keep-checkpoints", "2", "--precision", "fp32", "--lr", "5e-4", *extra]
+
+
+def _metrics(output: Path) -> dict:
+    metrics = json.loads((output / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "process ended early"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_an_uninterrupted_run(slower_bert, data_root, tmp_path):
+    data = data_root / "docs.txt"
+    reference = tmp_path / "reference"
+    subprocess.run(_command(slower_bert, data, reference), check=True, capture_output=True, timeout=600)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_command(slower_bert, data, killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (killed / "checkpoints" / "step-6" / checkpoints.STATE_FILE).exists(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
+
+    resumed = subprocess.run(_command(slower_bert, data, killed, "--resume"), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    assert _metrics(killed) == _metrics(reference)
+    assert len(checkpoints.complete_checkpoints(killed)) <= 2
+
+
+@pytest.mark.slow
+def test_sigint_checkpoints_and_exits_130(slower_bert, data_root, tmp_path):
+    out = tmp_path / "o"
+    proc = subprocess.Popen(_command(slower_bert, data_root / "docs.txt", out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (out / "checkpoints" / "step-3").exists(), proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err and "Traceback" not in err
+    latest = checkpoints.complete_checkpoints(out)[-1]
+    assert json.loads((latest / checkpoints.STATE_FILE).read_text())["step"] >= 3
+
+
+def test_half_written_checkpoint_is_ignored_and_resume_refuses_changed_options(bert_dir, data_root, tmp_path):
+    out = tmp_path / "o"
+    train(_config(bert_dir, data_root / "docs.txt", out, max_steps=6, save_steps=2, keep_checkpoints=None))
+    steps = [p.name for p in checkpoints.complete_checkpoints(out)]
+    assert steps == ["step-2", "step-4"]  # no checkpoint for the final step: the final model is saved instead
+    half = out / "checkpoints" / ".tmp-step-5"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"partial")
+    assert checkpoints.complete_checkpoints(out)[-1].name == "step-4"
+
+    with pytest.raises(MlmAdaptError, match=r"options changed.*lr: 0.001 -> 0.002"):
+        train(_config(bert_dir, data_root / "docs.txt", out, max_steps=6, save_steps=2, lr=2e-3, resume=True))
+    metrics = train(_config(bert_dir, data_root / "docs.txt", out, max_steps=6, save_steps=2, resume=True))
+    assert metrics["steps"] == 6
+
+
+def test_keep_checkpoints_prunes_old_ones(bert_dir, data_root, tmp_path):
+    out = tmp_path / "o"
+    train(_config(bert_dir, data_root / "docs.txt", out, max_steps=9, save_steps=2, keep_checkpoints=2))
+    assert [p.name for p in checkpoints.complete_checkpoints(out)] == ["step-6", "step-8"]
+
+
+def test_resume_without_a_checkpoint(bert_dir, data_root, tmp_path):
+    with pytest.raises(MlmAdaptError, match="no complete checkpoint"):
+        train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", resume=True))
+
+
+def test_nan_loss_stops_naming_the_step(bert_dir, data_root, tmp_path, monkeypatch):
+    import torch
+
+    from mlm_adapt import models
+
+    real = models.masked_lm_nll
+    calls = {"n": 0}
+
+    def poisoned(model, *args, **kwargs):
+        nll, count = real(model, *args, **kwargs)
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                return nll * torch.tensor(float("nan")), count
+        return nll, count
+
+    monkeypatch.setattr(models, "masked_lm_nll", poisoned)
+    with pytest.raises(MlmAdaptError, match=r"loss became nan at step 3; the last good checkpoint is .*step-2"):
+        train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=6, save_steps=2))
