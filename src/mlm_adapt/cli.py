@@ -81,6 +81,7 @@ def train(
     warmup_ratio: Annotated[Optional[float], typer.Option(help="Share of steps for linear warm-up (default: 0)")] = None,
     logging_steps: Annotated[Optional[int], typer.Option(help="Record the training loss every N steps (default: 10)")] = None,
     precision: PrecisionOpt = None, seed: Seed = None,
+    probe: Annotated[Optional[list[str]], typer.Option("--probe", help="A text with [MASK] for the report's before/after table (repeatable)")] = None,
     save_steps: Annotated[Optional[int], typer.Option(help="Also checkpoint every N steps (always at epoch ends)")] = None,
     keep_checkpoints: Annotated[Optional[int], typer.Option(help="Keep the newest K checkpoints (default: 2)")] = None,
     resume: Annotated[Optional[bool], typer.Option("--resume", help="Continue from the newest complete checkpoint in --output")] = None,
@@ -91,7 +92,8 @@ def train(
     """Continue masked-LM training of MODEL on DATA and save the adapted model to OUTPUT."""
     from mlm_adapt.training import train as run
 
-    options = {k: v for k, v in locals().items() if k not in ("config", "run")}
+    options = {k: v for k, v in locals().items() if k not in ("config", "run", "probe")}
+    options["probes"] = tuple(probe) if probe else None
     resolved = cfg.resolve(cfg.TrainConfig, options, config)
     _print_train_summary(run(resolved), resolved.output)
 
@@ -204,15 +206,18 @@ def _print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     out.print(f"saved to {output}  (try: mlm-adapt fill-mask --model {output} \"This is a great [MASK].\")")
 
 
-class _CliFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
+class _TqdmHandler(logging.Handler):
+    """Messages as plain lines on stderr, written through tqdm so progress bars don't overwrite them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
         prefix = "warning: " if record.levelno >= logging.WARNING else ""
-        return prefix + record.getMessage()
+        tqdm.write(prefix + record.getMessage(), file=sys.stderr)
 
 
 def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_CliFormatter())
+    handler = _TqdmHandler()
     logger = logging.getLogger("mlm_adapt")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)

@@ -147,6 +147,7 @@ class TrainConfig(EvalConfig):
     weight_decay: float = 0.01
     warmup_ratio: float = 0.0
     logging_steps: int = 10
+    probes: tuple[str, ...] = ()
     save_steps: int | None = None
     keep_checkpoints: int | None = 2
     resume: bool = False
@@ -159,6 +160,10 @@ class TrainConfig(EvalConfig):
         _positive("max_steps", self.max_steps, optional=True)
         _positive("save_steps", self.save_steps, optional=True)
         _positive("keep_checkpoints", self.keep_checkpoints, optional=True)
+        object.__setattr__(self, "probes", tuple(self.probes or ()))
+        for probe in self.probes:
+            if "[MASK]" not in probe and "<mask>" not in probe:
+                raise MlmAdaptError(f"--probe {probe!r} has no [MASK] or <mask>")
         if self.resume and self.overwrite:
             raise MlmAdaptError("--resume continues the run in --output; --overwrite would start afresh: pick one")
         _positive("grad_accum", self.grad_accum)
@@ -223,7 +228,7 @@ def to_options(config: EvalConfig) -> dict[str, Any]:
         flat.update(dataclasses.asdict(getattr(config, name)))
     for name in _own_fields(type(config)):
         value = getattr(config, name)
-        flat[name] = str(value) if isinstance(value, Path) else value
+        flat[name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
     return flat
 
 

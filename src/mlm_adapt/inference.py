@@ -37,14 +37,16 @@ def with_model_mask(text: str, mask_token: str) -> str:
 class FillMask:
     """A loaded model ready to fill masks; load once, call for many texts."""
 
-    def __init__(self, model: ModelConfig | str, top_k: int = 5):
+    def __init__(self, model: ModelConfig | str, top_k: int = 5, *, loaded: tuple | None = None):
+        """``loaded=(model, tokenizer)`` uses objects already in memory instead of loading ``model``."""
         if top_k < 1:
             raise MlmAdaptError(f"--top-k must be a positive number, not {top_k}")
         cfg = model if isinstance(model, ModelConfig) else ModelConfig(model=model)
         self.name = cfg.model
-        self.tokenizer = load_tokenizer(cfg)
+        network, self.tokenizer = loaded if loaded else (load_model(cfg), load_tokenizer(cfg))
         self.top_k = top_k
-        self._pipe = pipeline("fill-mask", model=load_model(cfg).eval(), tokenizer=self.tokenizer, device="cpu" if not torch.cuda.is_available() else 0)
+        device = 0 if torch.cuda.is_available() else "cpu"
+        self._pipe = pipeline("fill-mask", model=network.eval(), tokenizer=self.tokenizer, device=device)
 
     def __call__(self, text: str) -> list[list[Prediction]]:
         """Top-k predictions for each mask in ``text``, in order of appearance."""

@@ -27,6 +27,8 @@ from mlm_adapt.masking import IGNORE_INDEX
 
 log = logging.getLogger("mlm_adapt")
 
+SPARSE_BUCKET = 128
+
 # Families whose position embeddings reserve pad_token_id + 1 leading slots, so
 # max_position_embeddings overstates the usable length (514 -> 512 for RoBERTa).
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer"}
@@ -157,17 +159,23 @@ def masked_lm_nll(
     Summing (not averaging) lets callers normalise by the token count of a whole
     optimizer step or evaluation set, as perplexity needs.
     """
-    selected = labels != IGNORE_INDEX
-    targets = labels[selected]
+    flat_labels = labels.reshape(-1)
+    positions = torch.nonzero(flat_labels != IGNORE_INDEX).squeeze(1)
+    count = int(positions.numel())
     parts = _sparse_parts(model) if sparse else None
-    if parts is not None:
-        encoder, head = parts
-        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = head(hidden[selected])
-    else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[selected]
-    nll = F.cross_entropy(logits.float(), targets, reduction="sum")
-    return nll, int(targets.numel())
+    if parts is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1])[positions].float(), flat_labels[positions], reduction="sum"), count
+    # Round the number of predicted rows up to a multiple of SPARSE_BUCKET (padding rows
+    # are ignored by the loss): a handful of distinct tensor sizes instead of one per
+    # batch keeps the allocator from fragmenting (RSS grew from 1.7 to 3+ GB in 40 steps).
+    padded = -(-count // SPARSE_BUCKET) * SPARSE_BUCKET
+    rows = torch.cat([positions, positions.new_zeros(padded - count)])
+    targets = torch.cat([flat_labels[positions], flat_labels.new_full((padded - count,), IGNORE_INDEX)])
+    encoder, head = parts
+    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    logits = head(hidden.reshape(-1, hidden.shape[-1])[rows])
+    return F.cross_entropy(logits.float(), targets, reduction="sum", ignore_index=IGNORE_INDEX), count
 
 
 class MaskedLMObjective(torch.nn.Module):

@@ -27,7 +27,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from mlm_adapt import artifacts, checkpoints, config as config_mod
+from mlm_adapt import artifacts, checkpoints, config as config_mod, reporting
 from mlm_adapt.chunking import Chunks, SplitData, load_split
 from mlm_adapt.config import EvalConfig, TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
@@ -38,8 +38,8 @@ from mlm_adapt.runtime import make_accelerator
 
 log = logging.getLogger("mlm_adapt")
 
-# Throughput leaves out the first optimizer steps, which pay for allocator warm-up
-# and one-off kernel selection.
+# Throughput leaves out the first optimizer steps of a process, which pay for
+# allocator warm-up and one-off kernel selection.
 WARMUP_STEPS_NOT_TIMED = 2
 
 
@@ -151,25 +151,21 @@ class RunState:
 
 @dataclass
 class Timer:
-    """Throughput over optimizer steps after the first few of this process's life."""
+    """Throughput of optimizer steps alone (no evaluation or checkpointing), after the first few."""
 
     started: float = field(default_factory=time.perf_counter)
     steps: int = 0
-    timed_from: float | None = None
+    timed_seconds: float = 0.0
     timed_samples: int = 0
 
-    def tick(self, samples: int) -> None:
+    def tick(self, samples: int, seconds: float) -> None:
         self.steps += 1
-        if self.steps == WARMUP_STEPS_NOT_TIMED:
-            self.timed_from = time.perf_counter()
-        elif self.steps > WARMUP_STEPS_NOT_TIMED:
+        if self.steps > WARMUP_STEPS_NOT_TIMED:
+            self.timed_seconds += seconds
             self.timed_samples += samples
 
-    def samples_per_second(self, fallback_samples: int) -> float:
-        if self.timed_from is not None and self.timed_samples:
-            return self.timed_samples / (time.perf_counter() - self.timed_from)
-        elapsed = time.perf_counter() - self.started
-        return fallback_samples / elapsed if elapsed > 0 else 0.0
+    def samples_per_second(self) -> float:
+        return self.timed_samples / self.timed_seconds if self.timed_seconds > 0 else float("nan")
 
 
 class _StopFlag:
@@ -239,10 +235,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         while state.step < total_steps:
             order = batch_generator(config.seed, TRAIN_STREAM, state.epoch).permutation(len(train_chunks))
             global_size = config.batch_size * config.grad_accum * world
+            began = time.perf_counter()
             batch = _global_batch(train_chunks, order, state.step_in_epoch, global_size, config, prepared.vocab, state.epoch)
             nll, tokens = _train_step(objective, optimizer, scheduler, accelerator, batch, config)
+            timer.tick(len(batch[0]), time.perf_counter() - began)
             _advance(state, config, nll, tokens, scheduler.get_last_lr()[0])
-            timer.tick(len(batch[0]))
             bar.update(1)
             bar.set_postfix(loss=f"{nll / max(tokens, 1):.3f}")
             saved = _end_of_step(config, state, steps_per_epoch, total_steps, objective, prepared.eval_set, accelerator)
@@ -251,11 +248,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     metrics = _metrics(config, prepared, state, precision, timer, model)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        artifacts.save_final(
-            output, accelerator.unwrap_model(objective).model, prepared.tokenizer, metrics,
-            write_extra=lambda folder: config_mod.write_yaml(config, folder / "config.yaml"),
-        )
+        _save_outputs(config, output, accelerator.unwrap_model(objective).model, prepared, metrics)
     return metrics
+
+
+def _save_outputs(config: TrainConfig, output, model, prepared: Prepared, metrics: dict[str, Any]) -> None:
+    def extras(folder) -> None:
+        config_mod.write_yaml(config, folder / "config.yaml")
+        reporting.write_run_report(folder, config, metrics, model, prepared.tokenizer, prepared.data.eval)
+
+    artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras)
 
 
 def _advance(state: RunState, config: TrainConfig, nll: float, tokens: int, lr: float) -> None:
@@ -320,7 +322,7 @@ def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer:
         "eval_documents": prepared.data.eval_documents,
         "documents": prepared.data.documents,
         "steps": state.step,
-        "train_samples_per_second": timer.samples_per_second(state.step * config.batch_size * config.grad_accum),
+        "train_samples_per_second": timer.samples_per_second(),
         "train_runtime_seconds": time.perf_counter() - timer.started,
         "precision": precision,
         "sparse_prediction": supports_sparse_prediction(model),

@@ -1,0 +1,248 @@
+"""mlm-adapt against the seeds' recipe, side by side on one machine, in one run.
+
+Model: the distilbert-base-uncased architecture with random weights (speed does
+not depend on the weights) and the 30,522-token uncased BERT vocabulary, taken
+from the demo's all-MiniLM-L6-v2 tokenizer so that no Hub access is needed.
+Text: the demo's BBC News articles plus Rotten Tomatoes reviews (~1.2M words).
+
+Each training variant runs in its own process (clean peak-memory numbers):
+  recipe-fp32 / recipe-bf16  Trainer + the course's group_texts + DataCollatorForLanguageModeling
+  mlm-adapt-*                the training step `mlm-adapt train` runs (sparse MLM head)
+Usage:  python benchmarks/train_throughput.py [--steps 12] [--batch 16] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+CHUNK = 128
+WARMUP = 2  # steps not timed, for every variant alike
+
+
+def corpus_texts() -> list[str]:
+    import csv
+
+    from mlm_adapt.demo import fetch_assets
+
+    assets = fetch_assets()
+    texts = [p.read_text(encoding="latin-1") for p in sorted(assets.news_dir.rglob("*.txt"))]
+    with assets.reviews_csv.open(encoding="utf-8") as fh:
+        texts += [row["text"] for row in csv.DictReader(fh)]
+    return texts
+
+
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from mlm_adapt.demo import fetch_assets
+
+    return AutoTokenizer.from_pretrained(fetch_assets().model_dir)
+
+
+def model(attn: str = "sdpa"):
+    import torch
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+    torch.manual_seed(0)
+    return DistilBertForMaskedLM(DistilBertConfig(vocab_size=30522, attn_implementation=attn))
+
+
+# --- the seeds' preprocessing, verbatim in substance (HF course chapter 7.3) ---------------------
+
+def recipe_preprocess(texts, tok):
+    import datasets
+
+    def tokenize_function(examples):
+        result = tok(examples["text"])
+        if tok.is_fast:
+            result["word_ids"] = [result.word_ids(i) for i in range(len(result["input_ids"]))]
+        return result
+
+    def group_texts(examples):
+        concatenated = {k: sum(examples[k], []) for k in examples.keys()}
+        total = len(concatenated[list(examples.keys())[0]]) // CHUNK * CHUNK
+        result = {k: [t[i: i + CHUNK] for i in range(0, total, CHUNK)] for k, t in concatenated.items()}
+        result["labels"] = result["input_ids"].copy()
+        return result
+
+    ds = datasets.Dataset.from_dict({"text": texts})
+    tokenized = ds.map(tokenize_function, batched=True, remove_columns=["text"], load_from_cache_file=False)
+    return tokenized.map(group_texts, batched=True, load_from_cache_file=False)
+
+
+def ours_preprocess(texts, tok):
+    import datasets
+
+    from mlm_adapt.chunking import split_and_chunk, tokenize_corpus
+    from mlm_adapt.config import DataConfig
+    from mlm_adapt.corpus import Corpus
+
+    corpus = Corpus(datasets.Dataset.from_dict({"text": texts}), "text", "benchmark")
+    tokens = tokenize_corpus(corpus, tok)
+    return split_and_chunk(tokens, DataConfig(data="benchmark", chunk_size=CHUNK, train_size=None, eval_size=100), tok, 42)
+
+
+def bench_preprocessing(texts, tok) -> dict:
+    words = sum(len(t.split()) for t in texts)
+    t0 = time.perf_counter()
+    recipe = recipe_preprocess(texts, tok)
+    t1 = time.perf_counter()
+    ours = ours_preprocess(texts, tok)
+    t2 = time.perf_counter()
+    return {"words": words, "recipe_seconds": t1 - t0, "mlm_adapt_seconds": t2 - t1,
+            "recipe_chunks": len(recipe), "mlm_adapt_chunks": len(ours.train) + len(ours.eval),
+            "speedup": (t1 - t0) / (t2 - t1)}
+
+
+# --- training variants --------------------------------------------------------------------------
+
+def run_recipe(precision: str, steps: int, batch: int) -> dict:
+    import datasets
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+
+    tok = tokenizer()
+    chunks = recipe_preprocess(corpus_texts()[:3000], tok).remove_columns(["word_ids"])
+    chunks = chunks.select(range(min(len(chunks), steps * batch)))
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter())
+
+    args = TrainingArguments(output_dir="/tmp/mlm-adapt-bench-recipe", per_device_train_batch_size=batch, max_steps=steps,
+                             learning_rate=2e-5, weight_decay=0.01, bf16=precision == "bf16", report_to="none",
+                             logging_strategy="no", save_strategy="no", dataloader_num_workers=0, use_cpu=True)
+    trainer = Trainer(model=model(), args=args, train_dataset=chunks, callbacks=[Clock()],
+                      data_collator=DataCollatorForLanguageModeling(tok, mlm_probability=0.15))
+    trainer.train()
+    return _result(times, batch)
+
+
+def run_ours(precision: str, steps: int, batch: int, attn: str, compile_encoder: bool) -> dict:
+    import numpy as np
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from mlm_adapt.config import TrainConfig
+    from mlm_adapt.masking import MaskingVocab
+    from mlm_adapt.models import MaskedLMObjective
+    from mlm_adapt.runtime import make_accelerator
+    from mlm_adapt.training import _global_batch, _param_groups, _train_step
+
+    tok = tokenizer()
+    split = ours_preprocess(corpus_texts()[:3000], tok)
+    config = TrainConfig(batch_size=batch, precision=precision, lr=2e-5)
+    net = model(attn)
+    if compile_encoder:
+        net.distilbert = torch.compile(net.distilbert)
+    accelerator, _ = make_accelerator(precision)
+    optimizer = torch.optim.AdamW(_param_groups(net, 0.01), lr=2e-5)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, steps)
+    objective, optimizer = accelerator.prepare(MaskedLMObjective(net), optimizer)
+    objective.train()
+    vocab, order = MaskingVocab.from_tokenizer(tok), np.arange(len(split.train))
+    times = []
+    for step in range(steps):
+        batch_arrays = _global_batch(split.train, order, step, batch, config, vocab, 0)
+        _train_step(objective, optimizer, scheduler, accelerator, batch_arrays, config)
+        times.append(time.perf_counter())
+    return _result(times, batch)
+
+
+def _result(times: list[float], batch: int) -> dict:
+    timed = times[WARMUP - 1:]
+    rate = (len(timed) - 1) * batch / (timed[-1] - timed[0])
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"samples_per_second": rate, "peak_rss_mb": peak_mb}
+
+
+VARIANTS = {
+    "recipe-fp32": lambda s, b: run_recipe("fp32", s, b),
+    "recipe-bf16": lambda s, b: run_recipe("bf16", s, b),
+    "mlm-adapt-fp32": lambda s, b: run_ours("fp32", s, b, "sdpa", False),
+    "mlm-adapt-bf16-sdpa": lambda s, b: run_ours("bf16", s, b, "sdpa", False),
+    "mlm-adapt-bf16-eager": lambda s, b: run_ours("bf16", s, b, "eager", False),
+    "mlm-adapt-bf16-compile": lambda s, b: run_ours("bf16", s, b, "sdpa", True),
+}
+
+
+def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of a size x size matrix product on this machine."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def flops_per_sample(sparse: bool, mask_rate: float = 0.15) -> float:
+    """Training FLOPs (forward + backward = 3x forward) of one 128-token DistilBERT-base sample."""
+    d, layers, ff, vocab, n = 768, 6, 3072, 30522, CHUNK
+    per_layer = 2 * n * (4 * d * d + 2 * d * ff) + 2 * 2 * n * n * d
+    predicted = n * (mask_rate if sparse else 1.0)
+    head = 2 * predicted * (d * d + d * vocab)
+    return 3 * (layers * per_layer + head)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
+    args = parser.parse_args()
+    if args.variant:  # child process: one variant, JSON on stdout
+        print(json.dumps(VARIANTS[args.variant](args.steps, args.batch)))
+        return
+
+    report = {"steps": args.steps, "batch": args.batch, "chunk": CHUNK,
+              "peak_gflops": {"fp32": matmul_peak("float32"), "bf16": matmul_peak("bfloat16")}}
+    report["preprocessing"] = bench_preprocessing(corpus_texts(), tokenizer())
+    print(json.dumps(report, indent=1), flush=True)
+    results = {}
+    for name in VARIANTS:
+        proc = subprocess.run([sys.executable, __file__, "--variant", name, "--steps", str(args.steps), "--batch", str(args.batch)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            results[name] = {"error": proc.stderr.strip().splitlines()[-1]}
+        else:
+            results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(name, results[name], flush=True)
+    report["training"] = results
+    _ratios(report)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+def _ratios(report: dict) -> None:
+    train = report["training"]
+    for name, result in train.items():
+        if "error" in result:
+            continue
+        sparse = name.startswith("mlm-adapt")
+        achieved = flops_per_sample(sparse) * result["samples_per_second"] / 1e9
+        result["achieved_gflops"] = achieved
+        result["mfu_vs_bf16_peak"] = achieved / report["peak_gflops"]["bf16"]
+        result["mfu_vs_fp32_peak"] = achieved / report["peak_gflops"]["fp32"]
+        for base in ("recipe-fp32", "recipe-bf16"):
+            if "samples_per_second" in train.get(base, {}):
+                result[f"speedup_vs_{base}"] = result["samples_per_second"] / train[base]["samples_per_second"]
+
+
+if __name__ == "__main__":
+    main()

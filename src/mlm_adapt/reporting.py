@@ -1,0 +1,196 @@
+"""What a person reads after a run: a Hub model card, training curves, an HTML report.
+
+All three are written into the run's staging folder, so they land atomically with
+the model: ``README.md`` (the Hub's model-card format, via ``huggingface_hub``),
+``training_curves.png`` and ``report.html`` (one self-contained page, images
+embedded).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mlm_adapt.chunking import NO_WORD, Chunks
+
+PROBE_WINDOW = 12  # tokens of context on each side of a default probe's mask
+
+
+def default_probes(chunks: Chunks, tokenizer, count: int = 3, seed: int = 0) -> list[str]:
+    """Sentences from held-out text with one whole, alphabetic word replaced by ``[MASK]``."""
+    rng = np.random.default_rng([seed, 0xC0DE])
+    probes: list[str] = []
+    for row in rng.permutation(len(chunks)):
+        ids, words = chunks.input_ids[row], chunks.word_ids[row]
+        positions = [i for i in range(PROBE_WINDOW, len(ids) - PROBE_WINDOW) if _whole_word(ids, words, i, tokenizer)]
+        if positions:
+            pos = int(rng.choice(positions))
+            left = tokenizer.decode(ids[pos - PROBE_WINDOW: pos], skip_special_tokens=True).strip()
+            right = tokenizer.decode(ids[pos + 1: pos + 1 + PROBE_WINDOW], skip_special_tokens=True).strip()
+            probes.append(f"{left} [MASK] {right}")
+        if len(probes) == count:
+            break
+    return probes
+
+
+def _whole_word(ids: np.ndarray, words: np.ndarray, i: int, tokenizer) -> bool:
+    if words[i] == NO_WORD or words[i - 1] == words[i] or words[i + 1] == words[i]:
+        return False
+    token = tokenizer.convert_ids_to_tokens(int(ids[i])).lstrip("Ġ▁")
+    return token.isalpha() and len(token) >= 4
+
+
+def curves_png(metrics: dict[str, Any]) -> bytes:
+    """Training loss per logged step, and eval perplexity per epoch (before training = epoch 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, ppl_ax) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    steps = [e["step"] for e in metrics["log_history"]]
+    loss_ax.plot(steps, [e["loss"] for e in metrics["log_history"]], color="#1f77b4")
+    loss_ax.set(title="training loss (masked tokens)", xlabel="optimizer step", ylabel="cross-entropy")
+    epochs = [0.0] + [float(h["epoch"]) for h in metrics["history"]]
+    perplexities = [metrics["perplexity_before"]] + [h["perplexity"] for h in metrics["history"]]
+    ppl_ax.plot(epochs, perplexities, marker="o", color="#d62728")
+    ppl_ax.set(title="held-out perplexity (same masks)", xlabel="epoch (0 = before training)", ylabel="perplexity")
+    for ax in (loss_ax, ppl_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def model_card(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) -> str:
+    """``README.md`` for the output folder, with the Hub's YAML front matter."""
+    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import EvalResult as HubEvalResult
+
+    base, data = config.model.model, config.data.data
+    is_hub_data = not Path(data).exists()
+    card_data = ModelCardData(
+        base_model=base if not Path(base).exists() else None,
+        datasets=[data.partition(":")[0]] if is_hub_data else None,
+        library_name="transformers",
+        pipeline_tag="fill-mask",
+        tags=["mlm-adapt", "domain-adaptation", "masked-lm"],
+        model_name=Path(config.output).name,
+        eval_results=[HubEvalResult(
+            task_type="fill-mask", dataset_type=data.partition(":")[0], dataset_name=data,
+            metric_type="perplexity", metric_value=round(metrics["perplexity_after"], 4),
+            metric_name="held-out perplexity",
+        )],
+    )
+    return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{_card_body(config, metrics, probes)}"))
+
+
+def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) -> str:
+    lines = [
+        f"# {Path(config.output).name}",
+        "",
+        f"`{config.model.model}` adapted to `{config.data.data}` by continued masked-LM training with "
+        f"[mlm-adapt](https://pypi.org/project/mlm-adapt/).",
+        "",
+        "## Training",
+        "",
+        f"- data: `{config.data.data}` (split `{config.data.split}`, column `{config.data.text_column}`), "
+        f"{metrics['train_chunks']} training chunks of {config.data.chunk_size} tokens; "
+        f"{metrics['eval_chunks']} evaluation chunks from {metrics['eval_documents']} held-out documents",
+        f"- masking: {config.masking.masking}, rate {config.masking.train_mask_prob()}; evaluation: "
+        f"{config.masking.eval_masking} at {config.masking.eval_mask_prob}, masks fixed by seed {config.seed}",
+        f"- {metrics['steps']} optimizer steps, batch {config.batch_size} x {config.grad_accum}, lr {config.lr}, "
+        f"weight decay {config.weight_decay}, warm-up {config.warmup_ratio}, precision {metrics['precision']}",
+        f"- hardware: {platform.machine()} {platform.processor() or ''}, {metrics['train_runtime_seconds']:.0f} s "
+        f"({metrics['train_samples_per_second']:.1f} samples/s)",
+        "",
+        "## Perplexity on held-out documents",
+        "",
+        "| | eval loss | perplexity |",
+        "| --- | --- | --- |",
+        f"| before | {metrics['eval_loss_before']:.4f} | {metrics['perplexity_before']:.3f} |",
+        f"| after | {metrics['eval_loss_after']:.4f} | {metrics['perplexity_after']:.3f} |",
+    ]
+    if probes:
+        lines += ["", "## Fill-mask, before and after", "", "| text | before | after |", "| --- | --- | --- |"]
+        lines += [f"| {p['text']} | {', '.join(p['before'])} | {', '.join(p['after'])} |" for p in probes]
+    lines += ["", "```python", "from transformers import pipeline", "",
+              f'fill = pipeline("fill-mask", model="{Path(config.output).name}")', "```", ""]
+    return "\n".join(lines)
+
+
+def report_html(config_options: dict[str, Any], metrics: dict[str, Any], probes: list[dict[str, Any]], png: bytes) -> str:
+    """One self-contained page: metrics, curves (embedded PNG), configuration, fill-mask table."""
+    esc = html.escape
+    rows = [("perplexity before", f"{metrics['perplexity_before']:.3f}"), ("perplexity after", f"{metrics['perplexity_after']:.3f}"),
+            ("eval loss before / after", f"{metrics['eval_loss_before']:.4f} / {metrics['eval_loss_after']:.4f}"),
+            ("masked evaluation tokens", str(metrics["eval_masked_tokens"])),
+            ("training / evaluation chunks", f"{metrics['train_chunks']} / {metrics['eval_chunks']}"),
+            ("optimizer steps", str(metrics["steps"])), ("precision", metrics["precision"]),
+            ("samples / s", f"{metrics['train_samples_per_second']:.2f}")]
+    table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    history = "".join(
+        f"<tr><td>{h['epoch']}</td><td>{h['step']}</td><td>{_number(h['train_loss'])}</td>"
+        f"<td>{h['eval_loss']:.4f}</td><td>{h['perplexity']:.3f}</td></tr>" for h in metrics["history"])
+    probe_rows = "".join(
+        f"<tr><td>{esc(p['text'])}</td><td>{esc(', '.join(p['before']))}</td><td>{esc(', '.join(p['after']))}</td></tr>"
+        for p in probes)
+    image = base64.b64encode(png).decode()
+    return _PAGE.format(
+        title=esc(f"mlm-adapt: {config_options['model']} on {config_options['data']}"), table=table, history=history,
+        image=image, probes=probe_rows, config=esc(yaml.safe_dump(config_options, sort_keys=False)),
+    )
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 62rem; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.7rem; text-align: left; vertical-align: top; }}
+th {{ background: #f4f4f4; }} img {{ max-width: 100%; }} pre {{ background: #f7f7f7; padding: 0.8rem; }}
+</style></head><body>
+<h1>{title}</h1>
+<h2>Metrics</h2><table>{table}</table>
+<h2>Curves</h2><img alt="training loss and held-out perplexity" src="data:image/png;base64,{image}">
+<h2>Per epoch</h2><table><tr><th>epoch</th><th>step</th><th>train loss</th><th>eval loss</th><th>perplexity</th></tr>{history}</table>
+<h2>Fill-mask, base model vs adapted model</h2>
+<table><tr><th>text</th><th>before</th><th>after</th></tr>{probes}</table>
+<h2>Configuration</h2><pre>{config}</pre>
+</body></html>
+"""
+
+
+def probe_predictions(config, trained_model, tokenizer, eval_chunks: Chunks, top_k: int = 5) -> list[dict[str, Any]]:
+    """Top-k fill-mask of the base model and the adapted one on the probe texts."""
+    from mlm_adapt.inference import FillMask
+    from mlm_adapt.models import load_model
+
+    texts = list(config.probes) or default_probes(eval_chunks, tokenizer, seed=config.seed)
+    before = FillMask(config.model, top_k, loaded=(load_model(config.model), tokenizer))
+    after = FillMask(config.model, top_k, loaded=(trained_model, tokenizer))
+    return [{"text": t, "before": [p.token for p in before(t)[0]], "after": [p.token for p in after(t)[0]]} for t in texts]
+
+
+def write_run_report(folder: Path, config, metrics: dict[str, Any], trained_model, tokenizer, eval_chunks: Chunks) -> None:
+    """Model card, curves and HTML report of a finished run, into ``folder``."""
+    from mlm_adapt.config import to_options
+
+    probes = probe_predictions(config, trained_model, tokenizer, eval_chunks)
+    png = curves_png(metrics)
+    (folder / "training_curves.png").write_bytes(png)
+    (folder / "README.md").write_text(model_card(config, metrics, probes), encoding="utf-8")
+    (folder / "report.html").write_text(report_html(to_options(config), metrics, probes, png), encoding="utf-8")

@@ -1,0 +1,73 @@
+"""The model card, curves and HTML report a run leaves behind."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from mlm_adapt import MaskingConfig
+from mlm_adapt.reporting import default_probes
+from mlm_adapt.training import train
+from test_training import _config
+
+
+@pytest.fixture(scope="module")
+def run(bert_dir, data_root, tmp_path_factory):
+    config = _config(bert_dir, data_root / "docs.txt", tmp_path_factory.mktemp("r") / "out", epochs=2,
+                     probes=("the great [MASK] loved the film.",))
+    return config, train(config)
+
+
+def test_model_card_has_hub_front_matter_and_perplexities(run):
+    config, metrics = run
+    text = (config.output / "README.md").read_text()
+    front = yaml.safe_load(text.split("---")[1])
+    assert front["library_name"] == "transformers" and front["pipeline_tag"] == "fill-mask"
+    assert "mlm-adapt" in front["tags"]
+    result = front["model-index"][0]["results"][0]["metrics"][0]
+    assert result["type"] == "perplexity" and result["value"] == pytest.approx(metrics["perplexity_after"], rel=1e-3)
+    assert f"{metrics['perplexity_before']:.3f}" in text and "the great [MASK] loved the film." in text
+
+
+def test_curves_png_and_self_contained_report(run):
+    config, metrics = run
+    png = (config.output / "training_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    page = (config.output / "report.html").read_text()
+    assert "data:image/png;base64," in page and "<script" not in page and "http" not in page.split("<body>")[1]
+    assert f"{metrics['perplexity_after']:.3f}" in page
+    assert "chunk_size: 48" in page  # the resolved configuration
+    assert page.count("<tr><td>") >= len(metrics["history"]) + 1  # per-epoch rows and the probe row
+
+
+def test_default_probes_come_from_held_out_text(bert_dir, data_root, tmp_path):
+    from transformers import AutoTokenizer
+
+    from mlm_adapt.chunking import load_split
+    from mlm_adapt.config import DataConfig
+
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    split = load_split(DataConfig(data=str(data_root / "docs.txt"), chunk_size=48, eval_size=30), tok, 1, 128)
+    probes = default_probes(split.eval, tok, count=3, seed=1)
+    assert len(probes) == 3 and all(p.count("[MASK]") == 1 for p in probes)
+    assert probes == default_probes(split.eval, tok, count=3, seed=1)
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="Chromium is not installed (apt-get install chromium) - the report is not rendered")
+def test_report_renders_in_headless_chromium(run, tmp_path):
+    config, _ = run
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                    f"--screenshot={shot}", "--window-size=1200,1600", (config.output / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    colours = len(set(image.resize((300, 400)).getdata()))
+    assert image.size == (1200, 1600) and colours > 20  # text, tables and the plot, not a blank page
