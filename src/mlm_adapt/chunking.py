@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,6 @@ import numpy as np
 from mlm_adapt.config import DataConfig, cache_home
 from mlm_adapt.corpus import Corpus, load_corpus
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.models import quiet_transformers
 
 # Word ids of special tokens (CLS, SEP, PAD and separators between documents).
 NO_WORD = -1
@@ -94,26 +94,27 @@ def tokenize_corpus(corpus: Corpus, tokenizer, cache_dir: Path | None = None, ba
 
 
 def _tokenize(corpus: Corpus, tokenizer, batch_size: int) -> TokenizedCorpus:
-    ids, starts, special, lengths = [], [], [], []
-    # Documents are longer than model_max_length on purpose (chunking follows), so the
-    # "Token indices sequence length is longer than the specified maximum" warning is noise.
-    with quiet_transformers():
-        for texts in corpus.batches(batch_size):
-            texts = [t for t in texts if t.strip()]
-            if not texts:
-                continue
-            encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
-            for encoding in encoded.encodings:
-                words = np.array([NO_WORD if w is None else w for w in encoding.word_ids], dtype=np.int64)
-                ids.append(np.asarray(encoding.ids, dtype=np.int32))
-                starts.append(np.diff(words, prepend=NO_WORD - 1) != 0)
-                special.append(words == NO_WORD)
-                lengths.append(len(words))
+    ids, words, lengths = [], [], []
+    # The Rust tokenizer directly: transformers' wrapper would convert every encoding
+    # to Python lists first. Documents longer than model_max_length are expected
+    # (chunking follows), and this path does not warn about them either.
+    backend = tokenizer.backend_tokenizer
+    for texts in corpus.batches(batch_size):
+        encodings = backend.encode_batch([t for t in texts if t.strip()], add_special_tokens=False)
+        lengths.extend(len(e.ids) for e in encodings)
+        ids.append(np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32))
+        # None (a special token in the text) becomes NaN in a float array: no per-token Python.
+        words.append(np.array(list(chain.from_iterable(e.word_ids for e in encodings)), dtype=np.float64))
     if not lengths or sum(lengths) == 0:
         raise MlmAdaptError(f"--data {corpus.source}: the corpus is empty (no document holds any text)")
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return TokenizedCorpus(np.concatenate(ids), np.concatenate(starts), np.concatenate(special), offsets)
+    word_ids = np.concatenate(words)
+    special = np.isnan(word_ids)
+    starts = np.ones(len(word_ids), dtype=bool)
+    starts[1:] = word_ids[1:] != word_ids[:-1]  # NaN != NaN: specials start their own "word"
+    starts[offsets[:-1][np.diff(offsets) > 0]] = True  # a document's first token starts a word
+    return TokenizedCorpus(np.concatenate(ids), starts, special, offsets)
 
 
 def _cache_path(corpus: Corpus, tokenizer, cache_dir: Path | None) -> Path | None:

@@ -66,6 +66,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not str(self.model).strip():
             raise MlmAdaptError("--model must name a Hub model id or a local directory")
+        if str(self.model).startswith("~"):
+            object.__setattr__(self, "model", str(Path(self.model).expanduser()))
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,11 @@ class TrainConfig(EvalConfig):
     weight_decay: float = 0.01
     warmup_ratio: float = 0.0
     logging_steps: int = 10
+    compile: bool = False
     probes: tuple[str, ...] = ()
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow", "trackio"] = "none"
+    push_to_hub: str | None = None
+    hub_private: bool = False
     save_steps: int | None = None
     keep_checkpoints: int | None = 2
     resume: bool = False
@@ -160,6 +166,7 @@ class TrainConfig(EvalConfig):
         _positive("max_steps", self.max_steps, optional=True)
         _positive("save_steps", self.save_steps, optional=True)
         _positive("keep_checkpoints", self.keep_checkpoints, optional=True)
+        _choice("report_to", self.report_to, ("none", "tensorboard", "wandb", "mlflow", "trackio"))
         object.__setattr__(self, "probes", tuple(self.probes or ()))
         for probe in self.probes:
             if "[MASK]" not in probe and "<mask>" not in probe:

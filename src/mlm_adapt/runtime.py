@@ -8,6 +8,9 @@ products run about 4x faster than fp32 (see docs/performance.md).
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
@@ -47,13 +50,24 @@ def detect_precision(choice: str) -> str:
     )
 
 
-def make_accelerator(choice: str) -> tuple[Accelerator, str]:
-    """A fresh ``Accelerator`` with the resolved precision, and that precision's name.
+# The package each --report-to choice needs (accelerate imports it only when chosen).
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
+
+
+def make_accelerator(choice: str, report_to: str = "none", project_dir: Path | None = None) -> tuple[Accelerator, str]:
+    """A fresh ``Accelerator`` with the resolved precision (and tracker), and the precision's name.
 
     accelerate keeps its settings in a process-wide singleton; resetting it (but not
     the distributed ``PartialState``) lets one process run several trainings with
     different precisions, as the library API and the tests do.
     """
     precision = detect_precision(choice)
+    if report_to != "none" and importlib.util.find_spec(TRACKER_PACKAGES[report_to]) is None:
+        raise MlmAdaptError(f"--report-to {report_to}: the package is not installed (pip install {TRACKER_PACKAGES[report_to]})")
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=_ACCELERATE_NAMES[precision]), precision
+    accelerator = Accelerator(
+        mixed_precision=_ACCELERATE_NAMES[precision],
+        log_with=None if report_to == "none" else report_to,
+        project_dir=str(project_dir) if project_dir else None,
+    )
+    return accelerator, precision

@@ -1,0 +1,100 @@
+"""Trackers, the Hub, and data-parallel launches."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mlm_adapt import hub
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.training import train
+from test_training import _config
+
+
+def test_push_to_hub_offline_fails_before_training(bert_dir, data_root, tmp_path):
+    with pytest.raises(MlmAdaptError, match="offline mode is on"):
+        train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", push_to_hub="me/adapted"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_push_to_hub_without_login_says_how_to_log_in(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_TOKEN", "")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no saved token here
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: fails at once, no network
+    with pytest.raises(MlmAdaptError, match="hf auth login") as info:
+        hub.check_access("me/adapted")
+    assert "hf_" not in str(info.value)
+
+
+def test_uploaded_files_leave_checkpoints_behind(monkeypatch, tmp_path):
+    calls = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls["create"] = (repo_id, kwargs)
+
+        def upload_folder(self, **kwargs):
+            calls["upload"] = kwargs
+            return type("Info", (), {"commit_url": "https://hub/commit/1"})()
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert hub.push_folder(tmp_path, "me/adapted", private=True) == "https://hub/commit/1"
+    assert calls["create"] == ("me/adapted", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert "checkpoints/*" in calls["upload"]["ignore_patterns"]
+
+
+def test_missing_tracker_package_is_named(bert_dir, data_root, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    with pytest.raises(MlmAdaptError, match="pip install wandb"):
+        train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=1, report_to="wandb"))
+
+
+@pytest.mark.skipif(shutil.which("tensorboard") is None and not __import__("importlib").util.find_spec("tensorboard"),
+                    reason="tensorboard is not installed")
+def test_tensorboard_logs_the_metrics_json_numbers(bert_dir, data_root, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "o"
+    metrics = train(_config(bert_dir, data_root / "docs.txt", out, epochs=2, report_to="tensorboard"))
+    events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    perplexities = [e.value for e in events.Scalars("eval/perplexity")]
+    assert perplexities == pytest.approx([h["perplexity"] for h in metrics["history"]], rel=1e-6)
+    assert events.Scalars("perplexity_after")[0].value == pytest.approx(metrics["perplexity_after"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_run_matches_one_process(bert_dir, data_root, tmp_path):
+    # No dropout: then the only differences between 2 x 8 (gloo DDP) and 1 x 16 are float sums.
+    model = tmp_path / "bert"
+    shutil.copytree(bert_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (model / "config.json").write_text(json.dumps(config))
+    common = ["train", "--model", str(model), "--data", str(data_root / "docs.txt"), "--chunk-size", "48",
+              "--eval-size", "40", "--max-steps", "6", "--precision", "fp32", "--lr", "1e-3", "--seed", "5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "mlm_adapt", *common, "--batch-size", "16", "--output", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                          "-m", "mlm_adapt", *common, "--batch-size", "8", "--output", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["eval_masked_tokens"] == one["eval_masked_tokens"]  # evaluation shards are summed over processes
+    assert two["perplexity_before"] == pytest.approx(one["perplexity_before"], rel=1e-5)
+    assert two["perplexity_after"] == pytest.approx(one["perplexity_after"], rel=1e-3)
+    assert sorted(p.name for p in (tmp_path / "two").glob("*.safetensors")) == ["model.safetensors"]
