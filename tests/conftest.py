@@ -133,6 +133,20 @@ def distilbert_dir(models_root, documents) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bert_no_dropout(models_root, bert_dir) -> Path:
+    """The tiny BERT with dropout off: runs that should agree then differ only by float sums."""
+    import shutil
+
+    folder = models_root / "tiny-bert-no-dropout"
+    if not folder.exists():
+        shutil.copytree(bert_dir, folder)
+        config = json.loads((folder / "config.json").read_text())
+        config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def data_root(tmp_path_factory, documents) -> Path:
     """The same documents as .txt, nested .jsonl, .csv and a folder of .txt files."""
     import csv

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -52,16 +52,13 @@ def test_uploaded_files_leave_checkpoints_behind(monkeypatch, tmp_path):
 
 
 def test_missing_tracker_package_is_named(bert_dir, data_root, tmp_path):
-    import importlib.util
-
     if importlib.util.find_spec("wandb") is not None:
         pytest.skip("wandb is installed here")
     with pytest.raises(MlmAdaptError, match="pip install wandb"):
         train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=1, report_to="wandb"))
 
 
-@pytest.mark.skipif(shutil.which("tensorboard") is None and not __import__("importlib").util.find_spec("tensorboard"),
-                    reason="tensorboard is not installed")
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed (pip install -e '.[test]')")
 def test_tensorboard_logs_the_metrics_json_numbers(bert_dir, data_root, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -75,14 +72,9 @@ def test_tensorboard_logs_the_metrics_json_numbers(bert_dir, data_root, tmp_path
 
 
 @pytest.mark.slow
-def test_two_process_data_parallel_run_matches_one_process(bert_dir, data_root, tmp_path):
-    # No dropout: then the only differences between 2 x 8 (gloo DDP) and 1 x 16 are float sums.
-    model = tmp_path / "bert"
-    shutil.copytree(bert_dir, model)
-    config = json.loads((model / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (model / "config.json").write_text(json.dumps(config))
-    common = ["train", "--model", str(model), "--data", str(data_root / "docs.txt"), "--chunk-size", "48",
+def test_two_process_data_parallel_run_matches_one_process(bert_no_dropout, data_root, tmp_path):
+    # 2 processes x 8 (gloo DDP) against 1 x 16: same global batch, same masks.
+    common = ["train", "--model", str(bert_no_dropout), "--data", str(data_root / "docs.txt"), "--chunk-size", "48",
               "--eval-size", "40", "--max-steps", "6", "--precision", "fp32", "--lr", "1e-3", "--seed", "5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "mlm_adapt", *common, "--batch-size", "16", "--output", str(tmp_path / "one")],
@@ -96,5 +88,21 @@ def test_two_process_data_parallel_run_matches_one_process(bert_dir, data_root, 
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["eval_masked_tokens"] == one["eval_masked_tokens"]  # evaluation shards are summed over processes
     assert two["perplexity_before"] == pytest.approx(one["perplexity_before"], rel=1e-5)
-    assert two["perplexity_after"] == pytest.approx(one["perplexity_after"], rel=1e-3)
+    # Adam's first steps move every weight by about +-lr whatever its gradient's size, so
+    # float-summation noise in tiny gradients shows: "close", not bit-identical.
+    assert two["perplexity_after"] == pytest.approx(one["perplexity_after"], rel=0.02)
+    assert two["perplexity_after"] < two["perplexity_before"]
     assert sorted(p.name for p in (tmp_path / "two").glob("*.safetensors")) == ["model.safetensors"]
+
+
+def test_access_token_never_reaches_the_output(bert_dir, data_root, tmp_path, monkeypatch, capsys):
+    secret = "hf_NotARealTokenButSecret123"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    out = tmp_path / "o"
+    train(_config(bert_dir, data_root / "docs.txt", out, max_steps=2, save_steps=1, report_to="tensorboard"
+                  if importlib.util.find_spec("tensorboard") else "none"))
+    captured = capsys.readouterr()
+    assert secret not in captured.out + captured.err
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

@@ -95,16 +95,20 @@ def tokenize_corpus(corpus: Corpus, tokenizer, cache_dir: Path | None = None, ba
 
 def _tokenize(corpus: Corpus, tokenizer, batch_size: int) -> TokenizedCorpus:
     ids, words, lengths = [], [], []
-    # The Rust tokenizer directly: transformers' wrapper would convert every encoding
-    # to Python lists first. Documents longer than model_max_length are expected
-    # (chunking follows), and this path does not warn about them either.
-    backend = tokenizer.backend_tokenizer
-    for texts in corpus.batches(batch_size):
-        encodings = backend.encode_batch([t for t in texts if t.strip()], add_special_tokens=False)
+
+    def collect(encodings) -> None:
         lengths.extend(len(e.ids) for e in encodings)
         ids.append(np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32))
         # None (a special token in the text) becomes NaN in a float array: no per-token Python.
         words.append(np.array(list(chain.from_iterable(e.word_ids for e in encodings)), dtype=np.float64))
+
+    # The Rust tokenizer directly: transformers' wrapper would convert every encoding to
+    # Python lists first (and warn about documents longer than model_max_length, which
+    # chunking expects). It already uses every core (TOKENIZERS_PARALLELISM); about
+    # two thirds of this function's time is spent in it (docs/performance.md).
+    backend = tokenizer.backend_tokenizer
+    for texts in corpus.batches(batch_size):
+        collect(backend.encode_batch([t for t in texts if t.strip()], add_special_tokens=False))
     if not lengths or sum(lengths) == 0:
         raise MlmAdaptError(f"--data {corpus.source}: the corpus is empty (no document holds any text)")
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)

@@ -32,8 +32,13 @@ def default_probes(chunks: Chunks, tokenizer, count: int = 3, seed: int = 0) -> 
         positions = [i for i in range(PROBE_WINDOW, len(ids) - PROBE_WINDOW) if _whole_word(ids, words, i, tokenizer)]
         if positions:
             pos = int(rng.choice(positions))
-            left = tokenizer.decode(ids[pos - PROBE_WINDOW: pos], skip_special_tokens=True).strip()
-            right = tokenizer.decode(ids[pos + 1: pos + 1 + PROBE_WINDOW], skip_special_tokens=True).strip()
+            start, end = pos - PROBE_WINDOW, pos + 1 + PROBE_WINDOW
+            while start < pos and words[start] != NO_WORD and words[start] == words[start - 1]:
+                start += 1  # begin on a whole word, not a "##piece"
+            while end > pos + 1 and words[end] != NO_WORD and words[end] == words[end - 1]:
+                end -= 1
+            left = tokenizer.decode(ids[start:pos], skip_special_tokens=True).strip()
+            right = tokenizer.decode(ids[pos + 1:end], skip_special_tokens=True).strip()
             probes.append(f"{left} [MASK] {right}")
         if len(probes) == count:
             break
