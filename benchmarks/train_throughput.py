@@ -8,7 +8,7 @@ Text: the demo's BBC News articles plus Rotten Tomatoes reviews (~1.2M words).
 Each training variant runs in its own process (clean peak-memory numbers):
   recipe-fp32 / recipe-bf16  Trainer + the course's group_texts + DataCollatorForLanguageModeling
   mlm-adapt-*                the training step `mlm-adapt train` runs (sparse MLM head)
-Usage:  python benchmarks/train_throughput.py [--steps 12] [--batch 16] [--out results.json]
+Usage:  python benchmarks/train_throughput.py [--steps 12] [--batch 16] [--repeats 2] [--out results.json]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -225,6 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each variant (the median is reported)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     args = parser.parse_args()
@@ -241,19 +243,49 @@ def main() -> None:
         "long documents (news x2)": bench_preprocessing(news * 2, tok),
     }
     print(json.dumps(report, indent=1), flush=True)
-    results = {}
-    for name in VARIANTS:
-        proc = subprocess.run([sys.executable, __file__, "--variant", name, "--steps", str(args.steps), "--batch", str(args.batch)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            results[name] = {"error": proc.stderr.strip().splitlines()[-1]}
-        else:
-            results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(name, results[name], flush=True)
-    report["training"] = results
+    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for _ in range(args.repeats):  # interleaved, so slow drifts of the machine hit every variant
+        for name in VARIANTS:
+            proc = subprocess.run([sys.executable, __file__, "--variant", name, "--steps", str(args.steps),
+                                   "--batch", str(args.batch)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                runs[name].append({"error": proc.stderr.strip().splitlines()[-1]})
+            else:
+                runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(name, runs[name][-1], flush=True)
+    report["training"] = {name: _summary(results) for name, results in runs.items()}
     _ratios(report)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
+    print(_markdown(report))
+
+
+def _summary(results: list[dict]) -> dict:
+    ok = [r for r in results if "error" not in r]
+    if not ok:
+        return results[-1]
+    rates = sorted(r["samples_per_second"] for r in ok)
+    return {"samples_per_second": statistics.median(rates), "runs_samples_per_second": rates,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in ok), "eval_loss": statistics.mean(r["eval_loss"] for r in ok)}
+
+
+def _markdown(report: dict) -> str:
+    lines = ["| variant | samples/s (median; runs) | x fp32 recipe | x bf16 recipe | peak RSS MB | held-out loss | MFU of bf16 / fp32 peak |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in report["training"].items():
+        if "error" in r:
+            lines.append(f"| {name} | error: {r['error']} | | | | | |")
+            continue
+        runs = ", ".join(f"{x:.2f}" for x in r["runs_samples_per_second"])
+        lines.append(f"| {name} | {r['samples_per_second']:.2f} ({runs}) | {r.get('speedup_vs_recipe-fp32', 0):.2f} | "
+                     f"{r.get('speedup_vs_recipe-bf16', 0):.2f} | {r['peak_rss_mb']:.0f} | {r['eval_loss']:.4f} | "
+                     f"{r['mfu_vs_bf16_peak']:.0%} / {r['mfu_vs_fp32_peak']:.0%} |")
+    for corpus, p in report["preprocessing"].items():
+        lines.append(f"\npreprocessing, {corpus}: {p['words']:,} words in {p['documents']:,} documents: recipe "
+                     f"{p['recipe_seconds']:.2f} s, mlm-adapt {p['mlm_adapt_seconds']:.2f} s ({p['speedup']:.1f}x); "
+                     f"mlm-adapt's second run {p['mlm_adapt_cached_tokenize_seconds']:.3f} s to tokenize "
+                     f"({p['recipe_seconds'] / p['mlm_adapt_cached_tokenize_seconds']:.0f}x)")
+    return "\n".join(lines)
 
 
 def _ratios(report: dict) -> None:

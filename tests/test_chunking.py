@@ -11,7 +11,8 @@ from mlm_adapt.chunking import (
     NO_WORD,
     TokenizedCorpus,
     chunk_documents,
-    downsample,
+    choose_rows,
+    count_chunks,
     split_and_chunk,
     split_documents,
     tokenize_corpus,
@@ -101,11 +102,25 @@ def test_single_document_cannot_be_split():
         split_documents(np.array([500]), 100, 0)
 
 
-def test_downsample_is_seeded_and_ordered():
-    chunks = chunk_documents(_tokens([400]), np.array([0]), 10, FrameTokenizer, "drop")
-    a, b = downsample(chunks, 10, 3, 1), downsample(chunks, 10, 3, 1)
-    assert len(a) == 10 and (a.input_ids == b.input_ids).all()
-    assert len(downsample(chunks, None, 3, 1)) == len(chunks)
+def test_choose_rows_is_seeded_and_ordered():
+    a, b = choose_rows(100, 10, 3, 1), choose_rows(100, 10, 3, 1)
+    assert len(a) == 10 and (a == b).all() and (np.diff(a) > 0).all()
+    assert (choose_rows(100, 10, 3, 2) != a).any()
+    assert (choose_rows(5, 10, 3, 1) == np.arange(5)).all() and (choose_rows(5, None, 3, 1) == np.arange(5)).all()
+
+
+@given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]), seed=st.integers(0, 99))
+@settings(max_examples=60, deadline=None)
+def test_building_some_rows_equals_selecting_them_from_all(lengths, chunk, remainder, seed):
+    tokens = _tokens(lengths, seed=2)
+    docs = np.arange(len(lengths))
+    every = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder)
+    assert len(every) == count_chunks(tokens, docs, chunk, remainder)
+    rows = choose_rows(len(every), max(1, len(every) // 3), seed, 1)
+    some = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder, rows)
+    picked = every.select(rows)
+    assert (some.input_ids == picked.input_ids).all() and (some.attention_mask == picked.attention_mask).all()
+    assert ((some.word_ids == NO_WORD) == (picked.word_ids == NO_WORD)).all()
 
 
 @given(lengths=st.lists(st.integers(1, 80), min_size=2, max_size=120), seed=st.integers(0, 999))
@@ -139,6 +154,24 @@ def test_tokenized_stream_matches_plain_tokenizer(bert_dir, data_root):
     per_doc = [tok(d, add_special_tokens=False)["input_ids"] for d in docs]
     assert tokens.num_documents == len(docs)
     assert tokens.ids.tolist() == sum(per_doc, [])
+
+
+def test_padding_and_truncation_in_tokenizer_json_are_ignored(bert_dir, data_root, tmp_path):
+    # sentence-transformers tokenizer.json files (like the demo's all-MiniLM-L6-v2) pad and
+    # truncate every text to 128 tokens; documents must still be tokenized whole.
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    tok.backend_tokenizer.enable_padding(length=16, pad_id=tok.pad_token_id, pad_token=tok.pad_token)
+    tok.backend_tokenizer.enable_truncation(max_length=16)
+    tok.save_pretrained(tmp_path)
+    padded = AutoTokenizer.from_pretrained(tmp_path)
+    assert padded.backend_tokenizer.padding is not None
+    corpus = load_corpus(DataConfig(data=str(data_root / "docs.txt")))
+    plain = tokenize_corpus(corpus, AutoTokenizer.from_pretrained(bert_dir))
+    tokens = tokenize_corpus(corpus, padded)
+    assert (tokens.ids == plain.ids).all() and (tokens.offsets == plain.offsets).all()
+    assert tokens.lengths().max() > 16 and not tokens.special.any()
 
 
 def test_tokenization_cache_is_reused(bert_dir, data_root, tmp_path, monkeypatch):

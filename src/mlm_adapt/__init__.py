@@ -6,23 +6,32 @@ The library API mirrors the command line with the same defaults::
 
     metrics = train(TrainConfig(model=ModelConfig("distilbert-base-uncased"),
                                 data=DataConfig("imdb"), output="runs/imdb"))
+
+Names are imported on first use, so ``import mlm_adapt`` (and ``mlm-adapt --help``)
+does not pay for torch and transformers until they are needed.
 """
 
-from mlm_adapt.config import DataConfig, EvalConfig, MaskingConfig, ModelConfig, TrainConfig
-from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.inference import FillMask, fill_mask
-from mlm_adapt.training import evaluate, train
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "DataConfig",
-    "EvalConfig",
-    "FillMask",
-    "MaskingConfig",
-    "MlmAdaptError",
-    "ModelConfig",
-    "TrainConfig",
-    "evaluate",
-    "fill_mask",
-    "train",
-]
+_EXPORTS = {
+    "DataConfig": "mlm_adapt.config",
+    "EvalConfig": "mlm_adapt.config",
+    "MaskingConfig": "mlm_adapt.config",
+    "ModelConfig": "mlm_adapt.config",
+    "TrainConfig": "mlm_adapt.config",
+    "MlmAdaptError": "mlm_adapt.errors",
+    "FillMask": "mlm_adapt.inference",
+    "fill_mask": "mlm_adapt.inference",
+    "evaluate": "mlm_adapt.training",
+    "train": "mlm_adapt.training",
+    "run_demo": "mlm_adapt.demo",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mlm_adapt' has no attribute {name!r}")

@@ -64,9 +64,6 @@ class Chunks:
     def select(self, rows: np.ndarray) -> "Chunks":
         return Chunks(self.input_ids[rows], self.attention_mask[rows], self.word_ids[rows])
 
-    def special_mask(self) -> np.ndarray:
-        return self.word_ids == NO_WORD
-
 
 @dataclass(frozen=True)
 class SplitData:
@@ -100,13 +97,14 @@ def _tokenize(corpus: Corpus, tokenizer, batch_size: int) -> TokenizedCorpus:
         lengths.extend(len(e.ids) for e in encodings)
         ids.append(np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32))
         # None (a special token in the text) becomes NaN in a float array: no per-token Python.
-        words.append(np.array(list(chain.from_iterable(e.word_ids for e in encodings)), dtype=np.float64))
+        # float32 holds word indices exactly up to 2**24 words per document.
+        words.append(np.array(list(chain.from_iterable(e.word_ids for e in encodings)), dtype=np.float32))
 
     # The Rust tokenizer directly: transformers' wrapper would convert every encoding to
     # Python lists first (and warn about documents longer than model_max_length, which
     # chunking expects). It already uses every core (TOKENIZERS_PARALLELISM); about
     # two thirds of this function's time is spent in it (docs/performance.md).
-    backend = tokenizer.backend_tokenizer
+    backend = _plain_backend(tokenizer)
     for texts in corpus.batches(batch_size):
         collect(backend.encode_batch([t for t in texts if t.strip()], add_special_tokens=False))
     if not lengths or sum(lengths) == 0:
@@ -121,12 +119,24 @@ def _tokenize(corpus: Corpus, tokenizer, batch_size: int) -> TokenizedCorpus:
     return TokenizedCorpus(np.concatenate(ids), starts, special, offsets)
 
 
+def _plain_backend(tokenizer):
+    """A copy of the Rust tokenizer without the padding and truncation a tokenizer.json
+    may carry (sentence-transformers files pad and cut every text to 128 tokens):
+    transformers' wrapper overrides them on every call, a direct call would not."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    return backend
+
+
 def _cache_path(corpus: Corpus, tokenizer, cache_dir: Path | None) -> Path | None:
     fingerprint = getattr(corpus.dataset, "_fingerprint", None)
     if cache_dir is None or fingerprint is None:
         return None
     key = hashlib.sha256()
-    for part in (fingerprint, corpus.column, tokenizer.backend_tokenizer.to_str(), "v1"):
+    for part in (fingerprint, corpus.column, tokenizer.backend_tokenizer.to_str(), "v2"):
         key.update(part.encode())
     return Path(cache_dir) / f"{key.hexdigest()[:32]}.npz"
 
@@ -147,47 +157,54 @@ def split_documents(lengths: np.ndarray, eval_tokens: int, seed: int) -> tuple[n
     return np.sort(order[count:]), np.sort(order[:count])
 
 
-def chunk_documents(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, tokenizer, remainder: str) -> Chunks:
-    """Concatenate ``docs`` with separators and cut ``[CLS] body [SEP]`` chunks of ``chunk_size``."""
+def count_chunks(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, remainder: str) -> int:
+    """How many chunks ``chunk_documents`` cuts from ``docs`` (without building them)."""
+    stream = int(tokens.lengths()[docs].sum()) + len(docs) - 1
+    full, rest = divmod(stream, chunk_size - 2)
+    return full + (1 if remainder == "pad" and rest else 0)
+
+
+def chunk_documents(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, tokenizer,
+                    remainder: str, rows: np.ndarray | None = None) -> Chunks:
+    """``[CLS] body [SEP]`` chunks of the stream "doc SEP doc SEP ..." over ``docs``.
+
+    Only the chunks numbered ``rows`` (all by default) are built, straight from the
+    flat token arrays: memory follows the chunks kept, not the corpus size (a
+    200 MB file needed 10 GB when the whole stream was materialised first).
+    """
     cls_id, sep_id, pad_id = _frame_ids(tokenizer)
     body = chunk_size - 2
-    stream_ids, stream_words = _stream(tokens, docs, sep_id)
-    full = len(stream_ids) // body
-    rest = len(stream_ids) - full * body
-    rows = full + (1 if remainder == "pad" and rest else 0)
-    input_ids = np.full((rows, chunk_size), pad_id, dtype=np.int64)
-    word_ids = np.full((rows, chunk_size), NO_WORD, dtype=np.int64)
-    attention = np.zeros((rows, chunk_size), dtype=np.int64)
-    input_ids[:full, 1:-1] = stream_ids[: full * body].reshape(full, body)
-    word_ids[:full, 1:-1] = stream_words[: full * body].reshape(full, body)
-    attention[:full] = 1
-    input_ids[:full, 0], input_ids[:full, -1] = cls_id, sep_id
-    if rows > full:
-        input_ids[full, 0], input_ids[full, 1 : rest + 1], input_ids[full, rest + 1] = cls_id, stream_ids[-rest:], sep_id
-        word_ids[full, 1 : rest + 1] = stream_words[-rest:]
-        attention[full, : rest + 2] = 1
-    return Chunks(input_ids, attention, word_ids)
-
-
-def _stream(tokens: TokenizedCorpus, docs: np.ndarray, sep_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """The selected documents' ids joined by ``sep_id``, and a global word index per token."""
     lengths = tokens.lengths()[docs]
-    # Index of every selected token in the flat arrays: the concatenation of the
-    # documents' ranges, built without a Python loop over documents.
-    before = np.cumsum(lengths) - lengths
-    source = np.repeat(tokens.offsets[docs] - before, lengths) + np.arange(lengths.sum())
-    total = int(lengths.sum()) + len(docs) - 1
-    is_sep = np.zeros(total, dtype=bool)
-    is_sep[(before + np.arange(len(docs)))[1:] - 1] = True
-    ids = np.full(total, sep_id, dtype=np.int64)
-    ids[~is_sep] = tokens.ids[source]
-    is_start = is_sep.copy()
-    is_start[~is_sep] = tokens.word_starts[source]
-    is_special = is_sep.copy()
-    is_special[~is_sep] = tokens.special[source]
-    words = np.cumsum(is_start)
-    words[is_special] = NO_WORD
-    return ids, words
+    stream = int(lengths.sum()) + len(docs) - 1
+    rows = np.arange(count_chunks(tokens, docs, chunk_size, remainder)) if rows is None else np.asarray(rows)
+    position = rows[:, None] * body + np.arange(body)[None, :]
+    inside = position < stream
+    position = np.minimum(position, stream - 1)
+    # Document d occupies stream positions [begin[d], begin[d] + lengths[d]); the next
+    # position is the separator before document d + 1.
+    begin = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
+    doc = np.searchsorted(begin, position, side="right") - 1
+    offset = position - begin[doc]
+    is_sep = offset >= lengths[doc]
+    source = np.minimum(tokens.offsets[docs][doc] + offset, len(tokens.ids) - 1)
+    content = np.where(is_sep, sep_id, tokens.ids[source])
+    special = is_sep | tokens.special[source] | ~inside
+    starts = is_sep | tokens.word_starts[source]
+    words = np.cumsum(starts, axis=1)  # unique per word within a chunk, which is all masking needs
+    words[special] = NO_WORD
+    return _frame(np.where(inside, content, pad_id), words, inside.sum(axis=1), cls_id, sep_id, pad_id)
+
+
+def _frame(content: np.ndarray, words: np.ndarray, used: np.ndarray, cls_id: int, sep_id: int, pad_id: int) -> Chunks:
+    """Wrap bodies in CLS ... SEP (SEP right after the last used position), pad the rest."""
+    count, body = content.shape
+    input_ids = np.full((count, body + 2), pad_id, dtype=np.int64)
+    word_ids = np.full((count, body + 2), NO_WORD, dtype=np.int64)
+    input_ids[:, 1:-1], word_ids[:, 1:-1] = content, words
+    input_ids[:, 0] = cls_id
+    input_ids[np.arange(count), used + 1] = sep_id
+    attention = (np.arange(body + 2)[None, :] < (used + 2)[:, None]).astype(np.int64)
+    return Chunks(input_ids, attention, word_ids)
 
 
 def _frame_ids(tokenizer) -> tuple[int, int, int]:
@@ -199,33 +216,29 @@ def _frame_ids(tokenizer) -> tuple[int, int, int]:
     return int(cls_id), int(sep_id), int(pad_id)
 
 
-def downsample(chunks: Chunks, size: int | None, seed: int, stream: int) -> Chunks:
-    """At most ``size`` chunks, drawn without replacement, kept in corpus order."""
-    if size is None or size >= len(chunks):
-        return chunks
-    rows = np.sort(np.random.default_rng([seed, stream]).choice(len(chunks), size=size, replace=False))
-    return chunks.select(rows)
+def choose_rows(total: int, size: int | None, seed: int, stream: int) -> np.ndarray:
+    """At most ``size`` of ``total`` chunk numbers, drawn without replacement, in corpus order."""
+    if size is None or size >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng([seed, stream]).choice(total, size=size, replace=False))
 
 
 def split_and_chunk(tokens: TokenizedCorpus, config: DataConfig, tokenizer, seed: int) -> SplitData:
-    """Hold out evaluation documents, chunk both sides, downsample to the requested sizes."""
+    """Hold out evaluation documents, then cut the requested number of chunks from each side."""
     body = config.chunk_size - 2
     train_docs, eval_docs = split_documents(tokens.lengths(), config.eval_size * body, seed)
-    train = chunk_documents(tokens, train_docs, config.chunk_size, tokenizer, config.remainder)
-    held_out = chunk_documents(tokens, eval_docs, config.chunk_size, tokenizer, config.remainder)
-    if len(train) == 0 or len(held_out) == 0:
-        side = "training" if len(train) == 0 else "evaluation"
-        raise MlmAdaptError(
-            f"the corpus is too short: its {side} part ({tokens.ids.size} tokens in all) does not fill one "
-            f"{config.chunk_size}-token chunk; add text, lower --chunk-size, or use --remainder pad"
-        )
+    sides = []
+    for docs, size, stream, side in ((train_docs, config.train_size, 1, "training"), (eval_docs, config.eval_size, 2, "evaluation")):
+        total = count_chunks(tokens, docs, config.chunk_size, config.remainder)
+        if total == 0:
+            raise MlmAdaptError(
+                f"the corpus is too short: its {side} part ({tokens.ids.size} tokens in all) does not fill one "
+                f"{config.chunk_size}-token chunk; add text, lower --chunk-size, or use --remainder pad"
+            )
+        rows = choose_rows(total, size, seed, stream)
+        sides.append(chunk_documents(tokens, docs, config.chunk_size, tokenizer, config.remainder, rows))
     logging.getLogger(__name__).info("held out %d of %d documents", len(eval_docs), tokens.num_documents)
-    return SplitData(
-        train=downsample(train, config.train_size, seed, 1),
-        eval=downsample(held_out, config.eval_size, seed, 2),
-        eval_documents=len(eval_docs),
-        documents=tokens.num_documents,
-    )
+    return SplitData(train=sides[0], eval=sides[1], eval_documents=len(eval_docs), documents=tokens.num_documents)
 
 
 def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> SplitData:

@@ -67,7 +67,8 @@ def load_corpus(config: DataConfig) -> Corpus:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in BUILDERS or os.sep + os.sep in spec
+    """A missing local path, as opposed to a Hub id (which has no suffix and no leading ./ or /)."""
+    return spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in BUILDERS
 
 
 def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:

@@ -163,7 +163,7 @@ def _number(value: float | None) -> str:
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 62rem; color: #222; }}
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 62rem; padding: 0 1.5rem; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.7rem; text-align: left; vertical-align: top; }}
 th {{ background: #f4f4f4; }} img {{ max-width: 100%; }} pre {{ background: #f7f7f7; padding: 0.8rem; }}
