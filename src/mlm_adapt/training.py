@@ -32,7 +32,7 @@ from mlm_adapt.chunking import Chunks, SplitData, load_split
 from mlm_adapt.config import EvalConfig, TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import EvalResult, MaskedSet, evaluate_loss, mask_eval_set
-from mlm_adapt.masking import TRAIN_STREAM, MaskingVocab, batch_generator, mask_batch
+from mlm_adapt.masking import IGNORE_INDEX, TRAIN_STREAM, MaskingVocab, batch_generator, mask_batch
 from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size, supports_sparse_prediction
 from mlm_adapt.runtime import make_accelerator
 
@@ -103,7 +103,7 @@ def _train_step(objective, optimizer, scheduler, accelerator, batch, config: Tra
     """One optimizer step on this process's micro-batches; returns the global (nll sum, token count)."""
     inputs, attention, labels = batch
     world, rank = accelerator.num_processes, accelerator.process_index
-    global_count = int((labels != -100).sum())
+    global_count = int((labels != IGNORE_INDEX).sum())
     micro = np.array_split(np.arange(len(inputs)), config.grad_accum * world)[rank::world]
     local_nll = torch.zeros((), dtype=torch.float64, device=accelerator.device)
     for k, rows in enumerate(micro):
