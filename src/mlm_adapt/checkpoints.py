@@ -7,6 +7,7 @@ written under a temporary name and renamed when complete, so a crash mid-write
 leaves a ``.tmp-`` folder that resume ignores. Masks need no saved state: they
 are drawn from generators seeded by (seed, epoch, step), so a resumed run
 redraws exactly the masks it would have drawn, without replaying batches.
+:class:`StopFlag` turns SIGINT/SIGTERM into "checkpoint at the next step boundary".
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +83,26 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
             f"cannot resume: options changed since the checkpoint ({details}); "
             "resume with the original options, or start afresh with --overwrite"
         )
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -168,29 +166,6 @@ class Timer:
         return self.timed_samples / self.timed_seconds if self.timed_seconds > 0 else float("nan")
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def _prepare_output(config: TrainConfig):
     if config.resume:
         if not checkpoints.complete_checkpoints(config.output):
@@ -230,7 +205,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     accelerator.init_trackers("mlm-adapt", config=_tracker_config(state.options))
 
     timer, global_size = Timer(), config.batch_size * config.grad_accum * world
-    with _StopFlag() as stop, tqdm(total=total_steps, initial=state.step, desc="training", unit="step",
+    with checkpoints.StopFlag() as stop, tqdm(total=total_steps, initial=state.step, desc="training", unit="step",
                                    disable=not accelerator.is_main_process) as bar:
         while state.step < total_steps:
             order = batch_generator(config.seed, TRAIN_STREAM, state.epoch).permutation(len(train_chunks))
