@@ -207,8 +207,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     timer, global_size = Timer(), config.batch_size * config.grad_accum * world
     with checkpoints.StopFlag() as stop, tqdm(total=total_steps, initial=state.step, desc="training", unit="step",
                                    disable=not accelerator.is_main_process) as bar:
+        order_epoch, order = None, None
         while state.step < total_steps:
-            order = batch_generator(config.seed, TRAIN_STREAM, state.epoch).permutation(len(train_chunks))
+            if order_epoch != state.epoch:  # one shuffle per epoch, not per step
+                order_epoch = state.epoch
+                order = batch_generator(config.seed, TRAIN_STREAM, state.epoch).permutation(len(train_chunks))
             began = time.perf_counter()
             batch = _global_batch(train_chunks, order, state.step_in_epoch, global_size, config, prepared.vocab, state.epoch)
             nll, tokens = _train_step(objective, optimizer, scheduler, accelerator, batch, config)
@@ -219,7 +222,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             bar.set_postfix(loss=f"{nll / max(tokens, 1):.3f}")
             saved = _end_of_step(config, state, steps_per_epoch, total_steps, objective, prepared.eval_set, accelerator)
             _log_to_trackers(accelerator, state, seen)
-            if stop.signal is not None:
+            if stop.signal is not None and state.step < total_steps:  # on the last step: just finish
                 _stop(config, state, accelerator, saved)
     metrics = _metrics(config, prepared, state, precision, timer, prepared.model)
     accelerator.log({"perplexity_before": metrics["perplexity_before"], "perplexity_after": metrics["perplexity_after"]}, step=state.step)
@@ -289,7 +292,9 @@ def _advance(state: RunState, config: TrainConfig, nll: float, tokens: int, lr: 
 
 
 def _end_of_step(config, state: RunState, steps_per_epoch: int, total_steps: int, objective, eval_set, accelerator) -> bool:
-    """Evaluate at an epoch's end (or the last step) and checkpoint when due; True if one was written."""
+    """Evaluate at an epoch's end (or the last step) and checkpoint when due; True if one was written.
+
+    The last step writes no checkpoint: the final model is saved instead."""
     epoch_done = state.step_in_epoch == steps_per_epoch
     if epoch_done or state.step == total_steps:
         result = evaluate_loss(objective, eval_set, config.batch_size, accelerator)
@@ -308,9 +313,10 @@ def _end_of_step(config, state: RunState, steps_per_epoch: int, total_steps: int
     if epoch_done:
         state.epoch, state.step_in_epoch, state.epoch_nll, state.epoch_tokens = state.epoch + 1, 0, 0.0, 0
     due = epoch_done or (config.save_steps is not None and state.step % config.save_steps == 0)
-    if due and state.step < total_steps:
-        checkpoints.save_checkpoint(accelerator, config.output, dataclasses.asdict(state), config.keep_checkpoints)
-    return due
+    if not due or state.step == total_steps:
+        return False
+    checkpoints.save_checkpoint(accelerator, config.output, dataclasses.asdict(state), config.keep_checkpoints)
+    return True
 
 
 def _stop(config: TrainConfig, state: RunState, accelerator, saved: bool) -> None:
