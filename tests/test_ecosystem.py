@@ -86,6 +86,7 @@ def test_two_process_data_parallel_run_matches_one_process(bert_no_dropout, data
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert (one["processes"], two["processes"]) == (1, 2)  # really data-parallel
     assert two["eval_masked_tokens"] == one["eval_masked_tokens"]  # evaluation shards are summed over processes
     assert two["perplexity_before"] == pytest.approx(one["perplexity_before"], rel=1e-5)
     # Adam's first steps move every weight by about +-lr whatever its gradient's size, so

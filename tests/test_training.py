@@ -11,7 +11,7 @@ from mlm_adapt.errors import MlmAdaptError
 
 
 def _config(model_dir, data, output, **overrides) -> TrainConfig:
-    data_options = {k: overrides.pop(k) for k in list(overrides) if k in ("text_column", "chunk_size", "train_size", "eval_size", "remainder")}
+    data_options = {k: overrides.pop(k) for k in list(overrides) if k in ("text_column", "chunk_size", "train_size", "eval_size", "remainder", "streaming", "shuffle_buffer")}
     masking = overrides.pop("masking", MaskingConfig())
     base = dict(batch_size=16, lr=1e-3, epochs=2, precision="fp32", seed=7)
     base.update(overrides)

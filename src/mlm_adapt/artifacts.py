@@ -69,13 +69,15 @@ def read_manifest(output: Path) -> list[str]:
         return []
 
 
-def save_final(output: Path, model, tokenizer, metrics: dict[str, Any], write_extra=None) -> list[str]:
-    """Save model (safetensors), tokenizer, ``metrics.json`` (+ files from ``write_extra(folder)``)."""
+def save_final(output: Path, model, tokenizer, metrics: dict[str, Any], write_extra=None, weights=None) -> list[str]:
+    """Save model (safetensors), tokenizer, ``metrics.json`` (+ files from ``write_extra(folder)``).
+
+    ``weights`` replaces the model's own state dict (one gathered from a sharded model)."""
     output = Path(output)
     staging = Path(tempfile.mkdtemp(dir=output, prefix=".staging-"))
     try:
         with quiet_transformers():
-            model.save_pretrained(staging)  # safetensors is the only format transformers 5 writes
+            model.save_pretrained(staging, state_dict=weights)  # safetensors is the only format transformers 5 writes
             tokenizer.save_pretrained(staging)
         if write_extra is not None:
             write_extra(staging)

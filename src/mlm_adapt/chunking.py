@@ -19,11 +19,12 @@ import os
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
 from mlm_adapt.config import DataConfig, cache_home
-from mlm_adapt.corpus import Corpus, load_corpus
+from mlm_adapt.corpus import Corpus, StreamedCorpus, load_corpus
 from mlm_adapt.errors import MlmAdaptError
 
 # Word ids of special tokens (CLS, SEP, PAD and separators between documents).
@@ -67,10 +68,14 @@ class Chunks:
 
 @dataclass(frozen=True)
 class SplitData:
-    train: Chunks
+    """Training and held-out chunks. A stream (``--streaming``) has no ``train`` or
+    document count; its training batches come from ``train_stream(rank, world, size)``."""
+
+    train: Chunks | None
     eval: Chunks
     eval_documents: int
-    documents: int
+    documents: int | None
+    train_stream: Callable[[int, int, int], Iterator[Chunks]] | None = None
 
 
 def tokenize_corpus(corpus: Corpus, tokenizer, cache_dir: Path | None = None, batch_size: int = 1_000) -> TokenizedCorpus:
@@ -91,35 +96,47 @@ def tokenize_corpus(corpus: Corpus, tokenizer, cache_dir: Path | None = None, ba
 
 
 def _tokenize(corpus: Corpus, tokenizer, batch_size: int) -> TokenizedCorpus:
-    ids, words, lengths = [], [], []
-
-    def collect(encodings) -> None:
-        lengths.extend(len(e.ids) for e in encodings)
-        ids.append(np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32))
-        # None (a special token in the text) becomes NaN in a float array: no per-token Python.
-        # float32 holds word indices exactly up to 2**24 words per document.
-        words.append(np.array(list(chain.from_iterable(e.word_ids for e in encodings)), dtype=np.float32))
-
     # The Rust tokenizer directly: transformers' wrapper would convert every encoding to
     # Python lists first (and warn about documents longer than model_max_length, which
     # chunking expects). It already uses every core (TOKENIZERS_PARALLELISM); about
     # two thirds of this function's time is spent in it (docs/performance.md).
-    backend = _plain_backend(tokenizer)
-    for texts in corpus.batches(batch_size):
-        collect(backend.encode_batch([t for t in texts if t.strip()], add_special_tokens=False))
-    if not lengths or sum(lengths) == 0:
+    backend = plain_backend(tokenizer)
+    tokens = concat_tokens([tokenize_texts(backend, texts) for texts in corpus.batches(batch_size)])
+    if tokens.ids.size == 0:
         raise MlmAdaptError(f"--data {corpus.source}: the corpus is empty (no document holds any text)")
+    return tokens
+
+
+def tokenize_texts(backend, texts: list[str]) -> TokenizedCorpus:
+    """One batch of texts as flat arrays; blank texts are skipped (they are not documents)."""
+    encodings = backend.encode_batch([t for t in texts if t.strip()], add_special_tokens=False)
+    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    word_ids = np.concatenate(words)
+    ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(offsets[-1]))
+    # None (a special token in the text) becomes NaN in a float array: no per-token Python.
+    # float32 holds word indices exactly up to 2**24 words per document.
+    word_ids = np.array(list(chain.from_iterable(e.word_ids for e in encodings)), dtype=np.float32)
     special = np.isnan(word_ids)
     starts = np.ones(len(word_ids), dtype=bool)
     starts[1:] = word_ids[1:] != word_ids[:-1]  # NaN != NaN: specials start their own "word"
-    starts[offsets[:-1][np.diff(offsets) > 0]] = True  # a document's first token starts a word
-    return TokenizedCorpus(np.concatenate(ids), starts, special, offsets)
+    starts[offsets[:-1][lengths > 0]] = True  # a document's first token starts a word
+    return TokenizedCorpus(ids, starts, special, offsets)
 
 
-def _plain_backend(tokenizer):
+def concat_tokens(parts: list[TokenizedCorpus]) -> TokenizedCorpus:
+    """The documents of ``parts`` back to back, in order."""
+    if not parts:
+        return TokenizedCorpus(np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, bool), np.zeros(1, np.int64))
+    shifts = np.cumsum([0] + [p.ids.size for p in parts[:-1]])
+    offsets = np.concatenate([[0]] + [p.offsets[1:] + shift for p, shift in zip(parts, shifts)])
+    return TokenizedCorpus(
+        np.concatenate([p.ids for p in parts]), np.concatenate([p.word_starts for p in parts]),
+        np.concatenate([p.special for p in parts]), offsets.astype(np.int64),
+    )
+
+
+def plain_backend(tokenizer):
     """A copy of the Rust tokenizer without the padding and truncation a tokenizer.json
     may carry (sentence-transformers files pad and cut every text to 128 tokens):
     transformers' wrapper overrides them on every call, a direct call would not."""
@@ -172,27 +189,54 @@ def chunk_documents(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, 
     flat token arrays: memory follows the chunks kept, not the corpus size (a
     200 MB file needed 10 GB when the whole stream was materialised first).
     """
-    cls_id, sep_id, pad_id = _frame_ids(tokenizer)
+    cls_id, sep_id, pad_id = frame_ids(tokenizer)
     body = chunk_size - 2
     lengths = tokens.lengths()[docs]
     stream = int(lengths.sum()) + len(docs) - 1
     rows = np.arange(count_chunks(tokens, docs, chunk_size, remainder)) if rows is None else np.asarray(rows)
     position = rows[:, None] * body + np.arange(body)[None, :]
     inside = position < stream
-    position = np.minimum(position, stream - 1)
+    source, is_sep = _locate(tokens, docs, np.minimum(position, stream - 1))
+    content = np.where(is_sep, sep_id, _at(tokens.ids, source))
+    special = is_sep | _at(tokens.special, source) | ~inside
+    starts = is_sep | _at(tokens.word_starts, source)
+    words = np.cumsum(starts, axis=1)  # unique per word within a chunk, which is all masking needs
+    words[special] = NO_WORD
+    return _frame(np.where(inside, content, pad_id), words, inside.sum(axis=1), cls_id, sep_id, pad_id)
+
+
+def _locate(tokens: TokenizedCorpus, docs: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For positions of the stream "doc SEP doc SEP ..." over ``docs``: the index into
+    ``tokens.ids`` of each, and whether it is a separator instead."""
+    lengths = tokens.lengths()[docs]
     # Document d occupies stream positions [begin[d], begin[d] + lengths[d]); the next
     # position is the separator before document d + 1.
     begin = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
     doc = np.searchsorted(begin, position, side="right") - 1
     offset = position - begin[doc]
     is_sep = offset >= lengths[doc]
-    source = np.minimum(tokens.offsets[docs][doc] + offset, len(tokens.ids) - 1)
-    content = np.where(is_sep, sep_id, tokens.ids[source])
-    special = is_sep | tokens.special[source] | ~inside
-    starts = is_sep | tokens.word_starts[source]
-    words = np.cumsum(starts, axis=1)  # unique per word within a chunk, which is all masking needs
-    words[special] = NO_WORD
-    return _frame(np.where(inside, content, pad_id), words, inside.sum(axis=1), cls_id, sep_id, pad_id)
+    source = np.minimum(tokens.offsets[docs][doc] + offset, max(len(tokens.ids) - 1, 0))
+    return source, is_sep
+
+
+def _at(values: np.ndarray, source: np.ndarray) -> np.ndarray:
+    # Documents that tokenize to nothing leave no token to point at: only separators.
+    return values[source] if values.size else np.zeros(source.shape, values.dtype)
+
+
+def stream_tail(tokens: TokenizedCorpus, docs: np.ndarray, start: int, sep_id: int) -> TokenizedCorpus:
+    """Stream positions ``start`` to the end as one document (separators become SEP tokens
+    flagged special), so that chunking it followed by more documents continues the stream."""
+    stream = int(tokens.lengths()[docs].sum()) + len(docs) - 1
+    position = np.arange(start, stream)
+    if position.size == 0:
+        return TokenizedCorpus(np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, bool), np.zeros(2, np.int64))
+    source, is_sep = _locate(tokens, docs, position)
+    return TokenizedCorpus(
+        np.where(is_sep, sep_id, _at(tokens.ids, source)).astype(np.int32),
+        is_sep | _at(tokens.word_starts, source), is_sep | _at(tokens.special, source),
+        np.array([0, position.size], dtype=np.int64),
+    )
 
 
 def _frame(content: np.ndarray, words: np.ndarray, used: np.ndarray, cls_id: int, sep_id: int, pad_id: int) -> Chunks:
@@ -207,7 +251,7 @@ def _frame(content: np.ndarray, words: np.ndarray, used: np.ndarray, cls_id: int
     return Chunks(input_ids, attention, word_ids)
 
 
-def _frame_ids(tokenizer) -> tuple[int, int, int]:
+def frame_ids(tokenizer) -> tuple[int, int, int]:
     cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id
@@ -242,9 +286,14 @@ def split_and_chunk(tokens: TokenizedCorpus, config: DataConfig, tokenizer, seed
 
 
 def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> SplitData:
-    """The whole data stage: read, tokenize (cached), hold out, chunk, downsample."""
+    """The whole data stage: read, tokenize (cached), hold out, chunk, downsample; or, for
+    a stream, read the held-out part only."""
     if config.chunk_size > max_length:
         raise MlmAdaptError(f"--chunk-size {config.chunk_size} is above the model's maximum of {max_length} positions")
     corpus = load_corpus(config)
+    if isinstance(corpus, StreamedCorpus):
+        from mlm_adapt.chunk_stream import load_stream_split  # it builds on this module
+
+        return load_stream_split(corpus, config, tokenizer, seed)
     tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_home() / "tokens")
     return split_and_chunk(tokens, config, tokenizer, seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -35,9 +36,11 @@ Split = Annotated[Optional[str], typer.Option(help="Split or slice, e.g. 'train[
 TextColumn = Annotated[Optional[str], typer.Option(help="Column with the text; dotted path for nested fields (answers.text) (default: text)")]
 ChunkSize = Annotated[Optional[int], typer.Option(help="Tokens per chunk, special tokens included (default: 128)")]
 Remainder = Annotated[Optional[str], typer.Option(help="drop|pad the last, short chunk (default: drop)")]
-TrainSize = Annotated[Optional[int], typer.Option(help="Training chunks to sample (default: 10000)")]
+TrainSize = Annotated[Optional[int], typer.Option(help="Training chunks to sample (default: 10000; not with --streaming)")]
 EvalSize = Annotated[Optional[int], typer.Option(help="Evaluation chunks to sample (default: 1000)")]
 Encoding = Annotated[Optional[str], typer.Option(help="Text encoding of local files (default: utf-8)")]
+Streaming = Annotated[Optional[bool], typer.Option("--streaming", help="Read the data as a stream, never all in memory (needs --max-steps to train)")]
+ShuffleBuffer = Annotated[Optional[int], typer.Option(help="With --streaming: chunks held for shuffling (default: 10000)")]
 MaskingOpt = Annotated[Optional[str], typer.Option("--masking", help="token|whole-word (default: token)")]
 MaskProb = Annotated[Optional[float], typer.Option(help="Masking rate (default: 0.15 token, 0.2 whole-word)")]
 EvalMasking = Annotated[Optional[str], typer.Option(help="Masking of the evaluation set (default: token)")]
@@ -72,6 +75,7 @@ def train(
     split: Split = None, text_column: TextColumn = None, chunk_size: ChunkSize = None, remainder: Remainder = None,
     masking: MaskingOpt = None, mask_prob: MaskProb = None, eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None,
     train_size: TrainSize = None, eval_size: EvalSize = None, encoding: Encoding = None,
+    streaming: Streaming = None, shuffle_buffer: ShuffleBuffer = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the training chunks (default: 3)")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (overrides --epochs)")] = None,
     batch_size: BatchSize = None,
@@ -99,14 +103,16 @@ def train(
     options = {k: v for k, v in locals().items() if k not in ("config", "run", "probe")}
     options["probes"] = tuple(probe) if probe else None
     resolved = cfg.resolve(cfg.TrainConfig, options, config)
-    _print_train_summary(run(resolved), resolved.output)
+    metrics = run(resolved)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, one summary
+        _print_train_summary(metrics, resolved.output)
 
 
 @app.command()
 def evaluate(
     model: Model = None, data: Data = None, split: Split = None, text_column: TextColumn = None,
     chunk_size: ChunkSize = None, remainder: Remainder = None, eval_size: EvalSize = None, encoding: Encoding = None,
-    eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None, batch_size: BatchSize = None,
+    streaming: Streaming = None, eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None, batch_size: BatchSize = None,
     precision: PrecisionOpt = None, seed: Seed = None, allow_pickle: AllowPickle = None,
     trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
 ) -> None:

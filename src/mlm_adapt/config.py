@@ -30,6 +30,7 @@ Remainder = Literal["drop", "pad"]
 # The seeds' rates: 15% of tokens as in BERT; 20% of words for whole-word masking
 # as in the Hugging Face course's whole_word_masking_data_collator.
 DEFAULT_MASK_PROB = {"token": 0.15, "whole-word": 0.2}
+DEFAULT_TRAIN_SIZE = 10_000
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -79,9 +80,11 @@ class DataConfig:
     text_column: str = "text"
     chunk_size: int = 128
     remainder: Remainder = "drop"
-    train_size: int | None = 10_000
+    train_size: int | None = DEFAULT_TRAIN_SIZE
     eval_size: int = 1_000
     encoding: str = "utf-8"
+    streaming: bool = False
+    shuffle_buffer: int = 10_000
 
     def __post_init__(self) -> None:
         if not str(self.data).strip():
@@ -92,6 +95,12 @@ class DataConfig:
             raise MlmAdaptError("--chunk-size must be at least 4 (two special tokens plus text)")
         _positive("train_size", self.train_size, optional=True)
         _positive("eval_size", self.eval_size)
+        _positive("shuffle_buffer", self.shuffle_buffer)
+        if self.streaming and self.train_size not in (None, DEFAULT_TRAIN_SIZE):
+            raise MlmAdaptError(
+                "--train-size samples chunks from a corpus held in memory; with --streaming every chunk of the "
+                "stream is used and --max-steps sets the run's length"
+            )
         if not self.text_column.strip() or any(not p for p in self.text_column.split(".")):
             raise MlmAdaptError(f"--text-column {self.text_column!r} is not a column name or dotted path")
 
@@ -171,6 +180,8 @@ class TrainConfig(EvalConfig):
         for probe in self.probes:
             if "[MASK]" not in probe and "<mask>" not in probe:
                 raise MlmAdaptError(f"--probe {probe!r} has no [MASK] or <mask>")
+        if self.data.streaming and self.max_steps is None:
+            raise MlmAdaptError("--streaming needs --max-steps: the length of a stream is not known in advance")
         if self.resume and self.overwrite:
             raise MlmAdaptError("--resume continues the run in --output; --overwrite would start afresh: pick one")
         _positive("grad_accum", self.grad_accum)
@@ -182,7 +193,11 @@ class TrainConfig(EvalConfig):
             raise MlmAdaptError(f"--warmup-ratio must be in [0, 1), not {self.warmup_ratio!r}")
 
     def steps_per_epoch(self, train_chunks: int, world_size: int = 1) -> int:
-        """Optimizer steps in one pass over ``train_chunks`` (a last partial step counts)."""
+        """Optimizer steps in one pass over ``train_chunks`` (a last partial step counts).
+
+        A stream's passes have no known length: its run is one "epoch" of --max-steps."""
+        if self.data.streaming:
+            return self.max_steps
         return math.ceil(train_chunks / (self.batch_size * self.grad_accum * world_size))
 
     def total_steps(self, train_chunks: int, world_size: int = 1) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -51,8 +52,43 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
-def load_corpus(config: DataConfig) -> Corpus:
-    """Load ``config.data`` and resolve ``config.text_column`` in it."""
+@dataclass(frozen=True)
+class StreamedCorpus:
+    """A corpus read as a stream (``--streaming``): documents in order, never all in memory.
+
+    The text column is found in the first records rather than in a schema, because
+    streamed text and JSON files have none until they are read.
+    """
+
+    dataset: datasets.IterableDataset
+    column: str
+    source: str
+
+    def batches(self, batch_size: int = 1_000) -> Iterator[list[str]]:
+        head, *rest = self.column.split(".")
+        for batch in self.dataset.iter(batch_size=batch_size):
+            if head not in batch:
+                raise MlmAdaptError(f"--text-column {self.column!r} not found; the data has columns: {', '.join(batch)}")
+            values = batch[head]
+            for key in rest:
+                values = [_field(value, key, self.column) for value in values]
+            yield [_as_text(value) for value in values]
+
+
+def _field(value: object, key: str, column: str) -> object:
+    """``value[key]`` for a record, or for each record of a list (``answers.text``)."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_field(v, key, column) for v in value]
+    if not isinstance(value, dict) or key not in value:
+        found = ", ".join(value) if isinstance(value, dict) else type(value).__name__
+        raise MlmAdaptError(f"--text-column {column!r} not found: at {key!r} the data holds {found}")
+    return value[key]
+
+
+def load_corpus(config: DataConfig) -> Corpus | StreamedCorpus:
+    """Load ``config.data`` and resolve ``config.text_column`` in it (a stream with ``--streaming``)."""
     datasets.disable_progress_bars()
     path = Path(config.data).expanduser()
     if path.exists():
@@ -61,6 +97,8 @@ def load_corpus(config: DataConfig) -> Corpus:
         raise MlmAdaptError(f"--data {config.data}: no such file or directory")
     else:
         dataset = _load_hub(config)
+    if config.streaming:
+        return StreamedCorpus(dataset, config.text_column, config.data)
     # flatten() turns nested fields into dotted columns (answers.text), as seed 001 does.
     dataset = dataset.flatten()
     return Corpus(dataset, _resolve_column(dataset, config.text_column), config.data)
@@ -90,13 +128,33 @@ def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
     if builder in ("text", "csv"):
         kwargs["encoding"] = config.encoding
     try:
-        return datasets.load_dataset(builder, data_files=files, split=config.split, **kwargs)
+        return _load(config, builder, data_files=files, **kwargs)
+    except MlmAdaptError:
+        raise
     except (ValueError, KeyError) as exc:
         if "split" in str(exc).lower():
             raise MlmAdaptError(f"--split {config.split!r} does not fit a local file; use 'train' or a slice like 'train[:5000]'") from None
         raise _diagnose(path, builder, exc) from None
     except Exception as exc:  # datasets wraps parser errors in DatasetGenerationError
         raise _diagnose(path, builder, exc) from None
+
+
+_HEAD_SLICE = re.compile(r"^(\w+)\[:(\d+)\]$")
+
+
+def _load(config: DataConfig, *args, **kwargs) -> datasets.Dataset | datasets.IterableDataset:
+    """``datasets.load_dataset`` in memory, or as a stream where ``split[:N]`` becomes ``take(N)``
+    (streams have no other slices)."""
+    if not config.streaming:
+        return datasets.load_dataset(*args, split=config.split, **kwargs)
+    split, take = config.split, None
+    head = _HEAD_SLICE.match(split)
+    if head:
+        split, take = head.group(1), int(head.group(2))
+    elif "[" in split:
+        raise MlmAdaptError(f"--split {split!r}: with --streaming only a split name or a head like 'train[:5000]' works")
+    stream = datasets.load_dataset(*args, split=split, streaming=True, **kwargs)
+    return stream.take(take) if take is not None else stream
 
 
 def _check_readable_text(path: Path, encoding: str, builder: str) -> None:
@@ -146,7 +204,9 @@ def _diagnose(path: Path, builder: str, exc: Exception) -> MlmAdaptError:
 def _load_hub(config: DataConfig) -> datasets.Dataset:
     name, _, subset = config.data.partition(":")
     try:
-        return datasets.load_dataset(name, subset or None, split=config.split)
+        return _load(config, name, subset or None)
+    except MlmAdaptError:
+        raise
     except Exception as exc:  # the Hub client raises many unrelated types
         raise _hub_error(config, exc) from None
 

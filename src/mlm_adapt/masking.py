@@ -20,7 +20,9 @@ import numpy as np
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy skips
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1
 
-TRAIN_STREAM, EVAL_STREAM = 1, 2
+# Generator streams: in-memory training batches are seeded by (epoch, step), a
+# --streaming process's by (step, rank): its batches are its own, not a share of one.
+TRAIN_STREAM, EVAL_STREAM, STREAMED_TRAIN_STREAM = 1, 2, 3
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,12 @@ def detect_precision(choice: str) -> str:
     )
 
 
+def _has_accelerator_device() -> bool:
+    """A GPU (CUDA, ROCm, XPU, MPS, ...) torch can use."""
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
 # The package each --report-to choice needs (accelerate imports it only when chosen).
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
 
@@ -66,6 +72,9 @@ def make_accelerator(choice: str, report_to: str = "none", project_dir: Path | N
         raise MlmAdaptError(f"--report-to {report_to}: the package is not installed (pip install {TRACKER_PACKAGES[report_to]})")
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
+        # accelerate >= 1.x launches data-parallel CPU processes (torchrun, gloo) only
+        # with cpu=True; without it each process silently trained alone.
+        cpu=not _has_accelerator_device(),
         mixed_precision=_ACCELERATE_NAMES[precision],
         log_with=None if report_to == "none" else report_to,
         project_dir=str(project_dir) if project_dir else None,

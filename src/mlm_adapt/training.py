@@ -12,12 +12,13 @@ batches and processes.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -26,11 +27,14 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from mlm_adapt import artifacts, checkpoints, config as config_mod, hub, reporting
+from mlm_adapt.chunk_stream import prefetch
 from mlm_adapt.chunking import Chunks, SplitData, load_split
 from mlm_adapt.config import EvalConfig, TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import EvalResult, MaskedSet, evaluate_loss, mask_eval_set
-from mlm_adapt.masking import IGNORE_INDEX, TRAIN_STREAM, MaskingVocab, batch_generator, mask_batch
+from mlm_adapt.masking import (
+    IGNORE_INDEX, STREAMED_TRAIN_STREAM, TRAIN_STREAM, MaskingVocab, batch_generator, mask_batch,
+)
 from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size, supports_sparse_prediction
 from mlm_adapt.runtime import make_accelerator
 
@@ -82,33 +86,47 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _global_batch(chunks: Chunks, order: np.ndarray, step: int, size: int, config: TrainConfig, vocab: MaskingVocab, epoch: int):
-    """The step's rows of ``order``, masked as one batch with the step's own generator."""
-    rows = order[step * size : (step + 1) * size]
-    part = chunks.select(rows)
-    inputs, labels = mask_batch(
-        part.input_ids,
-        part.word_ids,
-        scheme=config.masking.masking,
-        prob=config.masking.train_mask_prob(),
-        vocab=vocab,
-        rng=batch_generator(config.seed, TRAIN_STREAM, epoch, step),
-    )
-    return inputs, part.attention_mask, labels
+def _mask(part: Chunks, config: TrainConfig, vocab: MaskingVocab, rng: np.random.Generator):
+    return mask_batch(part.input_ids, part.word_ids, scheme=config.masking.masking,
+                      prob=config.masking.train_mask_prob(), vocab=vocab, rng=rng)
 
 
-def _train_step(objective, optimizer, scheduler, accelerator, batch, config: TrainConfig) -> tuple[float, int]:
+def _in_memory_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab, accelerator, start: int) -> Iterator[list]:
+    """From step ``start`` on: the step's global batch, masked as one with the step's own
+    generator; this process's micro-batches of it."""
+    chunks, world, rank = data.train, accelerator.num_processes, accelerator.process_index
+    per_epoch, size = config.steps_per_epoch(len(chunks), world), config.batch_size * config.grad_accum * world
+    order_epoch, order = None, None
+    for step in itertools.count(start):
+        epoch, in_epoch = divmod(step, per_epoch)
+        if order_epoch != epoch:  # one shuffle per epoch, not per step
+            order_epoch, order = epoch, batch_generator(config.seed, TRAIN_STREAM, epoch).permutation(len(chunks))
+        part = chunks.select(order[in_epoch * size : (in_epoch + 1) * size])
+        inputs, labels = _mask(part, config, vocab, batch_generator(config.seed, TRAIN_STREAM, epoch, in_epoch))
+        pieces = np.array_split(np.arange(len(part)), config.grad_accum * world)[rank::world]
+        yield [(inputs[r], part.attention_mask[r], labels[r]) for r in pieces if len(r)]
+
+
+def _streamed_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab, accelerator, start: int) -> Iterator[list]:
+    """This process's own batches of the stream from step ``start`` on; resuming replays
+    (reads and tokenizes, but does not train on) the steps before it."""
+    rank = accelerator.process_index
+    source = data.train_stream(rank, accelerator.num_processes, config.batch_size * config.grad_accum)
+    for step, part in enumerate(prefetch(itertools.islice(source, start, None)), start=start):
+        inputs, labels = _mask(part, config, vocab, batch_generator(config.seed, STREAMED_TRAIN_STREAM, step, rank))
+        pieces = np.array_split(np.arange(len(part)), config.grad_accum)
+        yield [(inputs[r], part.attention_mask[r], labels[r]) for r in pieces if len(r)]
+
+
+def _train_step(objective, optimizer, scheduler, accelerator, micro_batches: list) -> tuple[float, int]:
     """One optimizer step on this process's micro-batches; returns the global (nll sum, token count)."""
-    inputs, attention, labels = batch
-    world, rank = accelerator.num_processes, accelerator.process_index
-    global_count = int((labels != IGNORE_INDEX).sum())
-    micro = np.array_split(np.arange(len(inputs)), config.grad_accum * world)[rank::world]
+    world = accelerator.num_processes
+    local_count = sum(int((labels != IGNORE_INDEX).sum()) for _, _, labels in micro_batches)
+    global_count = int(accelerator.reduce(torch.tensor(local_count, device=accelerator.device), "sum"))
     local_nll = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-    for k, rows in enumerate(micro):
-        if len(rows) == 0:
-            continue
-        tensors = [torch.from_numpy(a[rows]).to(accelerator.device) for a in (inputs, attention, labels)]
-        sync = nullcontext() if k == len(micro) - 1 else accelerator.no_sync(objective)
+    for k, arrays in enumerate(micro_batches):
+        tensors = [torch.from_numpy(a).to(accelerator.device) for a in arrays]
+        sync = nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(objective)
         with sync:
             nll, _ = objective(*tensors)
             # DDP averages gradients over processes; scaling by `world` turns that
@@ -196,26 +214,25 @@ def train(config: TrainConfig) -> dict[str, Any]:
     accelerator, precision = make_accelerator(config.precision, config.report_to, output / "logs")
     if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one process reports progress
-    train_chunks, world = prepared.data.train, accelerator.num_processes
-    steps_per_epoch = config.steps_per_epoch(len(train_chunks), world)
-    total_steps = config.total_steps(len(train_chunks), world)
-    objective, optimizer, scheduler = _optimisation(config, prepared.model, accelerator, len(train_chunks), total_steps)
+    streaming, world = prepared.data.train is None, accelerator.num_processes
+    train_chunks = 0 if streaming else len(prepared.data.train)
+    steps_per_epoch = config.steps_per_epoch(train_chunks, world)
+    total_steps = config.total_steps(train_chunks, world)
+    objective, optimizer, scheduler = _optimisation(config, prepared.model, accelerator, train_chunks, total_steps)
     state = _start_or_resume(config, accelerator, objective, prepared.eval_set)
     objective.train()  # from_pretrained returns models in eval mode: dropout must be on
     accelerator.init_trackers("mlm-adapt", config=_tracker_config(state.options))
 
-    timer, global_size = Timer(), config.batch_size * config.grad_accum * world
-    with checkpoints.StopFlag() as stop, tqdm(total=total_steps, initial=state.step, desc="training", unit="step",
+    timer = Timer()
+    make_batches = _streamed_batches if streaming else _in_memory_batches
+    batches = make_batches(prepared.data, config, prepared.vocab, accelerator, state.step)
+    with closing(batches), checkpoints.StopFlag() as stop, tqdm(total=total_steps, initial=state.step, desc="training", unit="step",
                                    disable=not accelerator.is_main_process) as bar:
-        order_epoch, order = None, None
         while state.step < total_steps:
-            if order_epoch != state.epoch:  # one shuffle per epoch, not per step
-                order_epoch = state.epoch
-                order = batch_generator(config.seed, TRAIN_STREAM, state.epoch).permutation(len(train_chunks))
             began = time.perf_counter()
-            batch = _global_batch(train_chunks, order, state.step_in_epoch, global_size, config, prepared.vocab, state.epoch)
-            nll, tokens = _train_step(objective, optimizer, scheduler, accelerator, batch, config)
-            timer.tick(len(batch[0]), time.perf_counter() - began)
+            micro_batches = next(batches)
+            nll, tokens = _train_step(objective, optimizer, scheduler, accelerator, micro_batches)
+            timer.tick(sum(len(m[0]) for m in micro_batches) * world, time.perf_counter() - began)
             seen = (len(state.log_history), len(state.history))
             _advance(state, config, nll, tokens, scheduler.get_last_lr()[0])
             bar.update(1)
@@ -224,12 +241,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
             _log_to_trackers(accelerator, state, seen)
             if stop.signal is not None and state.step < total_steps:  # on the last step: just finish
                 _stop(config, state, accelerator, saved)
-    metrics = _metrics(config, prepared, state, precision, timer, prepared.model)
+    metrics = _metrics(config, prepared, state, precision, timer, world)
     accelerator.log({"perplexity_before": metrics["perplexity_before"], "perplexity_after": metrics["perplexity_after"]}, step=state.step)
-    accelerator.end_training()
-    accelerator.wait_for_everyone()
+    # Every process takes part: a sharded model (FSDP, DeepSpeed ZeRO-3) is gathered here.
+    weights = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(objective).items()}
     if accelerator.is_main_process:
-        _save_outputs(config, output, accelerator.unwrap_model(objective).model, prepared, metrics)
+        _save_outputs(config, output, accelerator.unwrap_model(objective).model, weights, prepared, metrics)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # last: it also ends the process group
     return metrics
 
 
@@ -270,12 +289,12 @@ def _log_to_trackers(accelerator, state: RunState, seen: tuple[int, int]) -> Non
         accelerator.log(values, step=entry["step"])
 
 
-def _save_outputs(config: TrainConfig, output, model, prepared: Prepared, metrics: dict[str, Any]) -> None:
+def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: Prepared, metrics: dict[str, Any]) -> None:
     def extras(folder) -> None:
         config_mod.write_yaml(config, folder / "config.yaml")
         reporting.write_run_report(folder, config, metrics, model, prepared.tokenizer, prepared.data.eval)
 
-    artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras)
+    artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights)
     if config.push_to_hub:
         log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private))
 
@@ -328,7 +347,7 @@ def _stop(config: TrainConfig, state: RunState, accelerator, saved: bool) -> Non
     )
 
 
-def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer: Timer, model) -> dict[str, Any]:
+def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer: Timer, world: int) -> dict[str, Any]:
     before = EvalResult(state.before["nll_sum"], int(state.before["masked_tokens"]))
     last = state.history[-1]
     after = EvalResult(last["eval_nll_sum"], last["eval_masked_tokens"])
@@ -340,7 +359,8 @@ def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer:
         "eval_loss_before": before.loss,
         "eval_loss_after": after.loss,
         "eval_masked_tokens": after.masked_tokens,
-        "train_chunks": len(prepared.data.train),
+        # A stream's count is of chunks trained on (its size is unknown).
+        "train_chunks": len(prepared.data.train) if prepared.data.train is not None else state.step * config.batch_size * config.grad_accum * world,
         "eval_chunks": len(prepared.data.eval),
         "eval_documents": prepared.data.eval_documents,
         "documents": prepared.data.documents,
@@ -348,7 +368,8 @@ def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer:
         "train_samples_per_second": timer.samples_per_second(),
         "train_runtime_seconds": time.perf_counter() - timer.started,
         "precision": precision,
-        "sparse_prediction": supports_sparse_prediction(model),
+        "processes": world,
+        "sparse_prediction": supports_sparse_prediction(prepared.model),
         "history": state.history,
         "log_history": state.log_history,
     }
