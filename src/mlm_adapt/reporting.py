@@ -35,7 +35,7 @@ def default_probes(chunks: Chunks, tokenizer, count: int = 3, seed: int = 0) -> 
             start, end = pos - PROBE_WINDOW, pos + 1 + PROBE_WINDOW
             while start < pos and words[start] != NO_WORD and words[start] == words[start - 1]:
                 start += 1  # begin on a whole word, not a "##piece"
-            while end > pos + 1 and words[end] != NO_WORD and words[end] == words[end - 1]:
+            while pos + 1 < end < len(words) and words[end] != NO_WORD and words[end] == words[end - 1]:
                 end -= 1
             left = tokenizer.decode(ids[start:pos], skip_special_tokens=True).strip()
             right = tokenizer.decode(ids[pos + 1:end], skip_special_tokens=True).strip()
