@@ -67,6 +67,10 @@ def test_derived_step_counts():
     assert c.warmup_steps(100) == 3
     assert TrainConfig(max_steps=5).total_steps(10_000) == 5
     assert c.steps_per_epoch(100, world_size=2) == 4
+    # A last partial batch too small to give each of the micro-batches (x processes) a chunk is dropped.
+    assert c.steps_per_epoch(98, world_size=2) == 3
+    assert c.steps_per_epoch(97) == 6
+    assert TrainConfig(batch_size=8).steps_per_epoch(17) == 3
 
 
 def test_precedence_defaults_yaml_command_line(tmp_path):

@@ -96,6 +96,28 @@ def test_two_process_data_parallel_run_matches_one_process(bert_no_dropout, data
     assert sorted(p.name for p in (tmp_path / "two").glob("*.safetensors")) == ["model.safetensors"]
 
 
+@pytest.mark.slow
+def test_two_processes_finish_with_uneven_shards(bert_dir, data_root, tmp_path):
+    # 17 training chunks at a global batch of 2 x 4 leave 1 over, too few for two processes
+    # (dropped, or one would wait for the other's gradients forever); 9 evaluation chunks
+    # at batch 4 give one process two forward passes and the other one (it runs a dummy pass).
+    data = ["--data", str(data_root / "docs.txt"), "--chunk-size", "48", "--eval-size", "9", "--batch-size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535",
+                          "-m", "mlm_adapt", "train", "--model", str(bert_dir), *data, "--train-size", "17", "--epochs", "1",
+                          "--precision", "fp32", "--output", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert (metrics["processes"], metrics["steps"], metrics["train_chunks"], metrics["eval_chunks"]) == (2, 2, 17, 9)
+    alone = subprocess.run([sys.executable, "-m", "mlm_adapt", "evaluate", "--model", str(tmp_path / "two"), *data,
+                            "--precision", "fp32", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    result = json.loads(alone.stdout)
+    assert result["masked_tokens"] == metrics["eval_masked_tokens"]  # the dummy pass counted nothing
+    assert result["perplexity"] == pytest.approx(metrics["perplexity_after"], rel=1e-5)
+
+
 def test_access_token_never_reaches_the_output(bert_dir, data_root, tmp_path, monkeypatch, capsys):
     secret = "hf_NotARealTokenButSecret123"
     monkeypatch.setenv("HF_TOKEN", secret)

@@ -104,8 +104,13 @@ def train(
     options["probes"] = tuple(probe) if probe else None
     resolved = cfg.resolve(cfg.TrainConfig, options, config)
     metrics = run(resolved)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, one summary
+    if _is_main_process():
         _print_train_summary(metrics, resolved.output)
+
+
+def _is_main_process() -> bool:
+    """Under torchrun / accelerate launch, one process prints the summary."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 @app.command()
@@ -122,6 +127,8 @@ def evaluate(
     options = {k: v for k, v in locals().items() if k not in ("json_out", "run")}
     result = run(cfg.resolve(cfg.EvalConfig, options))
     summary = {"perplexity": result.perplexity, "eval_loss": result.loss, "masked_tokens": result.masked_tokens}
+    if not _is_main_process():
+        return
     if json_out:
         print(json.dumps(summary))
     else:

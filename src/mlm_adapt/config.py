@@ -193,12 +193,16 @@ class TrainConfig(EvalConfig):
             raise MlmAdaptError(f"--warmup-ratio must be in [0, 1), not {self.warmup_ratio!r}")
 
     def steps_per_epoch(self, train_chunks: int, world_size: int = 1) -> int:
-        """Optimizer steps in one pass over ``train_chunks`` (a last partial step counts).
+        """Optimizer steps in one pass over ``train_chunks``.
 
-        A stream's passes have no known length: its run is one "epoch" of --max-steps."""
+        A last, partial global batch counts if it gives every micro-batch of every
+        process at least one chunk: a process with nothing to run would leave the
+        others waiting in the gradient all-reduce. A stream's passes have no known
+        length: its run is one "epoch" of --max-steps."""
         if self.data.streaming:
             return self.max_steps
-        return math.ceil(train_chunks / (self.batch_size * self.grad_accum * world_size))
+        full, rest = divmod(train_chunks, self.batch_size * self.grad_accum * world_size)
+        return full + (rest >= self.grad_accum * world_size)
 
     def total_steps(self, train_chunks: int, world_size: int = 1) -> int:
         if self.max_steps is not None:

@@ -81,12 +81,18 @@ def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) ->
     """Summed NLL and masked-token count over ``masked``, each process taking its share of rows."""
     was_training = objective.training
     objective.eval()
-    rows = np.arange(accelerator.process_index, len(masked), accelerator.num_processes)
+    shards = np.array_split(np.arange(len(masked)), accelerator.num_processes)
+    rows = shards[accelerator.process_index]
     nll_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
     count = torch.zeros((), dtype=torch.int64, device=accelerator.device)
-    for start in range(0, len(rows), batch_size):
+    # Every process runs as many forward passes as the largest shard needs: a wrapped
+    # model's forward can be collective (DDP broadcasts buffers, FSDP gathers weights).
+    # A process out of rows repeats row 0 with every label ignored.
+    for start in range(0, len(shards[0]), batch_size):
         batch = rows[start : start + batch_size]
-        tensors = [torch.from_numpy(a[batch]).to(accelerator.device) for a in (masked.input_ids, masked.attention_mask, masked.labels)]
+        labels = masked.labels[batch] if len(batch) else np.full_like(masked.labels[:1], IGNORE_INDEX)
+        batch = batch if len(batch) else np.zeros(1, dtype=np.int64)
+        tensors = [torch.from_numpy(a).to(accelerator.device) for a in (masked.input_ids[batch], masked.attention_mask[batch], labels)]
         nll, n = objective(*tensors)
         nll_sum += nll.double()
         count += n

@@ -56,14 +56,16 @@ class Prepared:
     vocab: MaskingVocab
 
 
-def prepare(config: EvalConfig) -> Prepared:
+def prepare(config: EvalConfig, accelerator=None) -> Prepared:
     """Load model and tokenizer, build the chunks and the once-masked evaluation set."""
     # Seeds torch before loading: a checkpoint without an MLM head gets a random one,
     # and dropout draws from the same generator during training.
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     model = load_model(config.model)
-    data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer))
+    # Under torchrun the main process tokenizes first and fills the cache; the others then read it.
+    with accelerator.main_process_first() if accelerator is not None else nullcontext():
+        data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer))
     vocab = MaskingVocab.from_tokenizer(tokenizer)
     eval_set = mask_eval_set(data.eval, config.masking, vocab, config.seed)
     return Prepared(model, tokenizer, data, eval_set, vocab)
@@ -71,8 +73,8 @@ def prepare(config: EvalConfig) -> Prepared:
 
 def evaluate(config: EvalConfig) -> EvalResult:
     """Perplexity of ``config.model`` on the held-out chunks a ``train`` run with these options used."""
-    prepared = prepare(config)
     accelerator, _ = make_accelerator(config.precision)
+    prepared = prepare(config, accelerator)
     objective = accelerator.prepare(MaskedLMObjective(prepared.model))
     return evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)
 
@@ -209,9 +211,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Adapt ``config.model`` to ``config.data``; save the model and return its metrics."""
     if config.push_to_hub:
         hub.check_access(config.push_to_hub)
-    output = _prepare_output(config)
-    prepared = prepare(config)
-    accelerator, precision = make_accelerator(config.precision, config.report_to, output / "logs")
+    accelerator, precision = make_accelerator(config.precision, config.report_to, config.output / "logs")
+    with accelerator.main_process_first():  # the others find the folder the main process made, still empty
+        output = _prepare_output(config)
+    prepared = prepare(config, accelerator)
     if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one process reports progress
     streaming, world = prepared.data.train is None, accelerator.num_processes
