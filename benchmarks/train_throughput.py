@@ -102,7 +102,14 @@ def bench_preprocessing(texts, tok) -> dict:
     from mlm_adapt.chunking import tokenize_corpus
     from mlm_adapt.corpus import Corpus
 
+    from mlm_adapt.chunking import plain_backend
+
     words = sum(len(t.split()) for t in texts)
+    backend = plain_backend(tok)
+    start = time.perf_counter()
+    for i in range(0, len(texts), 1000):  # the Rust tokenizer alone, on both cores: a floor for any pipeline using it
+        backend.encode_batch(texts[i : i + 1000], add_special_tokens=False)
+    floor = time.perf_counter() - start
     t0 = time.perf_counter()
     recipe = recipe_preprocess(texts, tok)
     t1 = time.perf_counter()
@@ -116,7 +123,8 @@ def bench_preprocessing(texts, tok) -> dict:
         t4 = time.perf_counter()
     return {"documents": len(texts), "words": words, "recipe_seconds": t1 - t0, "mlm_adapt_seconds": t2 - t1,
             "mlm_adapt_cached_tokenize_seconds": t4 - t3, "recipe_chunks": len(recipe),
-            "mlm_adapt_chunks": len(ours.train) + len(ours.eval), "speedup": (t1 - t0) / (t2 - t1)}
+            "mlm_adapt_chunks": len(ours.train) + len(ours.eval), "speedup": (t1 - t0) / (t2 - t1),
+            "tokenizer_alone_seconds": floor, "speedup_ceiling": (t1 - t0) / floor}
 
 
 # --- training variants --------------------------------------------------------------------------
@@ -131,6 +139,10 @@ def run_recipe(precision: str, steps: int, batch: int) -> dict:
     times: list[float] = []
 
     class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if not times:
+                times.append(time.perf_counter())
+
         def on_step_end(self, args, state, control, **kwargs):
             times.append(time.perf_counter())
 
@@ -145,12 +157,12 @@ def run_recipe(precision: str, steps: int, batch: int) -> dict:
 
 def run_ours(precision: str, steps: int, batch: int, attn: str, compile_encoder: bool) -> dict:
     """The step `mlm-adapt train` runs: its optimiser set-up, masking and sparse loss."""
-    import numpy as np
 
     from mlm_adapt.config import TrainConfig
     from mlm_adapt.masking import MaskingVocab
     from mlm_adapt.runtime import make_accelerator
-    from mlm_adapt.training import _global_batch, _optimisation, _train_step
+    from mlm_adapt.batching import in_memory_batches
+    from mlm_adapt.training import _optimisation, _train_step
 
     tok = tokenizer()
     split = ours_preprocess(corpus_texts()[:3000], tok)
@@ -159,11 +171,10 @@ def run_ours(precision: str, steps: int, batch: int, attn: str, compile_encoder:
     accelerator, _ = make_accelerator(precision)
     objective, optimizer, scheduler = _optimisation(config, net, accelerator, len(split.train), steps)
     objective.train()
-    vocab, order = MaskingVocab.from_tokenizer(tok), np.arange(len(split.train))
-    times = []
-    for step in range(steps):
-        batch_arrays = _global_batch(split.train, order, step, batch, config, vocab, 0)
-        _train_step(objective, optimizer, scheduler, accelerator, batch_arrays, config)
+    batches = in_memory_batches(split, config, MaskingVocab.from_tokenizer(tok), accelerator, 0)
+    times = [time.perf_counter()]
+    for _ in range(steps):
+        _train_step(objective, optimizer, scheduler, accelerator, next(batches))
         times.append(time.perf_counter())
     return {**_result(times, batch), "eval_loss": held_out_loss(net, tok)}
 
@@ -183,10 +194,11 @@ def held_out_loss(net, tok) -> float:
 
 
 def _result(times: list[float], batch: int) -> dict:
-    timed = times[WARMUP - 1:]
+    """``times``: the first step's start, then each step's end."""
+    timed = times[WARMUP:]
     rate = (len(timed) - 1) * batch / (timed[-1] - timed[0])
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"samples_per_second": rate, "peak_rss_mb": peak_mb}
+    return {"samples_per_second": rate, "peak_rss_mb": peak_mb, "first_step_seconds": times[1] - times[0]}
 
 
 VARIANTS = {
@@ -266,6 +278,7 @@ def _summary(results: list[dict]) -> dict:
         return results[-1]
     rates = sorted(r["samples_per_second"] for r in ok)
     return {"samples_per_second": statistics.median(rates), "runs_samples_per_second": rates,
+            "first_step_seconds": statistics.median(r["first_step_seconds"] for r in ok),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in ok), "eval_loss": statistics.mean(r["eval_loss"] for r in ok)}
 
 
@@ -284,7 +297,14 @@ def _markdown(report: dict) -> str:
         lines.append(f"\npreprocessing, {corpus}: {p['words']:,} words in {p['documents']:,} documents: recipe "
                      f"{p['recipe_seconds']:.2f} s, mlm-adapt {p['mlm_adapt_seconds']:.2f} s ({p['speedup']:.1f}x); "
                      f"mlm-adapt's second run {p['mlm_adapt_cached_tokenize_seconds']:.3f} s to tokenize "
-                     f"({p['recipe_seconds'] / p['mlm_adapt_cached_tokenize_seconds']:.0f}x)")
+                     f"({p['recipe_seconds'] / p['mlm_adapt_cached_tokenize_seconds']:.0f}x); the Rust tokenizer "
+                     f"alone {p['tokenizer_alone_seconds']:.2f} s, so no pipeline using it can exceed "
+                     f"{p['speedup_ceiling']:.1f}x here")
+    compiled = report["training"].get("mlm-adapt-bf16-compile", {})
+    if "break_even_samples" in compiled:
+        lines.append(f"\n--compile: first step {compiled['first_step_seconds']:.1f} s vs "
+                     f"{report['training']['mlm-adapt-bf16']['first_step_seconds']:.1f} s eager; it pays back after "
+                     f"{compiled['break_even_samples']:,.0f} training samples (if it is faster at all)")
     return "\n".join(lines)
 
 
@@ -301,6 +321,11 @@ def _ratios(report: dict) -> None:
         for base in ("recipe-fp32", "recipe-bf16"):
             if "samples_per_second" in train.get(base, {}):
                 result[f"speedup_vs_{base}"] = result["samples_per_second"] / train[base]["samples_per_second"]
+    eager, compiled = train.get("mlm-adapt-bf16", {}), train.get("mlm-adapt-bf16-compile", {})
+    if "samples_per_second" in eager and "samples_per_second" in compiled:
+        saved = 1 / eager["samples_per_second"] - 1 / compiled["samples_per_second"]  # seconds per sample
+        extra = compiled["first_step_seconds"] - eager["first_step_seconds"]
+        compiled["break_even_samples"] = extra / saved if saved > 0 else float("inf")
 
 
 if __name__ == "__main__":

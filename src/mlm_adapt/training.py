@@ -1,40 +1,34 @@
 """The domain-adaptation run: one training loop, readable top to bottom.
 
-Shape of a step (torchtune-style): the global batch of ``batch_size x grad_accum x
-processes`` chunks is masked at once from a generator seeded by (seed, epoch,
-step), so the masks do not depend on how many processes share the work or on
-where a run was resumed. Each process backpropagates its micro-batches' *summed*
-masked-token NLL divided by the global batch's masked-token count: the gradient
-is that of the mean loss per masked token, however tokens fall across micro-
-batches and processes.
+Shape of a step (torchtune-style): ``batching`` hands this process its masked
+micro-batches; each process backpropagates their *summed* masked-token NLL
+divided by the masked-token count of the whole step over all processes: the
+gradient is that of the mean loss per masked token, however tokens fall across
+micro-batches and processes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 import time
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from mlm_adapt import artifacts, checkpoints, config as config_mod, hub, reporting
-from mlm_adapt.chunk_stream import prefetch
-from mlm_adapt.chunking import Chunks, SplitData, load_split
+from mlm_adapt.batching import step_batches
+from mlm_adapt.chunking import SplitData, load_split
 from mlm_adapt.config import EvalConfig, TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import EvalResult, MaskedSet, evaluate_loss, mask_eval_set
-from mlm_adapt.masking import (
-    IGNORE_INDEX, STREAMED_TRAIN_STREAM, TRAIN_STREAM, MaskingVocab, batch_generator, mask_batch,
-)
+from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab
 from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size, supports_sparse_prediction
 from mlm_adapt.runtime import make_accelerator
 
@@ -86,38 +80,6 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _mask(part: Chunks, config: TrainConfig, vocab: MaskingVocab, rng: np.random.Generator):
-    return mask_batch(part.input_ids, part.word_ids, scheme=config.masking.masking,
-                      prob=config.masking.train_mask_prob(), vocab=vocab, rng=rng)
-
-
-def _in_memory_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab, accelerator, start: int) -> Iterator[list]:
-    """From step ``start`` on: the step's global batch, masked as one with the step's own
-    generator; this process's micro-batches of it."""
-    chunks, world, rank = data.train, accelerator.num_processes, accelerator.process_index
-    per_epoch, size = config.steps_per_epoch(len(chunks), world), config.batch_size * config.grad_accum * world
-    order_epoch, order = None, None
-    for step in itertools.count(start):
-        epoch, in_epoch = divmod(step, per_epoch)
-        if order_epoch != epoch:  # one shuffle per epoch, not per step
-            order_epoch, order = epoch, batch_generator(config.seed, TRAIN_STREAM, epoch).permutation(len(chunks))
-        part = chunks.select(order[in_epoch * size : (in_epoch + 1) * size])
-        inputs, labels = _mask(part, config, vocab, batch_generator(config.seed, TRAIN_STREAM, epoch, in_epoch))
-        pieces = np.array_split(np.arange(len(part)), config.grad_accum * world)[rank::world]
-        yield [(inputs[r], part.attention_mask[r], labels[r]) for r in pieces if len(r)]
-
-
-def _streamed_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab, accelerator, start: int) -> Iterator[list]:
-    """This process's own batches of the stream from step ``start`` on; resuming replays
-    (reads and tokenizes, but does not train on) the steps before it."""
-    rank = accelerator.process_index
-    source = data.train_stream(rank, accelerator.num_processes, config.batch_size * config.grad_accum)
-    for step, part in enumerate(prefetch(itertools.islice(source, start, None)), start=start):
-        inputs, labels = _mask(part, config, vocab, batch_generator(config.seed, STREAMED_TRAIN_STREAM, step, rank))
-        pieces = np.array_split(np.arange(len(part)), config.grad_accum)
-        yield [(inputs[r], part.attention_mask[r], labels[r]) for r in pieces if len(r)]
 
 
 def _train_step(objective, optimizer, scheduler, accelerator, micro_batches: list) -> tuple[float, int]:
@@ -227,8 +189,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     accelerator.init_trackers("mlm-adapt", config=_tracker_config(state.options))
 
     timer = Timer()
-    make_batches = _streamed_batches if streaming else _in_memory_batches
-    batches = make_batches(prepared.data, config, prepared.vocab, accelerator, state.step)
+    batches = step_batches(prepared.data, config, prepared.vocab, accelerator, state.step)
     with closing(batches), checkpoints.StopFlag() as stop, tqdm(total=total_steps, initial=state.step, desc="training", unit="step",
                                    disable=not accelerator.is_main_process) as bar:
         while state.step < total_steps:

@@ -1,0 +1,62 @@
+"""Training batches: which chunks each optimizer step trains on, masked, split into
+this process's micro-batches.
+
+In memory, the step's global batch of ``batch_size x grad_accum x processes`` chunks
+is masked at once from a generator seeded by (seed, epoch, step), so the masks do
+not depend on how many processes share the work or on where a run was resumed;
+each process then takes its micro-batches. A stream (``--streaming``) gives each
+process its own batches (``chunk_stream``), masked from (seed, step, rank).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+import numpy as np
+
+from mlm_adapt.chunk_stream import prefetch
+from mlm_adapt.chunking import Chunks, SplitData
+from mlm_adapt.config import TrainConfig
+from mlm_adapt.masking import STREAMED_TRAIN_STREAM, TRAIN_STREAM, MaskingVocab, batch_generator, mask_batch
+
+# One micro-batch: (input_ids, attention_mask, labels) arrays.
+MicroBatches = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def step_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab, accelerator, start: int) -> Iterator[MicroBatches]:
+    """This process's micro-batches for every step from ``start`` on (endless)."""
+    make = streamed_batches if data.train is None else in_memory_batches
+    return make(data, config, vocab, accelerator, start)
+
+
+def _mask(part: Chunks, config: TrainConfig, vocab: MaskingVocab, rng: np.random.Generator):
+    return mask_batch(part.input_ids, part.word_ids, scheme=config.masking.masking,
+                      prob=config.masking.train_mask_prob(), vocab=vocab, rng=rng)
+
+
+def in_memory_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab, accelerator, start: int) -> Iterator[MicroBatches]:
+    """From step ``start`` on: the step's global batch, masked as one with the step's own
+    generator; this process's micro-batches of it."""
+    chunks, world, rank = data.train, accelerator.num_processes, accelerator.process_index
+    per_epoch, size = config.steps_per_epoch(len(chunks), world), config.batch_size * config.grad_accum * world
+    order_epoch, order = None, None
+    for step in itertools.count(start):
+        epoch, in_epoch = divmod(step, per_epoch)
+        if order_epoch != epoch:  # one shuffle per epoch, not per step
+            order_epoch, order = epoch, batch_generator(config.seed, TRAIN_STREAM, epoch).permutation(len(chunks))
+        part = chunks.select(order[in_epoch * size : (in_epoch + 1) * size])
+        inputs, labels = _mask(part, config, vocab, batch_generator(config.seed, TRAIN_STREAM, epoch, in_epoch))
+        pieces = np.array_split(np.arange(len(part)), config.grad_accum * world)[rank::world]
+        yield [(inputs[r], part.attention_mask[r], labels[r]) for r in pieces if len(r)]
+
+
+def streamed_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab, accelerator, start: int) -> Iterator[MicroBatches]:
+    """This process's own batches of the stream from step ``start`` on; resuming replays
+    (reads and tokenizes, but does not train on) the steps before it."""
+    rank = accelerator.process_index
+    source = data.train_stream(rank, accelerator.num_processes, config.batch_size * config.grad_accum)
+    for step, part in enumerate(prefetch(itertools.islice(source, start, None)), start=start):
+        inputs, labels = _mask(part, config, vocab, batch_generator(config.seed, STREAMED_TRAIN_STREAM, step, rank))
+        pieces = np.array_split(np.arange(len(part)), config.grad_accum)
+        yield [(inputs[r], part.attention_mask[r], labels[r]) for r in pieces if len(r)]
