@@ -56,11 +56,13 @@ def test_evaluate_reproduces_perplexity_after(bert_run):
     assert first.perplexity == second.perplexity
 
 
-def test_same_seed_same_run(bert_dir, data_root, tmp_path):
-    a = train(_config(bert_dir, data_root / "docs.txt", tmp_path / "a", max_steps=4))
-    b = train(_config(bert_dir, data_root / "docs.txt", tmp_path / "b", max_steps=4))
+def test_same_seed_same_run_and_evaluating_more_often_changes_nothing(bert_dir, data_root, tmp_path):
+    a = train(_config(bert_dir, data_root / "docs.txt", tmp_path / "a", max_steps=5))
+    b = train(_config(bert_dir, data_root / "docs.txt", tmp_path / "b", max_steps=5, eval_steps=2))
     assert a["eval_loss_after"] == b["eval_loss_after"]
     assert [e["loss"] for e in a["log_history"]] == [e["loss"] for e in b["log_history"]]
+    assert [h["step"] for h in a["history"]] == [5] and [h["step"] for h in b["history"]] == [2, 4, 5]
+    assert b["history"][0]["perplexity"] > b["history"][-1]["perplexity"] == b["perplexity_after"]
 
 
 def test_gradient_accumulation_matches_a_big_batch(bert_no_dropout, data_root, tmp_path):

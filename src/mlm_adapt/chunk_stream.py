@@ -19,7 +19,6 @@ stream up to the checkpoint's step instead of storing a position in it.
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 from typing import Iterable, Iterator
@@ -144,7 +143,7 @@ def training_batches(corpus: StreamedCorpus, tokenizer, config: DataConfig, seed
     backend = plain_backend(tokenizer)
 
     def passes() -> Iterator[Chunks]:
-        for number in itertools.count():
+        while True:
             found = False
             tokens = _training_tokens(corpus, backend, seed, last_eval, rank, world)
             for block in stream_chunks(tokens, config.chunk_size, tokenizer, config.remainder):

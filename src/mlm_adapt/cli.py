@@ -91,6 +91,7 @@ def train(
     push_to_hub: Annotated[Optional[str], typer.Option(help="Upload the final folder to this Hub repo (user/name)")] = None,
     hub_private: Annotated[Optional[bool], typer.Option("--hub-private", help="Create the Hub repo as private")] = None,
     save_steps: Annotated[Optional[int], typer.Option(help="Also checkpoint every N steps (always at epoch ends)")] = None,
+    eval_steps: Annotated[Optional[int], typer.Option(help="Also evaluate every N steps (always at epoch ends and the last step)")] = None,
     keep_checkpoints: Annotated[Optional[int], typer.Option(help="Keep the newest K checkpoints (default: 2)")] = None,
     resume: Annotated[Optional[bool], typer.Option("--resume", help="Continue from the newest complete checkpoint in --output")] = None,
     overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Write into an output folder that holds files")] = None,

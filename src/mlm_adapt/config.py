@@ -164,6 +164,7 @@ class TrainConfig(EvalConfig):
     push_to_hub: str | None = None
     hub_private: bool = False
     save_steps: int | None = None
+    eval_steps: int | None = None
     keep_checkpoints: int | None = 2
     resume: bool = False
     overwrite: bool = False
@@ -174,6 +175,7 @@ class TrainConfig(EvalConfig):
         _positive("epochs", self.epochs)
         _positive("max_steps", self.max_steps, optional=True)
         _positive("save_steps", self.save_steps, optional=True)
+        _positive("eval_steps", self.eval_steps, optional=True)
         _positive("keep_checkpoints", self.keep_checkpoints, optional=True)
         _choice("report_to", self.report_to, ("none", "tensorboard", "wandb", "mlflow", "trackio"))
         object.__setattr__(self, "probes", tuple(self.probes or ()))

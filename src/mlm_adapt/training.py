@@ -275,11 +275,12 @@ def _advance(state: RunState, config: TrainConfig, nll: float, tokens: int, lr: 
 
 
 def _end_of_step(config, state: RunState, steps_per_epoch: int, total_steps: int, objective, eval_set, accelerator) -> bool:
-    """Evaluate at an epoch's end (or the last step) and checkpoint when due; True if one was written.
-
-    The last step writes no checkpoint: the final model is saved instead."""
+    """Evaluate at an epoch's end, every --eval-steps and at the last step; checkpoint when
+    due; True if one was written. The last step writes no checkpoint: the final model is
+    saved instead."""
     epoch_done = state.step_in_epoch == steps_per_epoch
-    if epoch_done or state.step == total_steps:
+    every = config.eval_steps is not None and state.step % config.eval_steps == 0
+    if epoch_done or every or state.step == total_steps:
         result = evaluate_loss(objective, eval_set, config.batch_size, accelerator)
         fraction = state.step_in_epoch / steps_per_epoch
         state.history.append({
