@@ -182,3 +182,27 @@ def test_two_processes_stream_their_own_shards(bert_no_dropout, data_root, tmp_p
     assert (single["processes"], double["processes"]) == (1, 2)
     assert double["train_chunks"] == 2 * single["train_chunks"]  # each process trains on its own batches
     assert double["perplexity_after"] < double["perplexity_before"]
+
+
+def test_prefetch_hands_errors_to_the_consumer_and_stops_when_closed():
+    import itertools
+    import threading
+    import time
+
+    from mlm_adapt.chunk_stream import prefetch
+
+    def failing():
+        yield 1
+        raise MlmAdaptError("no training chunk")
+
+    items = prefetch(failing())
+    assert next(items) == 1
+    with pytest.raises(MlmAdaptError, match="no training chunk"):
+        next(items)
+    endless = prefetch(itertools.count())
+    assert [next(endless) for _ in range(3)] == [0, 1, 2]
+    endless.close()  # training ended: the producer thread must not run on
+    deadline = time.monotonic() + 5
+    while any(t.name == "mlm-adapt-stream" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "mlm-adapt-stream" for t in threading.enumerate())
