@@ -30,6 +30,11 @@ def step_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab, acce
     return make(data, config, vocab, accelerator, start)
 
 
+def _micro_batches(inputs: np.ndarray, attention: np.ndarray, labels: np.ndarray, pieces: list[np.ndarray]) -> MicroBatches:
+    """One micro-batch per non-empty group of row numbers in ``pieces``."""
+    return [(inputs[r], attention[r], labels[r]) for r in pieces if len(r)]
+
+
 def _mask(part: Chunks, config: TrainConfig, vocab: MaskingVocab, rng: np.random.Generator):
     return mask_batch(part.input_ids, part.word_ids, scheme=config.masking.masking,
                       prob=config.masking.train_mask_prob(), vocab=vocab, rng=rng)
@@ -48,7 +53,7 @@ def in_memory_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab,
         part = chunks.select(order[in_epoch * size : (in_epoch + 1) * size])
         inputs, labels = _mask(part, config, vocab, batch_generator(config.seed, TRAIN_STREAM, epoch, in_epoch))
         pieces = np.array_split(np.arange(len(part)), config.grad_accum * world)[rank::world]
-        yield [(inputs[r], part.attention_mask[r], labels[r]) for r in pieces if len(r)]
+        yield _micro_batches(inputs, part.attention_mask, labels, pieces)
 
 
 def streamed_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab, accelerator, start: int) -> Iterator[MicroBatches]:
@@ -58,5 +63,4 @@ def streamed_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab, 
     source = data.train_stream(rank, accelerator.num_processes, config.batch_size * config.grad_accum)
     for step, part in enumerate(prefetch(itertools.islice(source, start, None)), start=start):
         inputs, labels = _mask(part, config, vocab, batch_generator(config.seed, STREAMED_TRAIN_STREAM, step, rank))
-        pieces = np.array_split(np.arange(len(part)), config.grad_accum)
-        yield [(inputs[r], part.attention_mask[r], labels[r]) for r in pieces if len(r)]
+        yield _micro_batches(inputs, part.attention_mask, labels, np.array_split(np.arange(len(part)), config.grad_accum))

@@ -101,10 +101,6 @@ def stream_chunks(batches: Iterable[TokenizedCorpus], chunk_size: int, tokenizer
         yield chunk_documents(carry, np.arange(1), chunk_size, tokenizer, "pad")
 
 
-def _concat(parts: list[Chunks]) -> Chunks:
-    return Chunks(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("input_ids", "attention_mask", "word_ids")))
-
-
 def shuffle_buffer(blocks: Iterable[Chunks], size: int, rng: np.random.Generator) -> Iterator[Chunks]:
     """Chunks in a seeded random order, holding at most ``size`` (plus one block) at a time.
 
@@ -112,7 +108,7 @@ def shuffle_buffer(blocks: Iterable[Chunks], size: int, rng: np.random.Generator
     leaves it, so every row out is a uniform draw from the pool."""
     pool: Chunks | None = None
     for block in blocks:
-        pool = block if pool is None else _concat([pool, block])
+        pool = block if pool is None else Chunks.concat([pool, block])
         if len(pool) > size:
             order = rng.permutation(len(pool))
             yield pool.select(order[size:])
@@ -128,12 +124,12 @@ def rebatch(blocks: Iterable[Chunks], size: int) -> Iterator[Chunks]:
         pending.append(block)
         held += len(block)
         while held >= size:
-            joined = _concat(pending)
+            joined = Chunks.concat(pending)
             yield joined.select(np.arange(size))
             rest = joined.select(np.arange(size, len(joined)))
             pending, held = [rest], len(rest)
     if held:
-        yield _concat(pending)
+        yield Chunks.concat(pending)
 
 
 def training_batches(corpus: StreamedCorpus, tokenizer, config: DataConfig, seed: int, last_eval: int,

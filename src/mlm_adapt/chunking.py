@@ -65,6 +65,10 @@ class Chunks:
     def select(self, rows: np.ndarray) -> "Chunks":
         return Chunks(self.input_ids[rows], self.attention_mask[rows], self.word_ids[rows])
 
+    @staticmethod
+    def concat(parts: list["Chunks"]) -> "Chunks":
+        return Chunks(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("input_ids", "attention_mask", "word_ids")))
+
 
 @dataclass(frozen=True)
 class SplitData:
@@ -174,10 +178,14 @@ def split_documents(lengths: np.ndarray, eval_tokens: int, seed: int) -> tuple[n
     return np.sort(order[count:]), np.sort(order[:count])
 
 
+def _stream_length(tokens: TokenizedCorpus, docs: np.ndarray) -> int:
+    """Positions in the stream "doc SEP doc SEP ... doc" over ``docs``."""
+    return int(tokens.lengths()[docs].sum()) + len(docs) - 1
+
+
 def count_chunks(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, remainder: str) -> int:
     """How many chunks ``chunk_documents`` cuts from ``docs`` (without building them)."""
-    stream = int(tokens.lengths()[docs].sum()) + len(docs) - 1
-    full, rest = divmod(stream, chunk_size - 2)
+    full, rest = divmod(_stream_length(tokens, docs), chunk_size - 2)
     return full + (1 if remainder == "pad" and rest else 0)
 
 
@@ -191,8 +199,7 @@ def chunk_documents(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, 
     """
     cls_id, sep_id, pad_id = frame_ids(tokenizer)
     body = chunk_size - 2
-    lengths = tokens.lengths()[docs]
-    stream = int(lengths.sum()) + len(docs) - 1
+    stream = _stream_length(tokens, docs)
     rows = np.arange(count_chunks(tokens, docs, chunk_size, remainder)) if rows is None else np.asarray(rows)
     position = rows[:, None] * body + np.arange(body)[None, :]
     inside = position < stream
@@ -227,8 +234,7 @@ def _at(values: np.ndarray, source: np.ndarray) -> np.ndarray:
 def stream_tail(tokens: TokenizedCorpus, docs: np.ndarray, start: int, sep_id: int) -> TokenizedCorpus:
     """Stream positions ``start`` to the end as one document (separators become SEP tokens
     flagged special), so that chunking it followed by more documents continues the stream."""
-    stream = int(tokens.lengths()[docs].sum()) + len(docs) - 1
-    position = np.arange(start, stream)
+    position = np.arange(start, _stream_length(tokens, docs))
     if position.size == 0:
         return TokenizedCorpus(np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, bool), np.zeros(2, np.int64))
     source, is_sep = _locate(tokens, docs, position)
