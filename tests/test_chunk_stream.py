@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from mlm_adapt.chunk_stream import (
     _training_tokens, held_out, read_eval_documents, rebatch, shuffle_buffer, stream_chunks,
 )
-from mlm_adapt.chunking import Chunks, TokenizedCorpus, chunk_documents, concat_tokens, plain_backend, tokenize_texts
+from mlm_adapt.chunking import Chunks, TokenizedCorpus, TextEncoder, chunk_documents, concat_tokens
 from mlm_adapt.config import DataConfig, ModelConfig
 from mlm_adapt.corpus import load_corpus
 from mlm_adapt.errors import MlmAdaptError
@@ -100,12 +100,12 @@ def test_held_out_draw_is_seeded_and_about_ten_percent():
 
 def test_eval_and_training_documents_are_disjoint_and_cover_the_stream(bert_dir, data_root):
     tokenizer = load_tokenizer(ModelConfig(str(bert_dir)))
-    backend = plain_backend(tokenizer)
+    encoder = TextEncoder.from_tokenizer(tokenizer)
     corpus = load_corpus(DataConfig(data=str(data_root / "docs.txt"), streaming=True))
-    held, last = read_eval_documents(corpus, backend, eval_tokens=500, seed=1)
+    held, last = read_eval_documents(corpus, encoder, eval_tokens=500, seed=1)
     docs = lambda t: {tuple(t.ids[t.offsets[d]:t.offsets[d + 1]]) for d in range(t.num_documents)}  # noqa: E731
-    shards = [docs(concat_tokens(list(_training_tokens(corpus, backend, 1, last, rank, 2)))) for rank in (0, 1)]
-    everything = docs(concat_tokens([tokenize_texts(backend, texts) for texts in corpus.batches()]))
+    shards = [docs(concat_tokens(list(_training_tokens(corpus, encoder, 1, last, rank, 2)))) for rank in (0, 1)]
+    everything = docs(concat_tokens([encoder.encode(texts) for texts in corpus.batches()]))
     assert held.ids.size >= 500 and 0 < held.num_documents < 0.2 * len(everything)
     assert not (docs(held) & shards[0]) and not (docs(held) & shards[1]) and not (shards[0] & shards[1])
     assert docs(held) | shards[0] | shards[1] == everything

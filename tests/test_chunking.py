@@ -20,6 +20,7 @@ from mlm_adapt.chunking import (
 from mlm_adapt.config import DataConfig
 from mlm_adapt.corpus import load_corpus
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.seeding import Salt
 
 
 class FrameTokenizer:
@@ -103,10 +104,10 @@ def test_single_document_cannot_be_split():
 
 
 def test_choose_rows_is_seeded_and_ordered():
-    a, b = choose_rows(100, 10, 3, 1), choose_rows(100, 10, 3, 1)
+    a, b = choose_rows(100, 10, 3, Salt.TRAIN_ROWS), choose_rows(100, 10, 3, Salt.TRAIN_ROWS)
     assert len(a) == 10 and (a == b).all() and (np.diff(a) > 0).all()
-    assert (choose_rows(100, 10, 3, 2) != a).any()
-    assert (choose_rows(5, 10, 3, 1) == np.arange(5)).all() and (choose_rows(5, None, 3, 1) == np.arange(5)).all()
+    assert (choose_rows(100, 10, 3, Salt.EVAL_ROWS) != a).any()
+    assert (choose_rows(5, 10, 3, Salt.TRAIN_ROWS) == np.arange(5)).all() and (choose_rows(5, None, 3, Salt.TRAIN_ROWS) == np.arange(5)).all()
 
 
 @given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]), seed=st.integers(0, 99))
@@ -116,7 +117,7 @@ def test_building_some_rows_equals_selecting_them_from_all(lengths, chunk, remai
     docs = np.arange(len(lengths))
     every = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder)
     assert len(every) == count_chunks(tokens, docs, chunk, remainder)
-    rows = choose_rows(len(every), max(1, len(every) // 3), seed, 1)
+    rows = choose_rows(len(every), max(1, len(every) // 3), seed, Salt.TRAIN_ROWS)
     some = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder, rows)
     picked = every.select(rows)
     assert (some.input_ids == picked.input_ids).all() and (some.attention_mask == picked.attention_mask).all()
@@ -186,3 +187,47 @@ def test_tokenization_cache_is_reused(bert_dir, data_root, tmp_path, monkeypatch
     monkeypatch.setattr(chunking, "_tokenize", lambda *a, **k: pytest.fail("tokenized again"))
     second = tokenize_corpus(corpus, tok, cache_dir=tmp_path)
     assert (first.ids == second.ids).all() and (first.offsets == second.offsets).all()
+
+
+# Literal special tokens in a corpus, and a character neither vocabulary knows ("ж" is [UNK]
+# for the WordPiece fixture; byte-level BPE has no unknown, so its literal <unk> stands in).
+SPECIAL_TEXT = {
+    "bert_dir": "the film [MASK] was [SEP] good ж [UNK] [CLS] [PAD] plot.",
+    "roberta_dir": "the film <mask> was </s> good <unk> <s> <pad> plot.",
+}
+
+
+@pytest.mark.parametrize("model", sorted(SPECIAL_TEXT))
+def test_every_special_id_in_the_text_is_flagged_and_never_masked(request, model):
+    from transformers import AutoTokenizer
+
+    from mlm_adapt.chunking import TextEncoder
+    from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
+
+    tok = AutoTokenizer.from_pretrained(request.getfixturevalue(model))
+    tokens = TextEncoder.from_tokenizer(tok).encode([SPECIAL_TEXT[model]] * 40)
+    is_special = np.isin(tokens.ids, tok.all_special_ids)
+    assert is_special.sum() >= 5 * 40  # the text really holds them (the fixture could drift)
+    assert (tokens.special == is_special).all()
+    chunks = chunk_documents(tokens, np.arange(tokens.num_documents), 48, tok, "pad")
+    for scheme in ("token", "whole-word"):
+        _, labels = mask_batch(chunks.input_ids, chunks.word_ids, scheme=scheme, prob=0.95,
+                               vocab=MaskingVocab.from_tokenizer(tok), rng=np.random.default_rng(0))
+        chosen = labels != IGNORE_INDEX
+        assert chosen.sum() > 100 and not np.isin(labels[chosen], tok.all_special_ids).any()
+
+
+def test_cached_tokens_are_invalidated_when_the_file_changes(bert_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    data = tmp_path / "docs.txt"
+    data.write_text("the good film.\nthe bad plot.\n", encoding="utf-8")
+    config = DataConfig(data=str(data))
+    first = tokenize_corpus(load_corpus(config), tok, cache_dir=tmp_path / "cache")
+    data.write_text("the good film.\nthe bad plot.\nthe dull cast.\n", encoding="utf-8")
+    second = tokenize_corpus(load_corpus(config), tok, cache_dir=tmp_path / "cache")
+    assert (first.num_documents, second.num_documents) == (2, 3)
+    data.write_text("the good film.\nthe bad cast.\nthe dull plot.\n", encoding="utf-8")  # same size, same line count
+    third = tokenize_corpus(load_corpus(config), tok, cache_dir=tmp_path / "cache")
+    assert third.ids.tolist() == tok("the good film. the bad cast. the dull plot.", add_special_tokens=False)["input_ids"]

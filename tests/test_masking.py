@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlm_adapt.seeding import Salt, generator
 from mlm_adapt.masking import (
     IGNORE_INDEX,
     MaskingVocab,
     apply_masks,
-    batch_generator,
     choose_tokens,
     choose_words,
     mask_batch,
@@ -68,16 +68,16 @@ def test_equal_word_ids_in_different_rows_are_different_words():
 def test_same_seed_same_masks_and_input_untouched(seed, scheme):
     ids, words = _batch(seed)
     before = ids.copy()
-    first = mask_batch(ids, words, scheme=scheme, prob=0.3, vocab=VOCAB, rng=batch_generator(seed, 1, 0, 5))
-    second = mask_batch(ids, words, scheme=scheme, prob=0.3, vocab=VOCAB, rng=batch_generator(seed, 1, 0, 5))
+    first = mask_batch(ids, words, scheme=scheme, prob=0.3, vocab=VOCAB, rng=generator(seed, Salt.TRAIN_MASKS, 0, 5))
+    second = mask_batch(ids, words, scheme=scheme, prob=0.3, vocab=VOCAB, rng=generator(seed, Salt.TRAIN_MASKS, 0, 5))
     assert all((a == b).all() for a, b in zip(first, second))
     assert (ids == before).all()
 
 
 def test_different_steps_draw_different_masks():
     ids, words = _batch(0)
-    a = mask_batch(ids, words, scheme="token", prob=0.3, vocab=VOCAB, rng=batch_generator(1, 1, 0, 0))[1]
-    b = mask_batch(ids, words, scheme="token", prob=0.3, vocab=VOCAB, rng=batch_generator(1, 1, 0, 1))[1]
+    a = mask_batch(ids, words, scheme="token", prob=0.3, vocab=VOCAB, rng=generator(1, Salt.TRAIN_MASKS, 0, 0))[1]
+    b = mask_batch(ids, words, scheme="token", prob=0.3, vocab=VOCAB, rng=generator(1, Salt.TRAIN_MASKS, 0, 1))[1]
     assert (a != b).any()
 
 
@@ -118,3 +118,72 @@ def test_replacement_vocab_excludes_special_tokens(bert_dir):
     assert vocab.mask_token_id == tok.mask_token_id
     assert not set(tok.all_special_ids) & set(vocab.replacement_ids.tolist())
     assert len(vocab.replacement_ids) == len(tok) - len(set(tok.all_special_ids))
+
+
+def _word_groups(tokenizer, chunks):
+    """(row, word id) -> that word's token strings, in order, from real chunks."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for row in range(len(chunks)):
+        tokens = tokenizer.convert_ids_to_tokens(chunks.input_ids[row].tolist())
+        for token, word in zip(tokens, chunks.word_ids[row].tolist()):
+            if word >= 0:
+                groups.setdefault((row, word), []).append(token)
+    return groups
+
+
+@pytest.mark.parametrize("model", ["bert_dir", "roberta_dir"])
+def test_whole_word_masking_keeps_real_words_whole(request, data_root, model):
+    from transformers import AutoTokenizer
+
+    from mlm_adapt.chunking import load_split
+    from mlm_adapt.config import DataConfig
+
+    tok = AutoTokenizer.from_pretrained(request.getfixturevalue(model))
+    chunks = load_split(DataConfig(data=str(data_root / "docs.txt"), chunk_size=40, eval_size=20), tok, 0, 128).eval
+    groups = _word_groups(tok, chunks)
+    if model == "bert_dir":
+        # A "##" piece continues its word: it never starts a group (but a chunk may begin
+        # inside a word), and every group's pieces after the first are "##" pieces.
+        assert any(len(g) > 1 for g in groups.values())
+        first_words = {(row, chunks.word_ids[row][1]) for row in range(len(chunks))}
+        assert all(key in first_words or not g[0].startswith("##") for key, g in groups.items())
+        assert all(all(p.startswith("##") for p in g[1:]) for g in groups.values())
+    else:
+        # Byte-level BPE: only a group's first piece may carry the word's leading space (Ġ),
+        # and a group of letters is never followed by a group continuing those letters.
+        assert any(len(g) > 1 for g in groups.values())
+        assert all(not any(p.startswith("Ġ") for p in g[1:]) for g in groups.values())
+        keys = sorted(groups)
+        for (row, word), (next_row, _) in zip(keys, keys[1:]):
+            following = groups[(next_row, word + 1)] if (next_row, word + 1) in groups else None
+            if row == next_row and following and groups[(row, word)][-1][-1].isalpha():
+                assert following[0].startswith("Ġ") or not following[0][0].isalpha(), (groups[(row, word)], following)
+    inputs, labels = mask_batch(chunks.input_ids, chunks.word_ids, scheme="whole-word", prob=0.3,
+                                vocab=MaskingVocab.from_tokenizer(tok), rng=np.random.default_rng(1))
+    chosen = labels != IGNORE_INDEX
+    for row, word in groups:
+        in_word = chosen[row][chunks.word_ids[row] == word]
+        assert in_word.all() or not in_word.any()
+    assert 0.15 < chosen[chunks.word_ids >= 0].mean() < 0.45
+
+
+@pytest.mark.parametrize("model", ["bert_dir", "roberta_dir"])
+def test_no_word_spans_two_documents(request, model):
+    from transformers import AutoTokenizer
+
+    from mlm_adapt.chunking import TextEncoder, chunk_documents
+
+    tok = AutoTokenizer.from_pretrained(request.getfixturevalue(model))
+    # Documents that end and begin with letters: only the document boundary separates the words.
+    tokens = TextEncoder.from_tokenizer(tok).encode(["the good film", "movie was great", "plot"] * 10)
+    chunks = chunk_documents(tokens, np.arange(tokens.num_documents), 32, tok, "pad")
+    sep = tok.sep_token_id
+    for row in range(len(chunks)):
+        ids, words = chunks.input_ids[row], chunks.word_ids[row]
+        for i in np.nonzero(ids == sep)[0]:
+            assert words[i] == -1
+            if 0 < i < len(ids) - 1 and words[i - 1] >= 0 and words[i + 1] >= 0:
+                assert words[i - 1] != words[i + 1]
+    _, labels = mask_batch(chunks.input_ids, chunks.word_ids, scheme="whole-word", prob=0.5,
+                           vocab=MaskingVocab.from_tokenizer(tok), rng=np.random.default_rng(2))
+    assert (labels[chunks.input_ids == sep] == IGNORE_INDEX).all()

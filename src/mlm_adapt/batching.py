@@ -18,7 +18,8 @@ import numpy as np
 from mlm_adapt.chunk_stream import prefetch
 from mlm_adapt.chunking import Chunks, SplitData
 from mlm_adapt.config import TrainConfig
-from mlm_adapt.masking import STREAMED_TRAIN_STREAM, TRAIN_STREAM, MaskingVocab, batch_generator, mask_batch
+from mlm_adapt.masking import MaskingVocab, mask_batch
+from mlm_adapt.seeding import Salt, generator
 
 # One micro-batch: (input_ids, attention_mask, labels) arrays.
 MicroBatches = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -49,9 +50,9 @@ def in_memory_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab,
     for step in itertools.count(start):
         epoch, in_epoch = divmod(step, per_epoch)
         if order_epoch != epoch:  # one shuffle per epoch, not per step
-            order_epoch, order = epoch, batch_generator(config.seed, TRAIN_STREAM, epoch).permutation(len(chunks))
+            order_epoch, order = epoch, generator(config.seed, Salt.TRAIN_ORDER, epoch).permutation(len(chunks))
         part = chunks.select(order[in_epoch * size : (in_epoch + 1) * size])
-        inputs, labels = _mask(part, config, vocab, batch_generator(config.seed, TRAIN_STREAM, epoch, in_epoch))
+        inputs, labels = _mask(part, config, vocab, generator(config.seed, Salt.TRAIN_MASKS, epoch, in_epoch))
         pieces = np.array_split(np.arange(len(part)), config.grad_accum * world)[rank::world]
         yield _micro_batches(inputs, part.attention_mask, labels, pieces)
 
@@ -62,5 +63,5 @@ def streamed_batches(data: SplitData, config: TrainConfig, vocab: MaskingVocab, 
     rank = accelerator.process_index
     source = data.train_stream(rank, accelerator.num_processes, config.batch_size * config.grad_accum)
     for step, part in enumerate(prefetch(itertools.islice(source, start, None)), start=start):
-        inputs, labels = _mask(part, config, vocab, batch_generator(config.seed, STREAMED_TRAIN_STREAM, step, rank))
+        inputs, labels = _mask(part, config, vocab, generator(config.seed, Salt.STREAM_MASKS, step, rank))
         yield _micro_batches(inputs, part.attention_mask, labels, np.array_split(np.arange(len(part)), config.grad_accum))

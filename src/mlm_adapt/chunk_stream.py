@@ -26,21 +26,21 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from mlm_adapt.chunking import (
-    MAX_EVAL_DOC_SHARE, Chunks, SplitData, TokenizedCorpus, choose_rows, chunk_documents, concat_tokens,
-    count_chunks, frame_ids, plain_backend, stream_tail, tokenize_texts,
+    MAX_EVAL_DOC_SHARE, Chunks, SplitData, TextEncoder, TokenizedCorpus, choose_rows, chunk_documents,
+    concat_tokens, count_chunks, frame_ids, stream_tail,
 )
 from mlm_adapt.config import DataConfig
 from mlm_adapt.corpus import StreamedCorpus
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.seeding import Salt, generator
 
 DOCS_PER_READ = 1_000
-_EVAL_SALT, _SHUFFLE_SALT = 0xE7A1, 0x5EED
 
 
 def held_out(seed: int, indices: np.ndarray) -> np.ndarray:
     """Whether each document index is drawn for evaluation: a SplitMix64 hash of (seed, index)."""
     with np.errstate(over="ignore"):
-        z = np.uint64((seed << 16 | _EVAL_SALT) % 2**64) + indices.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z = np.uint64((seed << 16 | Salt.STREAM_HELD_OUT) % 2**64) + indices.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
@@ -55,7 +55,7 @@ def _numbered(corpus: StreamedCorpus) -> Iterator[tuple[np.ndarray, list[str]]]:
         start += len(texts)
 
 
-def read_eval_documents(corpus: StreamedCorpus, backend, eval_tokens: int, seed: int) -> tuple[TokenizedCorpus, int]:
+def read_eval_documents(corpus: StreamedCorpus, encoder: TextEncoder, eval_tokens: int, seed: int) -> tuple[TokenizedCorpus, int]:
     """The held-out documents, read from the head of the stream until they hold
     ``eval_tokens`` tokens; and the index of the last document read for them
     (later documents all train)."""
@@ -63,7 +63,7 @@ def read_eval_documents(corpus: StreamedCorpus, backend, eval_tokens: int, seed:
     for indices, texts in _numbered(corpus):
         drawn = held_out(seed, indices)
         for index, text in zip(indices[drawn], (t for t, d in zip(texts, drawn) if d)):
-            part = tokenize_texts(backend, [text])
+            part = encoder.encode([text])
             parts.append(part)
             total += part.ids.size + part.num_documents
             last = int(index)
@@ -76,11 +76,11 @@ def read_eval_documents(corpus: StreamedCorpus, backend, eval_tokens: int, seed:
     return tokens, last
 
 
-def _training_tokens(corpus: StreamedCorpus, backend, seed: int, last_eval: int, rank: int, world: int) -> Iterator[TokenizedCorpus]:
+def _training_tokens(corpus: StreamedCorpus, encoder: TextEncoder, seed: int, last_eval: int, rank: int, world: int) -> Iterator[TokenizedCorpus]:
     """This process's training documents, tokenized a read at a time."""
     for indices, texts in _numbered(corpus):
         keep = (indices % world == rank) & ~((indices <= last_eval) & held_out(seed, indices))
-        yield tokenize_texts(backend, [t for t, k in zip(texts, keep) if k])
+        yield encoder.encode([t for t, k in zip(texts, keep) if k])
 
 
 def stream_chunks(batches: Iterable[TokenizedCorpus], chunk_size: int, tokenizer, remainder: str) -> Iterator[Chunks]:
@@ -136,12 +136,12 @@ def training_batches(corpus: StreamedCorpus, tokenizer, config: DataConfig, seed
                      rank: int, world: int, size: int) -> Iterator[Chunks]:
     """Endless batches of ``size`` chunks for process ``rank``: the stream is read again
     (with a new shuffle) each time it ends. Raises if a whole pass yields no chunk."""
-    backend = plain_backend(tokenizer)
+    encoder = TextEncoder.from_tokenizer(tokenizer)
 
     def passes() -> Iterator[Chunks]:
         while True:
             found = False
-            tokens = _training_tokens(corpus, backend, seed, last_eval, rank, world)
+            tokens = _training_tokens(corpus, encoder, seed, last_eval, rank, world)
             for block in stream_chunks(tokens, config.chunk_size, tokenizer, config.remainder):
                 found = True
                 yield block
@@ -151,14 +151,14 @@ def training_batches(corpus: StreamedCorpus, tokenizer, config: DataConfig, seed
                     "add text, lower --chunk-size, or use --remainder pad"
                 )
 
-    rng = np.random.default_rng([seed, _SHUFFLE_SALT, rank])
+    rng = generator(seed, Salt.STREAM_SHUFFLE, rank)
     return rebatch(shuffle_buffer(passes(), config.shuffle_buffer, rng), size)
 
 
 def load_stream_split(corpus: StreamedCorpus, config: DataConfig, tokenizer, seed: int) -> SplitData:
     """The held-out chunks of a stream; training chunks are read during training, from
     ``SplitData.train_stream(rank, world, batch_size)``."""
-    tokens, last = read_eval_documents(corpus, plain_backend(tokenizer), config.eval_size * (config.chunk_size - 2), seed)
+    tokens, last = read_eval_documents(corpus, TextEncoder.from_tokenizer(tokenizer), config.eval_size * (config.chunk_size - 2), seed)
     docs = np.arange(tokens.num_documents)
     total = count_chunks(tokens, docs, config.chunk_size, config.remainder)
     if total == 0:
@@ -166,7 +166,7 @@ def load_stream_split(corpus: StreamedCorpus, config: DataConfig, tokenizer, see
             f"the stream's held-out documents ({tokens.ids.size} tokens) do not fill one {config.chunk_size}-token "
             "chunk; add text, lower --chunk-size, or use --remainder pad"
         )
-    rows = choose_rows(total, config.eval_size, seed, 2)
+    rows = choose_rows(total, config.eval_size, seed, Salt.EVAL_ROWS)
     eval_chunks = chunk_documents(tokens, docs, config.chunk_size, tokenizer, config.remainder, rows)
 
     def train_stream(rank: int, world: int, size: int) -> Iterator[Chunks]:

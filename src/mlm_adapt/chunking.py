@@ -19,13 +19,14 @@ import os
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from mlm_adapt.config import DataConfig, cache_home
 from mlm_adapt.corpus import Corpus, StreamedCorpus, load_corpus
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.seeding import Salt, generator
 
 # Word ids of special tokens (CLS, SEP, PAD and separators between documents).
 NO_WORD = -1
@@ -100,32 +101,49 @@ def tokenize_corpus(corpus: Corpus, tokenizer, cache_dir: Path | None = None, ba
 
 
 def _tokenize(corpus: Corpus, tokenizer, batch_size: int) -> TokenizedCorpus:
-    # The Rust tokenizer directly: transformers' wrapper would convert every encoding to
-    # Python lists first (and warn about documents longer than model_max_length, which
-    # chunking expects). It already uses every core (TOKENIZERS_PARALLELISM); about
-    # two thirds of this function's time is spent in it (docs/performance.md).
-    backend = plain_backend(tokenizer)
-    tokens = concat_tokens([tokenize_texts(backend, texts) for texts in corpus.batches(batch_size)])
+    encoder = TextEncoder.from_tokenizer(tokenizer)
+    tokens = concat_tokens([encoder.encode(texts) for texts in corpus.batches(batch_size)])
     if tokens.ids.size == 0:
         raise MlmAdaptError(f"--data {corpus.source}: the corpus is empty (no document holds any text)")
     return tokens
 
 
-def tokenize_texts(backend, texts: list[str]) -> TokenizedCorpus:
-    """One batch of texts as flat arrays; blank texts are skipped (they are not documents)."""
-    encodings = backend.encode_batch([t for t in texts if t.strip()], add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(offsets[-1]))
-    # None (a special token in the text) becomes NaN in a float array: no per-token Python.
-    # float32 holds word indices exactly up to 2**24 words per document.
-    word_ids = np.array(list(chain.from_iterable(e.word_ids for e in encodings)), dtype=np.float32)
-    special = np.isnan(word_ids)
-    starts = np.ones(len(word_ids), dtype=bool)
-    starts[1:] = word_ids[1:] != word_ids[:-1]  # NaN != NaN: specials start their own "word"
-    starts[offsets[:-1][lengths > 0]] = True  # a document's first token starts a word
-    return TokenizedCorpus(ids, starts, special, offsets)
+@dataclass(frozen=True)
+class TextEncoder:
+    """The Rust tokenizer, called directly, and the ids that are never words.
+
+    transformers' wrapper would convert every encoding to Python lists first (and
+    warn about documents longer than model_max_length, which chunking expects). The
+    Rust tokenizer already uses every core (TOKENIZERS_PARALLELISM); about two thirds
+    of tokenization time is spent in it (docs/performance.md).
+    """
+
+    backend: Any
+    special_ids: np.ndarray  # every id in tokenizer.all_special_ids, [UNK] included
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> "TextEncoder":
+        return cls(plain_backend(tokenizer), np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int32))
+
+    def encode(self, texts: list[str]) -> TokenizedCorpus:
+        """One batch of texts as flat arrays; blank texts are skipped (they are not documents)."""
+        encodings = self.backend.encode_batch([t for t in texts if t.strip()], add_special_tokens=False)
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(offsets[-1]))
+        # None (an added special token in the text) becomes NaN in a float array: no per-token
+        # Python. float32 holds word indices exactly up to 2**24 words per document.
+        word_ids = np.array(list(chain.from_iterable(e.word_ids for e in encodings)), dtype=np.float32)
+        # A literal "[MASK]" or "<mask>" can come back with a word id, and [UNK] always does
+        # (the model, not the added-token layer, produces it): the ids decide, as in the
+        # course's collator, so none of them is ever chosen for masking or used as a label.
+        special = np.isnan(word_ids) | np.isin(ids, self.special_ids)
+        starts = np.ones(len(word_ids), dtype=bool)
+        starts[1:] = word_ids[1:] != word_ids[:-1]  # NaN != NaN: specials start their own "word"
+        starts[special] = True
+        starts[offsets[:-1][lengths > 0]] = True  # a document's first token starts a word
+        return TokenizedCorpus(ids, starts, special, offsets)
 
 
 def concat_tokens(parts: list[TokenizedCorpus]) -> TokenizedCorpus:
@@ -157,7 +175,7 @@ def _cache_path(corpus: Corpus, tokenizer, cache_dir: Path | None) -> Path | Non
     if cache_dir is None or fingerprint is None:
         return None
     key = hashlib.sha256()
-    for part in (fingerprint, corpus.column, tokenizer.backend_tokenizer.to_str(), "v2"):
+    for part in (fingerprint, corpus.column, tokenizer.backend_tokenizer.to_str(), "v3"):
         key.update(part.encode())
     return Path(cache_dir) / f"{key.hexdigest()[:32]}.npz"
 
@@ -171,7 +189,7 @@ def split_documents(lengths: np.ndarray, eval_tokens: int, seed: int) -> tuple[n
     n = len(lengths)
     if n < 2:
         raise MlmAdaptError("the corpus has a single document; need at least two to hold out evaluation text")
-    order = np.random.default_rng([seed, 0xE7A1]).permutation(n)
+    order = generator(seed, Salt.SPLIT).permutation(n)
     cumulative = np.cumsum(lengths[order] + 1)
     wanted = int(np.searchsorted(cumulative, eval_tokens)) + 1
     count = max(1, min(wanted, int(n * MAX_EVAL_DOC_SHARE)))
@@ -266,11 +284,11 @@ def frame_ids(tokenizer) -> tuple[int, int, int]:
     return int(cls_id), int(sep_id), int(pad_id)
 
 
-def choose_rows(total: int, size: int | None, seed: int, stream: int) -> np.ndarray:
+def choose_rows(total: int, size: int | None, seed: int, salt: Salt) -> np.ndarray:
     """At most ``size`` of ``total`` chunk numbers, drawn without replacement, in corpus order."""
     if size is None or size >= total:
         return np.arange(total)
-    return np.sort(np.random.default_rng([seed, stream]).choice(total, size=size, replace=False))
+    return np.sort(generator(seed, salt).choice(total, size=size, replace=False))
 
 
 def split_and_chunk(tokens: TokenizedCorpus, config: DataConfig, tokenizer, seed: int) -> SplitData:
@@ -278,14 +296,15 @@ def split_and_chunk(tokens: TokenizedCorpus, config: DataConfig, tokenizer, seed
     body = config.chunk_size - 2
     train_docs, eval_docs = split_documents(tokens.lengths(), config.eval_size * body, seed)
     sides = []
-    for docs, size, stream, side in ((train_docs, config.train_size, 1, "training"), (eval_docs, config.eval_size, 2, "evaluation")):
+    for docs, size, salt, side in ((train_docs, config.train_size, Salt.TRAIN_ROWS, "training"),
+                                   (eval_docs, config.eval_size, Salt.EVAL_ROWS, "evaluation")):
         total = count_chunks(tokens, docs, config.chunk_size, config.remainder)
         if total == 0:
             raise MlmAdaptError(
                 f"the corpus is too short: its {side} part ({tokens.ids.size} tokens in all) does not fill one "
                 f"{config.chunk_size}-token chunk; add text, lower --chunk-size, or use --remainder pad"
             )
-        rows = choose_rows(total, size, seed, stream)
+        rows = choose_rows(total, size, seed, salt)
         sides.append(chunk_documents(tokens, docs, config.chunk_size, tokenizer, config.remainder, rows))
     logging.getLogger(__name__).info("held out %d of %d documents", len(eval_docs), tokens.num_documents)
     return SplitData(train=sides[0], eval=sides[1], eval_documents=len(eval_docs), documents=tokens.num_documents)

@@ -20,7 +20,8 @@ import torch
 
 from mlm_adapt.chunking import Chunks
 from mlm_adapt.config import MaskingConfig
-from mlm_adapt.masking import EVAL_STREAM, IGNORE_INDEX, MaskingVocab, batch_generator, mask_batch
+from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
+from mlm_adapt.seeding import Salt, generator
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def mask_eval_set(chunks: Chunks, masking: MaskingConfig, vocab: MaskingVocab, s
         scheme=masking.eval_masking,
         prob=masking.eval_mask_prob,
         vocab=vocab,
-        rng=batch_generator(seed, EVAL_STREAM),
+        rng=generator(seed, Salt.EVAL_MASKS),
     )
     return MaskedSet(inputs, chunks.attention_mask, labels)
 

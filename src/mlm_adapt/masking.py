@@ -6,9 +6,9 @@ are the original ids at chosen positions and -100 everywhere else (the bug in th
 seeds' whole-word collator, which kept every label, is what this guards against).
 
 Randomness comes only from the ``numpy.random.Generator`` passed in, so the same
-generator state always gives the same masks. :func:`batch_generator` derives a
-generator from (seed, epoch, step), which is what makes a resumed run draw the
-masks an uninterrupted one would have drawn.
+generator state always gives the same masks. Callers derive it with
+``seeding.generator`` from (seed, epoch, step), which is what makes a resumed run
+draw the masks an uninterrupted one would have drawn.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ import numpy as np
 
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy skips
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1
-
-# Generator streams: in-memory training batches are seeded by (epoch, step), a
-# --streaming process's by (step, rank): its batches are its own, not a share of one.
-TRAIN_STREAM, EVAL_STREAM, STREAMED_TRAIN_STREAM = 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -37,11 +33,6 @@ class MaskingVocab:
         special = set(tokenizer.all_special_ids)
         ids = np.array([i for i in range(len(tokenizer)) if i not in special], dtype=np.int64)
         return cls(int(tokenizer.mask_token_id), ids)
-
-
-def batch_generator(seed: int, stream: int, *indices: int) -> np.random.Generator:
-    """An independent generator for one (seed, stream, epoch, step, ...) coordinate."""
-    return np.random.default_rng([seed, stream, *indices])
 
 
 def choose_tokens(special: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:

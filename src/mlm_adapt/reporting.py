@@ -19,13 +19,14 @@ import numpy as np
 import yaml
 
 from mlm_adapt.chunking import NO_WORD, Chunks
+from mlm_adapt.seeding import Salt, generator
 
 PROBE_WINDOW = 12  # tokens of context on each side of a default probe's mask
 
 
 def default_probes(chunks: Chunks, tokenizer, count: int = 3, seed: int = 0) -> list[str]:
     """Sentences from held-out text with one whole, alphabetic word replaced by ``[MASK]``."""
-    rng = np.random.default_rng([seed, 0xC0DE])
+    rng = generator(seed, Salt.PROBES)
     probes: list[str] = []
     for row in rng.permutation(len(chunks)):
         ids, words = chunks.input_ids[row], chunks.word_ids[row]
