@@ -89,6 +89,48 @@ def _save(model_cls, config, tokenizer, folder: Path) -> Path:
     return folder
 
 
+# Helpers shared by several test modules (imported with `from conftest import ...`).
+
+
+def train_config(model_dir, data, output, **overrides) -> "TrainConfig":
+    """A small, fast TrainConfig for the tiny models; keyword overrides for any option."""
+    from mlm_adapt import DataConfig, MaskingConfig, ModelConfig, TrainConfig
+
+    data_options = {k: overrides.pop(k) for k in list(overrides) if k in ("text_column", "chunk_size", "train_size", "eval_size", "remainder", "streaming", "shuffle_buffer")}
+    masking = overrides.pop("masking", MaskingConfig())
+    base = dict(batch_size=16, lr=1e-3, epochs=2, precision="fp32", seed=7)
+    base.update(overrides)
+    return TrainConfig(
+        model=ModelConfig(str(model_dir)),
+        data=DataConfig(data=str(data), chunk_size=data_options.pop("chunk_size", 48), eval_size=data_options.pop("eval_size", 40), train_size=data_options.pop("train_size", None), **data_options),
+        masking=masking,
+        output=output,
+        **base,
+    )
+
+
+class FrameTokenizer:
+    """Just the ids chunking reads from a tokenizer."""
+
+    cls_token_id, sep_token_id, pad_token_id = 1, 2, 0
+    bos_token_id = eos_token_id = None
+
+
+def synthetic_tokens(doc_lengths: list[int], seed: int = 0) -> "TokenizedCorpus":
+    """Random ids and word starts for documents of ``doc_lengths`` tokens; no specials."""
+    import numpy as np
+
+    from mlm_adapt.chunking import TokenizedCorpus
+
+    rng = np.random.default_rng(seed)
+    total = sum(doc_lengths)
+    ids = rng.integers(10, 1000, size=total).astype(np.int32)
+    starts = rng.random(total) < 0.6
+    offsets = np.concatenate([[0], np.cumsum(doc_lengths)]).astype(np.int64)
+    starts[offsets[:-1][np.array(doc_lengths) > 0]] = True
+    return TokenizedCorpus(ids, starts, np.zeros(total, dtype=bool), offsets)
+
+
 TINY = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64)
 
 

@@ -15,7 +15,7 @@ import pytest
 from mlm_adapt import checkpoints
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.training import train
-from test_training import _config
+from conftest import train_config
 
 TIMING = {"train_samples_per_second", "train_runtime_seconds"}
 
@@ -90,7 +90,7 @@ def test_sigint_checkpoints_and_exits_130(slower_bert, data_root, tmp_path):
 
 def test_half_written_checkpoint_is_ignored_and_resume_refuses_changed_options(bert_dir, data_root, tmp_path):
     out = tmp_path / "o"
-    train(_config(bert_dir, data_root / "docs.txt", out, max_steps=6, save_steps=2, keep_checkpoints=None))
+    train(train_config(bert_dir, data_root / "docs.txt", out, max_steps=6, save_steps=2, keep_checkpoints=None))
     steps = [p.name for p in checkpoints.complete_checkpoints(out)]
     assert steps == ["step-2", "step-4"]  # no checkpoint for the final step: the final model is saved instead
     half = out / "checkpoints" / ".tmp-step-5"
@@ -99,20 +99,20 @@ def test_half_written_checkpoint_is_ignored_and_resume_refuses_changed_options(b
     assert checkpoints.complete_checkpoints(out)[-1].name == "step-4"
 
     with pytest.raises(MlmAdaptError, match=r"options changed.*lr: 0.001 -> 0.002"):
-        train(_config(bert_dir, data_root / "docs.txt", out, max_steps=6, save_steps=2, lr=2e-3, resume=True))
-    metrics = train(_config(bert_dir, data_root / "docs.txt", out, max_steps=6, save_steps=2, resume=True))
+        train(train_config(bert_dir, data_root / "docs.txt", out, max_steps=6, save_steps=2, lr=2e-3, resume=True))
+    metrics = train(train_config(bert_dir, data_root / "docs.txt", out, max_steps=6, save_steps=2, resume=True))
     assert metrics["steps"] == 6
 
 
 def test_keep_checkpoints_prunes_old_ones(bert_dir, data_root, tmp_path):
     out = tmp_path / "o"
-    train(_config(bert_dir, data_root / "docs.txt", out, max_steps=9, save_steps=2, keep_checkpoints=2))
+    train(train_config(bert_dir, data_root / "docs.txt", out, max_steps=9, save_steps=2, keep_checkpoints=2))
     assert [p.name for p in checkpoints.complete_checkpoints(out)] == ["step-6", "step-8"]
 
 
 def test_resume_without_a_checkpoint(bert_dir, data_root, tmp_path):
     with pytest.raises(MlmAdaptError, match="no complete checkpoint"):
-        train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", resume=True))
+        train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", resume=True))
 
 
 def test_nan_loss_stops_naming_the_step(bert_dir, data_root, tmp_path, monkeypatch):
@@ -133,4 +133,4 @@ def test_nan_loss_stops_naming_the_step(bert_dir, data_root, tmp_path, monkeypat
 
     monkeypatch.setattr(models, "masked_lm_nll", poisoned)
     with pytest.raises(MlmAdaptError, match=r"loss became nan at step 3; the last good checkpoint is .*step-2"):
-        train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=6, save_steps=2))
+        train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=6, save_steps=2))

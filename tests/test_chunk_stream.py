@@ -23,8 +23,8 @@ from mlm_adapt.corpus import load_corpus
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.models import load_tokenizer
 from mlm_adapt.training import train
-from test_chunking import FrameTokenizer, _tokens
-from test_training import _config
+from conftest import FrameTokenizer, synthetic_tokens
+from conftest import train_config
 
 TIMING = {"train_samples_per_second", "train_runtime_seconds"}
 
@@ -40,7 +40,7 @@ def _slice(tokens: TokenizedCorpus, first: int, last: int) -> TokenizedCorpus:
        chunk=st.integers(4, 30), remainder=st.sampled_from(["drop", "pad"]), seed=st.integers(0, 99))
 @settings(max_examples=120, deadline=None)
 def test_streamed_chunks_equal_chunking_all_documents_at_once(lengths, cuts, chunk, remainder, seed):
-    tokens = _tokens(lengths, seed)
+    tokens = synthetic_tokens(lengths, seed)
     tokens.special[np.random.default_rng(seed).random(tokens.ids.size) < 0.05] = True  # literal [MASK]s in the text
     bounds = sorted({0, len(lengths), *[min(c, len(lengths)) for c in cuts]})
     batches = [_slice(tokens, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -126,18 +126,18 @@ def test_streamed_split_head_and_bad_inputs(data_root):
     with pytest.raises(MlmAdaptError, match="'body' not found; the data has columns: label, review"):
         list(load_corpus(DataConfig(data=str(data_root / "reviews.csv"), text_column="body", streaming=True)).batches())
     with pytest.raises(MlmAdaptError, match="needs --max-steps"):
-        _config("m", data_root / "docs.txt", "out", streaming=True)
+        train_config("m", data_root / "docs.txt", "out", streaming=True)
     with pytest.raises(MlmAdaptError, match="--train-size samples chunks"):
         DataConfig(data="x.txt", train_size=500, streaming=True)
 
 
 def test_streamed_run_resumes_exactly_from_a_checkpoint(bert_no_dropout, data_root, tmp_path):
     options = dict(max_steps=6, save_steps=3, batch_size=8, streaming=True, shuffle_buffer=64)
-    full = train(_config(bert_no_dropout, data_root / "docs.txt", tmp_path / "full", **options))
+    full = train(train_config(bert_no_dropout, data_root / "docs.txt", tmp_path / "full", **options))
     assert full["steps"] == 6 and full["perplexity_after"] < full["perplexity_before"]
     assert full["train_chunks"] == 48 and full["documents"] is None
     shutil.copytree(tmp_path / "full" / "checkpoints" / "step-3", tmp_path / "resumed" / "checkpoints" / "step-3")
-    resumed = train(_config(bert_no_dropout, data_root / "docs.txt", tmp_path / "resumed", resume=True, **options))
+    resumed = train(train_config(bert_no_dropout, data_root / "docs.txt", tmp_path / "resumed", resume=True, **options))
     assert {k: v for k, v in resumed.items() if k not in TIMING} == {k: v for k, v in full.items() if k not in TIMING}
 
 

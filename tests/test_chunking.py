@@ -21,23 +21,7 @@ from mlm_adapt.config import DataConfig
 from mlm_adapt.corpus import load_corpus
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.seeding import Salt
-
-
-class FrameTokenizer:
-    """Just the ids chunking reads from a tokenizer."""
-
-    cls_token_id, sep_token_id, pad_token_id = 1, 2, 0
-    bos_token_id = eos_token_id = None
-
-
-def _tokens(doc_lengths: list[int], seed: int = 0) -> TokenizedCorpus:
-    rng = np.random.default_rng(seed)
-    total = sum(doc_lengths)
-    ids = rng.integers(10, 1000, size=total).astype(np.int32)
-    starts = rng.random(total) < 0.6
-    offsets = np.concatenate([[0], np.cumsum(doc_lengths)]).astype(np.int64)
-    starts[offsets[:-1][np.array(doc_lengths) > 0]] = True
-    return TokenizedCorpus(ids, starts, np.zeros(total, dtype=bool), offsets)
+from conftest import FrameTokenizer, synthetic_tokens
 
 
 docs_strategy = st.lists(st.integers(1, 60), min_size=1, max_size=30)
@@ -46,7 +30,7 @@ docs_strategy = st.lists(st.integers(1, 60), min_size=1, max_size=30)
 @given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]))
 @settings(max_examples=80, deadline=None)
 def test_chunking_preserves_every_token_in_order(lengths, chunk, remainder):
-    tokens = _tokens(lengths)
+    tokens = synthetic_tokens(lengths)
     docs = np.arange(len(lengths))
     chunks = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder)
     assert chunks.input_ids.shape[1] == chunk
@@ -67,7 +51,7 @@ def test_chunking_preserves_every_token_in_order(lengths, chunk, remainder):
 @given(lengths=docs_strategy, chunk=st.integers(4, 40))
 @settings(max_examples=50, deadline=None)
 def test_word_ids_mark_specials_and_follow_word_starts(lengths, chunk):
-    tokens = _tokens(lengths, seed=1)
+    tokens = synthetic_tokens(lengths, seed=1)
     chunks = chunk_documents(tokens, np.arange(len(lengths)), chunk, FrameTokenizer, "pad")
     special = chunks.input_ids <= 2
     assert ((chunks.word_ids == NO_WORD) == special).all()
@@ -77,7 +61,7 @@ def test_word_ids_mark_specials_and_follow_word_starts(lengths, chunk):
 
 
 def test_pad_keeps_a_short_remainder_and_drop_discards_it():
-    tokens = _tokens([10])
+    tokens = synthetic_tokens([10])
     drop = chunk_documents(tokens, np.array([0]), 8, FrameTokenizer, "drop")
     pad = chunk_documents(tokens, np.array([0]), 8, FrameTokenizer, "pad")
     assert len(drop) == 1 and len(pad) == 2
@@ -113,7 +97,7 @@ def test_choose_rows_is_seeded_and_ordered():
 @given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]), seed=st.integers(0, 99))
 @settings(max_examples=60, deadline=None)
 def test_building_some_rows_equals_selecting_them_from_all(lengths, chunk, remainder, seed):
-    tokens = _tokens(lengths, seed=2)
+    tokens = synthetic_tokens(lengths, seed=2)
     docs = np.arange(len(lengths))
     every = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder)
     assert len(every) == count_chunks(tokens, docs, chunk, remainder)
@@ -139,7 +123,7 @@ def test_no_chunk_of_an_eval_document_is_trained_on(lengths, seed):
 
 
 def test_corpus_shorter_than_one_chunk_is_refused():
-    tokens = _tokens([3, 3, 3])
+    tokens = synthetic_tokens([3, 3, 3])
     config = DataConfig(data="unused", chunk_size=64, eval_size=5)
     with pytest.raises(MlmAdaptError, match="too short"):
         split_and_chunk(tokens, config, FrameTokenizer, 0)

@@ -1,4 +1,4 @@
-"""Trackers, the Hub, and data-parallel launches."""
+"""Trackers and data-parallel launches (the Hub: test_hub.py)."""
 
 from __future__ import annotations
 
@@ -10,52 +10,22 @@ import sys
 
 import pytest
 
-from mlm_adapt import hub
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.training import train
-from test_training import _config
+from conftest import train_config
 
 
 def test_push_to_hub_offline_fails_before_training(bert_dir, data_root, tmp_path):
     with pytest.raises(MlmAdaptError, match="offline mode is on"):
-        train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", push_to_hub="me/adapted"))
+        train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", push_to_hub="me/adapted"))
     assert not (tmp_path / "o").exists()
-
-
-def test_push_to_hub_without_login_says_how_to_log_in(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_TOKEN", "")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no saved token here
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: fails at once, no network
-    with pytest.raises(MlmAdaptError, match="hf auth login") as info:
-        hub.check_access("me/adapted")
-    assert "hf_" not in str(info.value)
-
-
-def test_uploaded_files_leave_checkpoints_behind(monkeypatch, tmp_path):
-    calls = {}
-
-    class FakeApi:
-        def create_repo(self, repo_id, **kwargs):
-            calls["create"] = (repo_id, kwargs)
-
-        def upload_folder(self, **kwargs):
-            calls["upload"] = kwargs
-            return type("Info", (), {"commit_url": "https://hub/commit/1"})()
-
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    assert hub.push_folder(tmp_path, "me/adapted", private=True) == "https://hub/commit/1"
-    assert calls["create"] == ("me/adapted", {"private": True, "exist_ok": True, "repo_type": "model"})
-    assert "checkpoints/*" in calls["upload"]["ignore_patterns"]
 
 
 def test_missing_tracker_package_is_named(bert_dir, data_root, tmp_path):
     if importlib.util.find_spec("wandb") is not None:
         pytest.skip("wandb is installed here")
     with pytest.raises(MlmAdaptError, match="pip install wandb"):
-        train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=1, report_to="wandb"))
+        train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=1, report_to="wandb"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed (pip install -e '.[test]')")
@@ -63,7 +33,7 @@ def test_tensorboard_logs_the_metrics_json_numbers(bert_dir, data_root, tmp_path
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "o"
-    metrics = train(_config(bert_dir, data_root / "docs.txt", out, epochs=2, report_to="tensorboard"))
+    metrics = train(train_config(bert_dir, data_root / "docs.txt", out, epochs=2, report_to="tensorboard"))
     events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent))
     events.Reload()
     perplexities = [e.value for e in events.Scalars("eval/perplexity")]
@@ -122,7 +92,7 @@ def test_access_token_never_reaches_the_output(bert_dir, data_root, tmp_path, mo
     secret = "hf_NotARealTokenButSecret123"
     monkeypatch.setenv("HF_TOKEN", secret)
     out = tmp_path / "o"
-    train(_config(bert_dir, data_root / "docs.txt", out, max_steps=2, save_steps=1, report_to="tensorboard"
+    train(train_config(bert_dir, data_root / "docs.txt", out, max_steps=2, save_steps=1, report_to="tensorboard"
                   if importlib.util.find_spec("tensorboard") else "none"))
     captured = capsys.readouterr()
     assert secret not in captured.out + captured.err

@@ -8,25 +8,12 @@ import pytest
 
 from mlm_adapt import DataConfig, EvalConfig, MaskingConfig, ModelConfig, TrainConfig, evaluate, train
 from mlm_adapt.errors import MlmAdaptError
-
-
-def _config(model_dir, data, output, **overrides) -> TrainConfig:
-    data_options = {k: overrides.pop(k) for k in list(overrides) if k in ("text_column", "chunk_size", "train_size", "eval_size", "remainder", "streaming", "shuffle_buffer")}
-    masking = overrides.pop("masking", MaskingConfig())
-    base = dict(batch_size=16, lr=1e-3, epochs=2, precision="fp32", seed=7)
-    base.update(overrides)
-    return TrainConfig(
-        model=ModelConfig(str(model_dir)),
-        data=DataConfig(data=str(data), chunk_size=data_options.pop("chunk_size", 48), eval_size=data_options.pop("eval_size", 40), train_size=data_options.pop("train_size", None), **data_options),
-        masking=masking,
-        output=output,
-        **base,
-    )
+from conftest import train_config
 
 
 @pytest.fixture(scope="module")
 def bert_run(bert_dir, data_root, tmp_path_factory):
-    config = _config(bert_dir, data_root / "docs.txt", tmp_path_factory.mktemp("run") / "out")
+    config = train_config(bert_dir, data_root / "docs.txt", tmp_path_factory.mktemp("run") / "out")
     return config, train(config)
 
 
@@ -57,8 +44,8 @@ def test_evaluate_reproduces_perplexity_after(bert_run):
 
 
 def test_same_seed_same_run_and_evaluating_more_often_changes_nothing(bert_dir, data_root, tmp_path):
-    a = train(_config(bert_dir, data_root / "docs.txt", tmp_path / "a", max_steps=5))
-    b = train(_config(bert_dir, data_root / "docs.txt", tmp_path / "b", max_steps=5, eval_steps=2))
+    a = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "a", max_steps=5))
+    b = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "b", max_steps=5, eval_steps=2))
     assert a["eval_loss_after"] == b["eval_loss_after"]
     assert [e["loss"] for e in a["log_history"]] == [e["loss"] for e in b["log_history"]]
     assert [h["step"] for h in a["history"]] == [5] and [h["step"] for h in b["history"]] == [2, 4, 5]
@@ -68,19 +55,19 @@ def test_same_seed_same_run_and_evaluating_more_often_changes_nothing(bert_dir, 
 def test_gradient_accumulation_matches_a_big_batch(bert_no_dropout, data_root, tmp_path):
     # 2 x 8 accumulated equals 1 x 16: the loss is normalised by the step's masked-token
     # count, not averaged per micro-batch.
-    big = train(_config(bert_no_dropout, data_root / "docs.txt", tmp_path / "big", max_steps=3, batch_size=16))
-    accumulated = train(_config(bert_no_dropout, data_root / "docs.txt", tmp_path / "acc", max_steps=3, batch_size=8, grad_accum=2))
+    big = train(train_config(bert_no_dropout, data_root / "docs.txt", tmp_path / "big", max_steps=3, batch_size=16))
+    accumulated = train(train_config(bert_no_dropout, data_root / "docs.txt", tmp_path / "acc", max_steps=3, batch_size=8, grad_accum=2))
     assert accumulated["eval_loss_after"] == pytest.approx(big["eval_loss_after"], rel=1e-4)
 
 
 def test_max_steps_stops_mid_epoch(bert_dir, data_root, tmp_path):
-    metrics = train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=3, epochs=5))
+    metrics = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=3, epochs=5))
     assert metrics["steps"] == 3
     assert len(metrics["history"]) == 1 and 0 < metrics["history"][0]["epoch"] < 1
 
 
 def test_whole_word_roberta_bf16(roberta_dir, data_root, tmp_path):
-    config = _config(roberta_dir, data_root / "reviews.csv", tmp_path / "o", text_column="review",
+    config = train_config(roberta_dir, data_root / "reviews.csv", tmp_path / "o", text_column="review",
                      masking=MaskingConfig(masking="whole-word"), precision="bf16", epochs=1)
     metrics = train(config)
     assert metrics["precision"] == "bf16"
@@ -92,12 +79,12 @@ def test_non_empty_output_is_refused_and_overwrite_keeps_foreign_files(bert_dir,
     out.mkdir()
     (out / "notes.md").write_text("mine")
     with pytest.raises(MlmAdaptError, match="already holds files.*--overwrite"):
-        train(_config(bert_dir, data_root / "docs.txt", out, max_steps=1))
-    train(_config(bert_dir, data_root / "docs.txt", out, max_steps=1, overwrite=True))
+        train(train_config(bert_dir, data_root / "docs.txt", out, max_steps=1))
+    train(train_config(bert_dir, data_root / "docs.txt", out, max_steps=1, overwrite=True))
     assert (out / "notes.md").read_text() == "mine"
     assert (out / "model.safetensors").exists()
 
 
 def test_chunk_size_above_the_model_maximum(bert_dir, data_root, tmp_path):
     with pytest.raises(MlmAdaptError, match="above the model's maximum of 128"):
-        train(_config(bert_dir, data_root / "docs.txt", tmp_path / "o", chunk_size=256))
+        train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", chunk_size=256))

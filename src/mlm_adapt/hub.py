@@ -7,12 +7,16 @@ reads it into a message, a log or a file.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from mlm_adapt.errors import MlmAdaptError
 
 # What stays local: checkpoints (optimizer state, large) and mlm-adapt's bookkeeping.
 IGNORE = ["checkpoints/*", ".mlm-adapt-manifest.json", ".staging-*", "logs/*"]
+# Files whose text may name local paths (config.yaml, metrics.json, README.md, report.html, ...).
+TEXT_SUFFIXES = {".json", ".yaml", ".yml", ".md", ".html", ".txt"}
 
 
 def _offline() -> bool:
@@ -20,7 +24,8 @@ def _offline() -> bool:
 
 
 def check_access(repo_id: str) -> str:
-    """Fail before training, not after: offline, or no saved login. Returns the user name."""
+    """Fail before training, not after: offline, not logged in, the Hub out of reach, or a
+    login that cannot write to ``repo_id``'s namespace. Returns the user name."""
     if "/" in repo_id.strip("/") and len(repo_id.split("/")) != 2:
         raise MlmAdaptError(f"--push-to-hub {repo_id!r} is not a repo id like 'user/name'")
     if _offline():
@@ -28,24 +33,100 @@ def check_access(repo_id: str) -> str:
     from huggingface_hub import HfApi
 
     try:
-        return HfApi().whoami()["name"]
-    except Exception as exc:  # no token, a bad one, or no network
-        kind = type(exc).__name__
-        raise MlmAdaptError(
-            f"--push-to-hub: cannot reach the Hub as a logged-in user ({kind}); run 'hf auth login' "
-            "(or set HF_TOKEN) and check the network"
-        ) from None
+        info = HfApi().whoami()
+    except Exception as exc:  # the client raises many unrelated types
+        raise _login_error(exc) from None
+    namespace = repo_id.split("/")[0] if "/" in repo_id else info["name"]
+    _check_write_access(info, namespace)
+    return info["name"]
 
 
-def push_folder(output: Path, repo_id: str, private: bool) -> str:
-    """Create (or reuse) ``repo_id`` and upload the model folder; returns the commit URL."""
+def _login_error(exc: Exception) -> MlmAdaptError:
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    if isinstance(exc, LocalTokenNotFoundError):
+        return MlmAdaptError("--push-to-hub: not logged in to the Hub; run 'hf auth login' (or set HF_TOKEN)")
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, HfHubHTTPError) and status == 401:
+        return MlmAdaptError("--push-to-hub: the Hub rejected the saved token (expired or revoked); "
+                             "run 'hf auth login' again (or set HF_TOKEN)")
+    # The HTTP client's transport errors (no route, refused, timed out) share no base
+    # class with requests' or the standard library's, so they are told apart by name.
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"TransportError", "NetworkError", "TimeoutException", "ConnectionError", "Timeout"}:
+        return MlmAdaptError(f"--push-to-hub: cannot reach the Hub ({type(exc).__name__}); check the network "
+                             "or HF_ENDPOINT, or train without --push-to-hub and upload later")
+    return MlmAdaptError(f"--push-to-hub: the Hub refused the login check ({type(exc).__name__}); "
+                         "run 'hf auth login' (or set HF_TOKEN)")
+
+
+def _check_write_access(info: dict, namespace: str) -> None:
+    """The saved token must be allowed to create and write ``namespace/...`` repos."""
+    owners = {info.get("name")} | {org.get("name") for org in info.get("orgs") or []}
+    if namespace not in owners:
+        raise MlmAdaptError(f"--push-to-hub: logged in as {info.get('name')!r}, who has no write access to the "
+                            f"namespace {namespace!r} (not the user nor one of its organisations)")
+    token = (info.get("auth") or {}).get("accessToken") or {}
+    role = token.get("role")
+    if role == "read":
+        raise MlmAdaptError("--push-to-hub: the saved token is read-only; create a token with write access "
+                            "and run 'hf auth login' with it")
+    if role == "fineGrained":
+        scoped = (token.get("fineGrained") or {}).get("scoped") or []
+        if not any((s.get("entity") or {}).get("name") == namespace and "repo.write" in (s.get("permissions") or [])
+                   for s in scoped):
+            raise MlmAdaptError(f"--push-to-hub: the saved fine-grained token has no 'repo.write' permission "
+                                f"on {namespace!r}; add it in the token's settings")
+
+
+def push_folder(output: Path, repo_id: str, private: bool, local_paths: tuple[str, ...] = ()) -> str:
+    """Create (or reuse) ``repo_id`` and upload the model folder; returns the commit URL.
+
+    What is uploaded is a copy in which every one of ``local_paths`` (the model, data and
+    output folders of the run) that exists here is written as its name alone: the
+    config, metrics and report name them in full for local use, and a Hub repo must not
+    publish ``/home/USER/...``."""
     from huggingface_hub import HfApi
 
     api = HfApi()
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        info = api.upload_folder(folder_path=str(output), repo_id=repo_id, ignore_patterns=IGNORE,
-                                 commit_message="Upload model adapted with mlm-adapt")
-    except Exception as exc:
-        raise MlmAdaptError(f"--push-to-hub {repo_id}: upload failed ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    with tempfile.TemporaryDirectory(prefix=".push-", dir=Path(output).parent) as staging:
+        _stage_public_copy(Path(output), Path(staging), _redactions(local_paths))
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            info = api.upload_folder(folder_path=staging, repo_id=repo_id, ignore_patterns=IGNORE,
+                                     commit_message="Upload model adapted with mlm-adapt")
+        except Exception as exc:
+            raise MlmAdaptError(f"--push-to-hub {repo_id}: upload failed ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     return str(getattr(info, "commit_url", info))
+
+
+def _redactions(local_paths: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(full path, name) pairs, longest first so a file's path goes before its folder's."""
+    pairs = {}
+    for spec in local_paths:
+        path = Path(spec).expanduser()
+        if path.exists():
+            for form in {str(spec), str(path), str(path.resolve())}:
+                if form not in (".", "/"):
+                    pairs[form] = path.resolve().name
+    return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
+
+
+def _stage_public_copy(output: Path, staging: Path, redactions: list[tuple[str, str]]) -> None:
+    """Text files copied with paths redacted; everything else hard-linked (or copied)."""
+    for source in output.rglob("*"):
+        relative = source.relative_to(output)
+        if not source.is_file() or relative.parts[0] in ("checkpoints", "logs") or relative.name.startswith("."):
+            continue
+        target = staging / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.suffix in TEXT_SUFFIXES:
+            text = source.read_text(encoding="utf-8")
+            for full, name in redactions:
+                text = text.replace(full, name)
+            target.write_text(text, encoding="utf-8")
+        else:
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)

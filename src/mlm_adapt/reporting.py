@@ -77,15 +77,22 @@ def curves_png(metrics: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def public_name(spec: str) -> str:
+    """A Hub id as it is; a local file or folder by its name alone (a card is for publishing)."""
+    path = Path(spec).expanduser()
+    return path.resolve().name if path.exists() else spec
+
+
 def model_card(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) -> str:
-    """``README.md`` for the output folder, with the Hub's YAML front matter."""
+    """``README.md`` for the output folder, with the Hub's YAML front matter; local
+    paths appear by name only."""
     from huggingface_hub import ModelCard, ModelCardData
     from huggingface_hub import EvalResult as HubEvalResult
 
-    base, data = config.model.model, config.data.data
-    is_hub_data = not Path(data).exists()
+    base, data = public_name(config.model.model), public_name(config.data.data)
+    is_hub_data = not Path(config.data.data).expanduser().exists()
     card_data = ModelCardData(
-        base_model=base if not Path(base).exists() else None,
+        base_model=base if not Path(config.model.model).expanduser().exists() else None,
         datasets=[data.partition(":")[0]] if is_hub_data else None,
         library_name="transformers",
         pipeline_tag="fill-mask",
@@ -104,12 +111,12 @@ def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
     lines = [
         f"# {Path(config.output).name}",
         "",
-        f"`{config.model.model}` adapted to `{config.data.data}` by continued masked-LM training with "
+        f"`{public_name(config.model.model)}` adapted to `{public_name(config.data.data)}` by continued masked-LM training with "
         f"[mlm-adapt](https://pypi.org/project/mlm-adapt/).",
         "",
         "## Training",
         "",
-        f"- data: `{config.data.data}` (split `{config.data.split}`, column `{config.data.text_column}`), "
+        f"- data: `{public_name(config.data.data)}` (split `{config.data.split}`, column `{config.data.text_column}`), "
         f"{metrics['train_chunks']} training chunks of {config.data.chunk_size} tokens; "
         f"{metrics['eval_chunks']} evaluation chunks from {metrics['eval_documents']} held-out documents",
         f"- masking: {config.masking.masking}, rate {config.masking.train_mask_prob()}; evaluation: "

@@ -260,7 +260,8 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
 
     artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights)
     if config.push_to_hub:
-        log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private))
+        local = (config.model.model, config.data.data, str(output))
+        log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private, local))
 
 
 def _advance(state: RunState, config: TrainConfig, nll: float, tokens: int, lr: float) -> None:
