@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlm_adapt.cli import app, main
+from mlm_adapt.errors import MlmAdaptError
 
 
 def run_main(capsys, *args: str) -> tuple[int, str, str]:
@@ -57,7 +58,7 @@ def test_existing_output_is_refused(capsys, bert_dir, data_root, tmp_path):
 
 
 def test_debug_shows_the_traceback(bert_dir):
-    with pytest.raises(Exception, match="must be a probability"):
+    with pytest.raises(MlmAdaptError, match="must be a probability"):
         main(["--debug", "train", "--mask-prob", "2"])
 
 
@@ -124,3 +125,44 @@ def test_fill_mask_table_and_error_exit_in_a_real_process(bert_dir):
     assert "mask 2" in table.stdout
     bad = _cli("fill-mask", "--model", str(bert_dir), "nothing to fill", check=False)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+
+
+def _command(name: str):
+    import typer.main
+
+    return typer.main.get_command(app).commands[name]
+
+
+@pytest.mark.parametrize("command, config_class", [("train", "TrainConfig"), ("evaluate", "EvalConfig")])
+def test_every_config_option_is_a_flag_whose_help_shows_the_configs_default(command, config_class):
+    import dataclasses
+
+    from mlm_adapt import config as cfg
+
+    params = {p.name: p for p in _command(command).params if p.name not in ("ctx", "config", "json_out")}
+    names = {{"probe": "probes"}.get(n, n) for n in params}
+    # evaluate leaves out what cannot change the held-out set or its masks.
+    not_for_evaluate = {"masking", "mask_prob", "train_size", "shuffle_buffer"} if command == "evaluate" else set()
+    assert names == set(cfg.option_names(getattr(cfg, config_class))) - not_for_evaluate
+    for name, param in params.items():
+        default = cfg.option_field({"probe": "probes"}.get(name, name)).default
+        if default is None or default is False or default is dataclasses.MISSING or name == "mask_prob":
+            continue
+        assert param.help.endswith(f"(default: {default})"), (name, param.help)
+    for name, literal in (("remainder", cfg.Remainder), ("eval_masking", cfg.Masking), ("precision", cfg.Precision)):
+        assert params[name].help.startswith("|".join(cfg.choices(literal)) + ":")
+    if command == "train":
+        assert "0.15 token, 0.2 whole-word" in params["mask_prob"].help
+
+
+def test_a_flag_reaches_the_config_under_its_own_name(capsys, monkeypatch, tmp_path):
+    from mlm_adapt import training
+
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda config: seen.setdefault("config", config) and pytest.fail("stop"))
+    monkeypatch.setattr(training, "evaluate", lambda config: seen.setdefault("config", config) and pytest.fail("stop"))
+    with pytest.raises(BaseException):
+        main(["train", "--probe", "a [MASK].", "--warmup-ratio", "0.25", "--remainder", "pad", "--output", str(tmp_path)])
+    config = seen["config"]
+    assert (config.probes, config.warmup_ratio, config.data.remainder, config.output) == (("a [MASK].",), 0.25, "pad", tmp_path)
+    assert config.epochs == 3 and config.data.chunk_size == 128  # not given: the config's defaults

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
@@ -56,7 +58,7 @@ def test_bad_values_are_refused_naming_the_flag(options, flag):
 
 
 def test_configs_are_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign"):
         TrainConfig().lr = 1.0  # type: ignore[misc]
 
 

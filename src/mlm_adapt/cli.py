@@ -7,6 +7,7 @@ which is what lets a ``--config`` YAML file sit between defaults and flags.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -30,26 +31,38 @@ app = typer.Typer(
 )
 out = Console(soft_wrap=True)
 
-Model = Annotated[Optional[str], typer.Option(help="Hub model id or local folder (default: distilbert-base-uncased)")]
-Data = Annotated[Optional[str], typer.Option(help="Hub dataset id[:config], a .txt/.jsonl/.json/.csv/.parquet file, or a folder of .txt (default: imdb)")]
-Split = Annotated[Optional[str], typer.Option(help="Split or slice, e.g. 'train[:5000]' (default: train)")]
-TextColumn = Annotated[Optional[str], typer.Option(help="Column with the text; dotted path for nested fields (answers.text) (default: text)")]
-ChunkSize = Annotated[Optional[int], typer.Option(help="Tokens per chunk, special tokens included (default: 128)")]
-Remainder = Annotated[Optional[str], typer.Option(help="drop|pad the last, short chunk (default: drop)")]
-TrainSize = Annotated[Optional[int], typer.Option(help="Training chunks to sample (default: 10000; not with --streaming)")]
-EvalSize = Annotated[Optional[int], typer.Option(help="Evaluation chunks to sample (default: 1000)")]
-Encoding = Annotated[Optional[str], typer.Option(help="Text encoding of local files (default: utf-8)")]
-Streaming = Annotated[Optional[bool], typer.Option("--streaming", help="Read the data as a stream, never all in memory (needs --max-steps to train)")]
-ShuffleBuffer = Annotated[Optional[int], typer.Option(help="With --streaming: chunks held for shuffling (default: 10000)")]
-MaskingOpt = Annotated[Optional[str], typer.Option("--masking", help="token|whole-word (default: token)")]
-MaskProb = Annotated[Optional[float], typer.Option(help="Masking rate (default: 0.15 token, 0.2 whole-word)")]
-EvalMasking = Annotated[Optional[str], typer.Option(help="Masking of the evaluation set (default: token)")]
-EvalMaskProb = Annotated[Optional[float], typer.Option(help="Masking rate of the evaluation set (default: 0.15)")]
-BatchSize = Annotated[Optional[int], typer.Option(help="Chunks per device per micro-batch (default: 64)")]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="auto|fp32|bf16|fp16 (default: auto)")]
-Seed = Annotated[Optional[int], typer.Option(help="Seed for split, masks and order (default: 42)")]
-AllowPickle = Annotated[Optional[bool], typer.Option("--allow-pickle", help="Load .bin (pickle) weights; they can run code")]
-TrustRemote = Annotated[Optional[bool], typer.Option("--trust-remote-code", help="Run model code from the Hub repo")]
+def _option(name: str, text: str, *flags: str, choices: Any = None, default: str | None = None) -> Any:
+    """A typer option whose help ends with the config's default (and allowed values): the
+    config dataclasses are the one source of both, so help cannot drift from behaviour."""
+    value = cfg.option_field(name).default
+    if default is None and not (value is None or value is False or value is dataclasses.MISSING):
+        default = str(value)
+    allowed = f"{'|'.join(cfg.choices(choices))}: " if choices is not None else ""
+    suffix = f" (default: {default})" if default is not None else ""
+    return typer.Option(*flags, help=f"{allowed}{text}{suffix}")
+
+
+Model = Annotated[Optional[str], _option("model", "Hub model id or local folder")]
+Data = Annotated[Optional[str], _option("data", "Hub dataset id[:config], a .txt/.jsonl/.json/.csv/.parquet file, or a folder of .txt")]
+Split = Annotated[Optional[str], _option("split", "Split or slice, e.g. 'train[:5000]'")]
+TextColumn = Annotated[Optional[str], _option("text_column", "Column with the text; dotted path for nested fields (answers.text)")]
+ChunkSize = Annotated[Optional[int], _option("chunk_size", "Tokens per chunk, special tokens included")]
+Remainder = Annotated[Optional[str], _option("remainder", "what to do with the last, short chunk", choices=cfg.Remainder)]
+TrainSize = Annotated[Optional[int], _option("train_size", "Training chunks to sample (not with --streaming)")]
+EvalSize = Annotated[Optional[int], _option("eval_size", "Evaluation chunks to sample")]
+Encoding = Annotated[Optional[str], _option("encoding", "Text encoding of local files")]
+Streaming = Annotated[Optional[bool], _option("streaming", "Read the data as a stream, never all in memory (needs --max-steps to train)", "--streaming")]
+ShuffleBuffer = Annotated[Optional[int], _option("shuffle_buffer", "With --streaming: chunks held for shuffling")]
+MaskingOpt = Annotated[Optional[str], _option("masking", "how training inputs are masked", "--masking", choices=cfg.Masking)]
+MaskProb = Annotated[Optional[float], _option(
+    "mask_prob", "Masking rate", default=", ".join(f"{v} {k}" for k, v in cfg.DEFAULT_MASK_PROB.items()))]
+EvalMasking = Annotated[Optional[str], _option("eval_masking", "masking of the evaluation set", choices=cfg.Masking)]
+EvalMaskProb = Annotated[Optional[float], _option("eval_mask_prob", "Masking rate of the evaluation set")]
+BatchSize = Annotated[Optional[int], _option("batch_size", "Chunks per device per micro-batch")]
+PrecisionOpt = Annotated[Optional[str], _option("precision", "numeric precision of training and evaluation", "--precision", choices=cfg.Precision)]
+Seed = Annotated[Optional[int], _option("seed", "Seed for split, masks and order")]
+AllowPickle = Annotated[Optional[bool], _option("allow_pickle", "Load .bin (pickle) weights; they can run code", "--allow-pickle")]
+TrustRemote = Annotated[Optional[bool], _option("trust_remote_code", "Run model code from the Hub repo", "--trust-remote-code")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 
 
@@ -71,42 +84,57 @@ def _print_version(requested: bool) -> None:
 
 @app.command()
 def train(
-    model: Model = None, data: Data = None, output: Annotated[Optional[Path], typer.Option(help="Folder for the adapted model (default: mlm-adapt-output)")] = None,
+    ctx: typer.Context,
+    model: Model = None, data: Data = None, output: Annotated[Optional[Path], _option("output", "Folder for the adapted model")] = None,
     split: Split = None, text_column: TextColumn = None, chunk_size: ChunkSize = None, remainder: Remainder = None,
     masking: MaskingOpt = None, mask_prob: MaskProb = None, eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None,
     train_size: TrainSize = None, eval_size: EvalSize = None, encoding: Encoding = None,
     streaming: Streaming = None, shuffle_buffer: ShuffleBuffer = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training chunks (default: 3)")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (overrides --epochs)")] = None,
+    epochs: Annotated[Optional[int], _option("epochs", "Passes over the training chunks")] = None,
+    max_steps: Annotated[Optional[int], _option("max_steps", "Stop after this many optimizer steps (overrides --epochs)")] = None,
     batch_size: BatchSize = None,
-    grad_accum: Annotated[Optional[int], typer.Option(help="Micro-batches per optimizer step (default: 1)")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: 2e-5)")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay (default: 0.01)")] = None,
-    warmup_ratio: Annotated[Optional[float], typer.Option(help="Share of steps for linear warm-up (default: 0)")] = None,
-    logging_steps: Annotated[Optional[int], typer.Option(help="Record the training loss every N steps (default: 10)")] = None,
+    grad_accum: Annotated[Optional[int], _option("grad_accum", "Micro-batches per optimizer step")] = None,
+    lr: Annotated[Optional[float], _option("lr", "Peak learning rate")] = None,
+    weight_decay: Annotated[Optional[float], _option("weight_decay", "AdamW weight decay")] = None,
+    warmup_ratio: Annotated[Optional[float], _option("warmup_ratio", "Share of steps for linear warm-up")] = None,
+    logging_steps: Annotated[Optional[int], _option("logging_steps", "Record the training loss every N steps")] = None,
     precision: PrecisionOpt = None, seed: Seed = None,
-    probe: Annotated[Optional[list[str]], typer.Option("--probe", help="A text with [MASK] for the report's before/after table (repeatable)")] = None,
-    compile: Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the encoder (slower on small CPUs; see docs/performance.md)")] = None,
-    report_to: Annotated[Optional[str], typer.Option(help="none|tensorboard|wandb|mlflow|trackio (default: none)")] = None,
-    push_to_hub: Annotated[Optional[str], typer.Option(help="Upload the final folder to this Hub repo (user/name)")] = None,
-    hub_private: Annotated[Optional[bool], typer.Option("--hub-private", help="Create the Hub repo as private")] = None,
-    save_steps: Annotated[Optional[int], typer.Option(help="Also checkpoint every N steps (always at epoch ends)")] = None,
-    eval_steps: Annotated[Optional[int], typer.Option(help="Also evaluate every N steps (always at epoch ends and the last step)")] = None,
-    keep_checkpoints: Annotated[Optional[int], typer.Option(help="Keep the newest K checkpoints (default: 2)")] = None,
-    resume: Annotated[Optional[bool], typer.Option("--resume", help="Continue from the newest complete checkpoint in --output")] = None,
-    overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Write into an output folder that holds files")] = None,
+    probe: Annotated[Optional[list[str]], _option("probes", "A text with [MASK] for the report's before/after table (repeatable)", "--probe")] = None,
+    compile: Annotated[Optional[bool], _option("compile", "torch.compile the encoder (slower on small CPUs; see docs/performance.md)", "--compile")] = None,
+    report_to: Annotated[Optional[str], _option("report_to", "experiment tracker", choices=cfg.ReportTo)] = None,
+    push_to_hub: Annotated[Optional[str], _option("push_to_hub", "Upload the final folder to this Hub repo (user/name)")] = None,
+    hub_private: Annotated[Optional[bool], _option("hub_private", "Create the Hub repo as private", "--hub-private")] = None,
+    save_steps: Annotated[Optional[int], _option("save_steps", "Also checkpoint every N steps (always at epoch ends)")] = None,
+    eval_steps: Annotated[Optional[int], _option("eval_steps", "Also evaluate every N steps (always at epoch ends and the last step)")] = None,
+    keep_checkpoints: Annotated[Optional[int], _option("keep_checkpoints", "Keep the newest K checkpoints")] = None,
+    resume: Annotated[Optional[bool], _option("resume", "Continue from the newest complete checkpoint in --output", "--resume")] = None,
+    overwrite: Annotated[Optional[bool], _option("overwrite", "Write into an output folder that holds files", "--overwrite")] = None,
     allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options; flags override it")] = None,
 ) -> None:
     """Continue masked-LM training of MODEL on DATA and save the adapted model to OUTPUT."""
     from mlm_adapt.training import train as run
 
-    options = {k: v for k, v in locals().items() if k not in ("config", "run", "probe")}
-    options["probes"] = tuple(probe) if probe else None
+    options = _config_options(ctx, probe=lambda texts: tuple(texts) if texts else None)
     resolved = cfg.resolve(cfg.TrainConfig, options, config)
     metrics = run(resolved)
     if _is_main_process():
         _print_train_summary(metrics, resolved.output)
+
+
+# Command-line parameters that are not config options, or are named differently there.
+_NOT_OPTIONS = {"config", "json_out"}
+_RENAMED = {"probe": "probes"}
+
+
+def _config_options(ctx: typer.Context, **convert) -> dict[str, Any]:
+    """The command's parsed parameters as flat config options (``None`` = not given)."""
+    options = {}
+    for name, value in ctx.params.items():
+        if name in _NOT_OPTIONS:
+            continue
+        options[_RENAMED.get(name, name)] = convert[name](value) if name in convert else value
+    return options
 
 
 def _is_main_process() -> bool:
@@ -116,6 +144,7 @@ def _is_main_process() -> bool:
 
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     model: Model = None, data: Data = None, split: Split = None, text_column: TextColumn = None,
     chunk_size: ChunkSize = None, remainder: Remainder = None, eval_size: EvalSize = None, encoding: Encoding = None,
     streaming: Streaming = None, eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None, batch_size: BatchSize = None,
@@ -125,8 +154,7 @@ def evaluate(
     """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
     from mlm_adapt.training import evaluate as run
 
-    options = {k: v for k, v in locals().items() if k not in ("json_out", "run")}
-    result = run(cfg.resolve(cfg.EvalConfig, options))
+    result = run(cfg.resolve(cfg.EvalConfig, _config_options(ctx)))
     summary = {"perplexity": result.perplexity, "eval_loss": result.loss, "masked_tokens": result.masked_tokens}
     if not _is_main_process():
         return

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -26,6 +27,7 @@ from mlm_adapt.errors import MlmAdaptError
 Masking = Literal["token", "whole-word"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Remainder = Literal["drop", "pad"]
+ReportTo = Literal["none", "tensorboard", "wandb", "mlflow", "trackio"]
 
 # The seeds' rates: 15% of tokens as in BERT; 20% of words for whole-word masking
 # as in the Hugging Face course's whole_word_masking_data_collator.
@@ -33,7 +35,13 @@ DEFAULT_MASK_PROB = {"token": 0.15, "whole-word": 0.2}
 DEFAULT_TRAIN_SIZE = 10_000
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+def choices(literal) -> tuple[str, ...]:
+    """The allowed values of a ``Literal`` option type: the one list validation and help share."""
+    return typing.get_args(literal)
+
+
+def _choice(name: str, value: str, literal) -> None:
+    allowed = choices(literal)
     if value not in allowed:
         raise MlmAdaptError(f"--{_flag(name)} must be one of {', '.join(allowed)}, not {value!r}")
 
@@ -89,7 +97,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not str(self.data).strip():
             raise MlmAdaptError("--data must name a dataset id, a file or a directory")
-        _choice("remainder", self.remainder, ("drop", "pad"))
+        _choice("remainder", self.remainder, Remainder)
         _positive("chunk_size", self.chunk_size)
         if self.chunk_size < 4:
             raise MlmAdaptError("--chunk-size must be at least 4 (two special tokens plus text)")
@@ -119,8 +127,8 @@ class MaskingConfig:
     eval_mask_prob: float = 0.15
 
     def __post_init__(self) -> None:
-        _choice("masking", self.masking, ("token", "whole-word"))
-        _choice("eval_masking", self.eval_masking, ("token", "whole-word"))
+        _choice("masking", self.masking, Masking)
+        _choice("eval_masking", self.eval_masking, Masking)
         _probability("mask_prob", self.mask_prob)
         _probability("eval_mask_prob", self.eval_mask_prob)
 
@@ -141,7 +149,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _positive("batch_size", self.batch_size)
-        _choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _choice("precision", self.precision, Precision)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise MlmAdaptError(f"--seed must be a non-negative integer, not {self.seed!r}")
 
@@ -160,7 +168,7 @@ class TrainConfig(EvalConfig):
     logging_steps: int = 10
     compile: bool = False
     probes: tuple[str, ...] = ()
-    report_to: Literal["none", "tensorboard", "wandb", "mlflow", "trackio"] = "none"
+    report_to: ReportTo = "none"
     push_to_hub: str | None = None
     hub_private: bool = False
     save_steps: int | None = None
@@ -177,7 +185,7 @@ class TrainConfig(EvalConfig):
         _positive("save_steps", self.save_steps, optional=True)
         _positive("eval_steps", self.eval_steps, optional=True)
         _positive("keep_checkpoints", self.keep_checkpoints, optional=True)
-        _choice("report_to", self.report_to, ("none", "tensorboard", "wandb", "mlflow", "trackio"))
+        _choice("report_to", self.report_to, ReportTo)
         object.__setattr__(self, "probes", tuple(self.probes or ()))
         for probe in self.probes:
             if "[MASK]" not in probe and "<mask>" not in probe:
@@ -229,6 +237,15 @@ def option_names(cls: type[EvalConfig]) -> list[str]:
     """Every flat option name a configuration of ``cls`` accepts."""
     names = [n for group in _GROUPS.values() for n in _own_fields(group)]
     return names + _own_fields(cls)
+
+
+def option_field(name: str) -> dataclasses.Field:
+    """The dataclass field behind a flat option name (its default, its type)."""
+    for cls in (*_GROUPS.values(), TrainConfig):
+        for f in dataclasses.fields(cls):
+            if f.name == name and f.name in _own_fields(cls):
+                return f
+    raise KeyError(name)
 
 
 def from_options(cls: type[EvalConfig], options: Mapping[str, Any]) -> EvalConfig:
