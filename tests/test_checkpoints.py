@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +19,8 @@ from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.training import train
 from conftest import train_config
 
-TIMING = {"train_samples_per_second", "train_runtime_seconds"}
+# What differs between an interrupted-and-resumed run and an uninterrupted one by design.
+TIMING = {"train_samples_per_second", "train_runtime_seconds", "steps_run"}
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +38,11 @@ def slower_bert(models_root, bert_dir) -> Path:
     return folder
 
 
-def _command(model: Path, data: Path, output: Path, *extra: str) -> list[str]:
+def _command(model: Path, data: Path, output: Path, *extra: str, train_size: int = 96, max_steps: int = 24) -> list[str]:
+    # 96 chunks at batch 16: epochs of 6 steps, so a 24-step run crosses three epoch boundaries.
     return [sys.executable, "-m", "mlm_adapt", "train", "--model", str(model), "--data", str(data), "--output", str(output),
-            "--chunk-size", "64", "--eval-size", "20", "--train-size", "400", "--batch-size", "16", "--max-steps", "24",
-            "--save-steps", "3", "--keep-checkpoints", "2", "--precision", "fp32", "--lr", "5e-4", *extra]
+            "--chunk-size", "64", "--eval-size", "20", "--train-size", str(train_size), "--batch-size", "16",
+            "--max-steps", str(max_steps), "--keep-checkpoints", "2", "--precision", "fp32", "--lr", "5e-4", *extra]
 
 
 def _metrics(output: Path) -> dict:
@@ -58,34 +62,60 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
 def test_sigkill_then_resume_matches_an_uninterrupted_run(slower_bert, data_root, tmp_path):
     data = data_root / "docs.txt"
     reference = tmp_path / "reference"
-    subprocess.run(_command(slower_bert, data, reference), check=True, capture_output=True, timeout=600)
+    subprocess.run(_command(slower_bert, data, reference, "--save-steps", "3"), check=True, capture_output=True, timeout=600)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_command(slower_bert, data, killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_command(slower_bert, data, killed, "--save-steps", "3"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (killed / "checkpoints" / "step-6" / checkpoints.STATE_FILE).exists(), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
 
-    resumed = subprocess.run(_command(slower_bert, data, killed, "--resume"), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(_command(slower_bert, data, killed, "--save-steps", "3", "--resume"), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stderr
     assert _metrics(killed) == _metrics(reference)
     assert len(checkpoints.complete_checkpoints(killed)) <= 2
+    # It really resumed (a restart from step 0 would give the same numbers: runs are
+    # deterministic), and from before step 18, so the resumed part crossed an epoch
+    # boundary: a reshuffle and epoch-seeded masks computed after the restart.
+    ran = json.loads((killed / "metrics.json").read_text())["steps_run"]
+    assert json.loads((reference / "metrics.json").read_text())["steps_run"] == 24
+    assert 6 < ran < 24, ran
+    assert [h["epoch"] for h in _metrics(killed)["history"]] == [1, 2, 3, 4]
 
 
 @pytest.mark.slow
-def test_sigint_checkpoints_and_exits_130(slower_bert, data_root, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_checkpoints_the_interrupted_step_and_exits_130(slower_bert, data_root, tmp_path, sig):
+    # No --save-steps and 25-step epochs: a checkpoint before step 25 can only be the
+    # one the interrupt writes.
     out = tmp_path / "o"
-    proc = subprocess.Popen(_command(slower_bert, data_root / "docs.txt", out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: (out / "checkpoints" / "step-3").exists(), proc)
-    proc.send_signal(signal.SIGINT)
+    proc = subprocess.Popen(_command(slower_bert, data_root / "docs.txt", out, train_size=400, max_steps=200),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while "perplexity before training" not in (line := proc.stderr.readline()):
+        assert line or proc.poll() is None, "the run ended before training"
+    time.sleep(0.4)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "--resume" in err and "Traceback" not in err
-    latest = checkpoints.complete_checkpoints(out)[-1]
-    assert json.loads((latest / checkpoints.STATE_FILE).read_text())["step"] >= 3
+    step = int(re.search(r"interrupted at step (\d+)", err).group(1))
+    assert 1 <= step < 25, err[-500:]
+    assert [p.name for p in checkpoints.complete_checkpoints(out)] == [f"step-{step}"]
+    assert json.loads((out / "checkpoints" / f"step-{step}" / checkpoints.STATE_FILE).read_text())["step"] == step
+    assert not (out / "metrics.json").exists()
+
+
+def test_resume_with_gradient_accumulation_matches_the_uninterrupted_run(bert_dir, data_root, tmp_path):
+    options = dict(max_steps=6, save_steps=2, keep_checkpoints=None, grad_accum=2, batch_size=8, train_size=40)
+    full = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "full", **options))
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step-2", tmp_path / "resumed" / "checkpoints" / "step-2")
+    resumed = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "resumed", resume=True, **options))
+    assert (full["steps_run"], resumed["steps_run"], resumed["steps"]) == (6, 4, 6)
+    assert len(full["history"]) >= 2  # 40 chunks at 16 a step: epochs end at steps 3 and 6
+    assert {k: v for k, v in resumed.items() if k not in TIMING} == {k: v for k, v in full.items() if k not in TIMING}
 
 
 def test_half_written_checkpoint_is_ignored_and_resume_refuses_changed_options(bert_dir, data_root, tmp_path):

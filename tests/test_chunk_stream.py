@@ -3,6 +3,8 @@ seeded shuffling, exact resume, and end-to-end runs."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import shutil
@@ -26,7 +28,7 @@ from mlm_adapt.training import train
 from conftest import FrameTokenizer, synthetic_tokens
 from conftest import train_config
 
-TIMING = {"train_samples_per_second", "train_runtime_seconds"}
+TIMING = {"train_samples_per_second", "train_runtime_seconds", "steps_run"}
 
 
 def _slice(tokens: TokenizedCorpus, first: int, last: int) -> TokenizedCorpus:
@@ -139,6 +141,24 @@ def test_streamed_run_resumes_exactly_from_a_checkpoint(bert_no_dropout, data_ro
     shutil.copytree(tmp_path / "full" / "checkpoints" / "step-3", tmp_path / "resumed" / "checkpoints" / "step-3")
     resumed = train(train_config(bert_no_dropout, data_root / "docs.txt", tmp_path / "resumed", resume=True, **options))
     assert {k: v for k, v in resumed.items() if k not in TIMING} == {k: v for k, v in full.items() if k not in TIMING}
+    assert (full["steps_run"], resumed["steps_run"]) == (6, 3)
+
+
+def test_streamed_train_chunks_are_counted_not_derived(bert_dir, data_root, tmp_path, monkeypatch):
+    # Batches shorter than --batch-size (as a stream's last batch can be): the count must
+    # be what was trained on, not steps x batch size.
+    from mlm_adapt import training
+
+    real = training.load_split
+
+    def short_batches(*args, **kwargs):
+        data = real(*args, **kwargs)
+        stream = data.train_stream
+        return dataclasses.replace(data, train_stream=lambda r, w, size: (b.select(np.arange(5)) for b in stream(r, w, size)))
+
+    monkeypatch.setattr(training, "load_split", short_batches)
+    metrics = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=4, batch_size=8, streaming=True))
+    assert metrics["train_chunks"] == metrics["chunks_trained"] == 4 * 5
 
 
 def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -88,3 +88,9 @@ def test_non_empty_output_is_refused_and_overwrite_keeps_foreign_files(bert_dir,
 def test_chunk_size_above_the_model_maximum(bert_dir, data_root, tmp_path):
     with pytest.raises(MlmAdaptError, match="above the model's maximum of 128"):
         train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", chunk_size=256))
+
+
+def test_chunks_trained_counts_a_partial_last_batch_once(bert_dir, data_root, tmp_path):
+    # 17 chunks at batch 4: epochs of 4 full steps and one of a single chunk.
+    metrics = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", train_size=17, batch_size=4, epochs=2))
+    assert (metrics["train_chunks"], metrics["steps"], metrics["chunks_trained"]) == (17, 10, 34)

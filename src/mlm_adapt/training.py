@@ -82,11 +82,12 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _train_step(objective, optimizer, scheduler, accelerator, micro_batches: list) -> tuple[float, int]:
-    """One optimizer step on this process's micro-batches; returns the global (nll sum, token count)."""
+def _train_step(objective, optimizer, scheduler, accelerator, micro_batches: list) -> tuple[float, int, int]:
+    """One optimizer step on this process's micro-batches; returns the global (nll sum,
+    masked-token count, chunk count)."""
     world = accelerator.num_processes
-    local_count = sum(int((labels != IGNORE_INDEX).sum()) for _, _, labels in micro_batches)
-    global_count = int(accelerator.reduce(torch.tensor(local_count, device=accelerator.device), "sum"))
+    local = [sum(int((labels != IGNORE_INDEX).sum()) for _, _, labels in micro_batches), sum(len(m[0]) for m in micro_batches)]
+    global_count, global_rows = (int(v) for v in accelerator.reduce(torch.tensor(local, device=accelerator.device), "sum"))
     local_nll = torch.zeros((), dtype=torch.float64, device=accelerator.device)
     for k, arrays in enumerate(micro_batches):
         tensors = [torch.from_numpy(a).to(accelerator.device) for a in arrays]
@@ -101,7 +102,7 @@ def _train_step(objective, optimizer, scheduler, accelerator, micro_batches: lis
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(accelerator.reduce(local_nll, "sum")), global_count
+    return float(accelerator.reduce(local_nll, "sum")), global_count, global_rows
 
 
 def _check_finite(loss: float, step: int, output) -> None:
@@ -125,6 +126,7 @@ class RunState:
     step_in_epoch: int = 0
     epoch_nll: float = 0.0
     epoch_tokens: int = 0
+    chunks_trained: int = 0  # counted over all processes, each chunk once per time it is trained on
     history: list[dict] = field(default_factory=list)
     log_history: list[dict] = field(default_factory=list)
 
@@ -195,10 +197,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
         while state.step < total_steps:
             began = time.perf_counter()
             micro_batches = next(batches)
-            nll, tokens = _train_step(objective, optimizer, scheduler, accelerator, micro_batches)
-            timer.tick(sum(len(m[0]) for m in micro_batches) * world, time.perf_counter() - began)
+            nll, tokens, chunks = _train_step(objective, optimizer, scheduler, accelerator, micro_batches)
+            timer.tick(chunks, time.perf_counter() - began)
             seen = (len(state.log_history), len(state.history))
-            _advance(state, config, nll, tokens, scheduler.get_last_lr()[0])
+            _advance(state, config, nll, tokens, chunks, scheduler.get_last_lr()[0])
             bar.update(1)
             bar.set_postfix(loss=f"{nll / max(tokens, 1):.3f}")
             saved = _end_of_step(config, state, steps_per_epoch, total_steps, objective, prepared.eval_set, accelerator)
@@ -264,8 +266,9 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
         log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private, local))
 
 
-def _advance(state: RunState, config: TrainConfig, nll: float, tokens: int, lr: float) -> None:
+def _advance(state: RunState, config: TrainConfig, nll: float, tokens: int, chunks: int, lr: float) -> None:
     state.step += 1
+    state.chunks_trained += chunks
     state.step_in_epoch += 1
     loss = nll / max(tokens, 1)
     _check_finite(loss, state.step, config.output)
@@ -325,12 +328,14 @@ def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer:
         "eval_loss_before": before.loss,
         "eval_loss_after": after.loss,
         "eval_masked_tokens": after.masked_tokens,
-        # A stream's count is of chunks trained on (its size is unknown).
-        "train_chunks": len(prepared.data.train) if prepared.data.train is not None else state.step * config.batch_size * config.grad_accum * world,
+        # A stream's size is unknown: its count is of the chunks trained on.
+        "train_chunks": len(prepared.data.train) if prepared.data.train is not None else state.chunks_trained,
+        "chunks_trained": state.chunks_trained,
         "eval_chunks": len(prepared.data.eval),
         "eval_documents": prepared.data.eval_documents,
         "documents": prepared.data.documents,
         "steps": state.step,
+        "steps_run": timer.steps,  # by this invocation: fewer than "steps" after --resume
         "train_samples_per_second": timer.samples_per_second(),
         "train_runtime_seconds": time.perf_counter() - timer.started,
         "precision": precision,
