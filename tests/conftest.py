@@ -24,6 +24,12 @@ os.environ.update(
 )
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI draws the same examples every run (a red run is reproducible, not a dice roll);
+# locally each run explores new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 ADJECTIVES = "good bad great terrible funny boring long short brilliant awful dull charming".split()
 NOUNS = "film movie story actor plot scene director script cast ending music camera".split()

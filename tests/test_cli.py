@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mlm_adapt.cli import app, main
@@ -90,7 +91,7 @@ def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 CASES = [
     ("bert_dir", "docs.txt", [], "token", "[MASK]"),
     ("bert_dir", "nested.jsonl", ["--text-column", "answers.text"], "whole-word", "<mask>"),
-    ("roberta_dir", "reviews.csv", ["--text-column", "review"], "token", "[MASK]"),
+    ("roberta_dir", "reviews.csv", ["--text-column", "review", "--remainder", "pad", "--eval-masking", "whole-word"], "token", "[MASK]"),
     ("roberta_dir", "folder", [], "whole-word", "<mask>"),
 ]
 
@@ -111,6 +112,11 @@ def test_train_evaluate_fill_mask_end_to_end(request, data_root, tmp_path, model
     evaluated = json.loads(_cli("evaluate", "--model", str(out), *common, "--json").stdout)
     assert evaluated["masked_tokens"] == metrics["eval_masked_tokens"]
     assert evaluated["perplexity"] == pytest.approx(metrics["perplexity_after"], rel=1e-4)
+    if "--eval-masking" in extra:  # the options reach the run and its record, and change the held-out set
+        recorded = yaml.safe_load((out / "config.yaml").read_text())
+        assert (recorded["remainder"], recorded["eval_masking"]) == ("pad", "whole-word")
+        plain = [a for a in common if a not in ("--eval-masking", "whole-word")]
+        assert json.loads(_cli("evaluate", "--model", str(out), *plain, "--json").stdout)["masked_tokens"] != evaluated["masked_tokens"]
 
     text = f"the great {mask} loved the film."
     filled = json.loads(_cli("fill-mask", "--model", str(out), "--compare", str(model_dir), "--top-k", "3", "--json", text).stdout)
@@ -166,3 +172,10 @@ def test_a_flag_reaches_the_config_under_its_own_name(capsys, monkeypatch, tmp_p
     config = seen["config"]
     assert (config.probes, config.warmup_ratio, config.data.remainder, config.output) == (("a [MASK].",), 0.25, "pad", tmp_path)
     assert config.epochs == 3 and config.data.chunk_size == 128  # not given: the config's defaults
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    code, out, _ = run_main(capsys, "--version")
+    assert code == 0 and out.strip() == f"mlm-adapt {version('mlm-adapt')}"

@@ -117,3 +117,40 @@ def test_empty_and_whitespace_corpus_is_refused(tmp_path, bert_dir):
         path.write_text(content)
         with pytest.raises(MlmAdaptError, match="empty"):
             tokenize_corpus(load_corpus(DataConfig(data=str(path))), tok)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["in-memory", "streamed"])
+def test_latin1_jsonl_is_read_with_the_encoding_option(tmp_path, streaming):
+    import json
+
+    docs = ["Un café très sympa.", "Ça coûte 5 €? Non, 5 £.".replace("€", "e"), "Naïve résumé."]
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs).encode("latin-1"))
+    assert _docs(DataConfig(data=str(path), encoding="latin-1", streaming=streaming)) == docs
+    with pytest.raises(MlmAdaptError, match="not valid utf-8 text.*--encoding latin-1"):
+        _docs(DataConfig(data=str(path), streaming=streaming))
+
+
+def test_json_array_file(tmp_path, documents):
+    import json
+
+    path = tmp_path / "docs.json"
+    path.write_text(json.dumps([{"id": i, "meta": {"body": d}} for i, d in enumerate(documents[:20])]), encoding="utf-8")
+    assert _docs(DataConfig(data=str(path), text_column="meta.body")) == documents[:20]
+
+
+def test_lists_of_records_read_the_same_in_memory_and_streamed(tmp_path, documents):
+    import json
+
+    # The other common nested layout: a list of records, each with its own text.
+    path = tmp_path / "threads.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for i, doc in enumerate(documents[:30]):
+            half = len(doc) // 2
+            fh.write(json.dumps({"id": i, "answers": [{"text": doc[:half], "score": 1}, {"text": doc[half:], "score": 2}]}) + "\n")
+    in_memory = _docs(DataConfig(data=str(path), text_column="answers.text"))
+    streamed = _docs(DataConfig(data=str(path), text_column="answers.text", streaming=True))
+    assert in_memory == streamed
+    assert in_memory[0] == documents[0][: len(documents[0]) // 2] + " " + documents[0][len(documents[0]) // 2:]
+    with pytest.raises(MlmAdaptError, match="'answers.body' not found: answers holds answers.text, answers.score"):
+        load_corpus(DataConfig(data=str(path), text_column="answers.body"))

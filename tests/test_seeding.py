@@ -40,3 +40,9 @@ def test_a_trailing_zero_index_is_a_different_stream():
 def test_different_coordinates_give_different_draws(seed, a, b, i, j):
     first, second = generator(seed, a, *i).random(4), generator(seed, b, *j).random(4)
     assert np.array_equal(first, second) == (a == b and i == j)
+
+
+def test_hypothesis_draws_fixed_examples_in_ci():
+    import os
+
+    assert settings().derandomize == bool(os.environ.get("CI"))

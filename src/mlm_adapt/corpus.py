@@ -29,7 +29,7 @@ _SNIFF_BYTES = 1 << 13
 
 @dataclass(frozen=True)
 class Corpus:
-    """A loaded dataset and the (flattened) column that holds each document's text."""
+    """A loaded dataset and the column (or dotted path into nested fields) holding each document."""
 
     dataset: datasets.Dataset
     column: str
@@ -40,16 +40,8 @@ class Corpus:
 
     def batches(self, batch_size: int = 1_000) -> Iterator[list[str]]:
         """Documents in order, a batch at a time; list values joined by a space (seed 001)."""
-        for batch in self.dataset.select_columns([self.column]).iter(batch_size=batch_size):
-            yield [_as_text(value) for value in batch[self.column]]
-
-
-def _as_text(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)):
-        return " ".join(_as_text(v) for v in value)
-    return str(value)
+        for batch in self.dataset.select_columns([_head(self.dataset, self.column)]).iter(batch_size=batch_size):
+            yield column_texts(batch, self.column)
 
 
 @dataclass(frozen=True)
@@ -65,25 +57,45 @@ class StreamedCorpus:
     source: str
 
     def batches(self, batch_size: int = 1_000) -> Iterator[list[str]]:
-        head, *rest = self.column.split(".")
         for batch in self.dataset.iter(batch_size=batch_size):
-            if head not in batch:
-                raise MlmAdaptError(f"--text-column {self.column!r} not found; the data has columns: {', '.join(batch)}")
-            values = batch[head]
-            for key in rest:
-                values = [_field(value, key, self.column) for value in values]
-            yield [_as_text(value) for value in values]
+            yield column_texts(batch, self.column)
 
 
-def _field(value: object, key: str, column: str) -> object:
+def column_texts(batch: dict[str, list], column: str) -> list[str]:
+    """The text of ``column`` for each record of a batch (columns -> values), both paths' one reader.
+
+    A dotted path walks nested fields: through a record (``{"answers": {"text": [...]}}``,
+    seed 001's ELI5 layout) or each record of a list (``{"answers": [{"text": ...}, ...]}``).
+    """
+    if column in batch:
+        return [_as_text(value) for value in batch[column]]
+    head, *rest = column.split(".")
+    if head not in batch:
+        raise MlmAdaptError(f"--text-column {column!r} not found; the data has columns: {', '.join(batch) or 'none'}")
+    values = batch[head]
+    for depth, key in enumerate(rest, start=1):
+        values = [_field(value, key, column, depth) for value in values]
+    return [_as_text(value) for value in values]
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def _field(value: object, key: str, column: str, depth: int) -> object:
     """``value[key]`` for a record, or for each record of a list (``answers.text``)."""
     if value is None:
         return None
     if isinstance(value, list):
-        return [_field(v, key, column) for v in value]
+        return [_field(v, key, column, depth) for v in value]
     if not isinstance(value, dict) or key not in value:
-        found = ", ".join(value) if isinstance(value, dict) else type(value).__name__
-        raise MlmAdaptError(f"--text-column {column!r} not found: at {key!r} the data holds {found}")
+        prefix = ".".join(column.split(".")[:depth])
+        found = ", ".join(f"{prefix}.{k}" for k in value) if isinstance(value, dict) else type(value).__name__
+        raise MlmAdaptError(f"--text-column {column!r} not found: {prefix} holds {found}")
     return value[key]
 
 
@@ -99,9 +111,10 @@ def load_corpus(config: DataConfig) -> Corpus | StreamedCorpus:
         dataset = _load_hub(config)
     if config.streaming:
         return StreamedCorpus(dataset, config.text_column, config.data)
-    # flatten() turns nested fields into dotted columns (answers.text), as seed 001 does.
-    dataset = dataset.flatten()
-    return Corpus(dataset, _resolve_column(dataset, config.text_column), config.data)
+    corpus = Corpus(dataset, config.text_column, config.data)
+    if len(dataset):  # a path that does not resolve fails now, not after a long tokenization
+        column_texts(dataset.select_columns([_head(dataset, config.text_column)])[:1], config.text_column)
+    return corpus
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -125,7 +138,7 @@ def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
             kwargs["sample_by"] = "line"
     for file in files:
         _check_readable_text(Path(file), config.encoding, builder)
-    if builder in ("text", "csv"):
+    if builder in ("text", "csv", "json"):
         kwargs["encoding"] = config.encoding
     try:
         return _load(config, builder, data_files=files, **kwargs)
@@ -223,9 +236,10 @@ def _hub_error(config: DataConfig, exc: Exception) -> MlmAdaptError:
     )
 
 
-def _resolve_column(dataset: datasets.Dataset, column: str) -> str:
-    """``column`` may be a dotted path into nested fields (``answers.text``)."""
-    if column in dataset.column_names:
-        return column
-    known = ", ".join(dataset.column_names) or "none"
-    raise MlmAdaptError(f"--text-column {column!r} not found; the data has columns: {known}")
+def _head(dataset: datasets.Dataset, column: str) -> str:
+    """The top-level column ``column`` starts in (itself, if a column has that very name)."""
+    head = column if column in dataset.column_names else column.split(".")[0]
+    if head not in dataset.column_names:
+        known = ", ".join(dataset.column_names) or "none"
+        raise MlmAdaptError(f"--text-column {column!r} not found; the data has columns: {known}")
+    return head
