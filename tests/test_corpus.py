@@ -154,3 +154,40 @@ def test_lists_of_records_read_the_same_in_memory_and_streamed(tmp_path, documen
     assert in_memory[0] == documents[0][: len(documents[0]) // 2] + " " + documents[0][len(documents[0]) // 2:]
     with pytest.raises(MlmAdaptError, match="'answers.body' not found: answers holds answers.text, answers.score"):
         load_corpus(DataConfig(data=str(path), text_column="answers.body"))
+
+
+def test_compressed_local_file(tmp_path, documents):
+    import gzip
+    import json
+
+    with gzip.open(tmp_path / "docs.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps({"text": d}) + "\n" for d in documents[:15])
+    assert _docs(DataConfig(data=str(tmp_path / "docs.jsonl.gz"))) == documents[:15]
+
+
+def test_a_data_file_url_goes_to_its_builder(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load(*args, **kwargs):
+        calls.append((args, kwargs))
+        return datasets.Dataset.from_dict({"answers": [{"text": ["a b", "c"]}]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    url = "hf://datasets/rexarski/eli5_category/eli5-category-train.json.gz"
+    assert _docs(DataConfig(data=url, text_column="answers.text", split="train[:5000]")) == ["a b c"]
+    assert calls == [(("json",), {"data_files": [url], "encoding": "utf-8", "split": "train[:5000]"})]
+    with pytest.raises(MlmAdaptError, match="a data file URL must end in one of"):
+        load_corpus(DataConfig(data="https://example.org/corpus.docx"))
+
+
+def test_a_script_based_hub_dataset_is_named_as_such(monkeypatch):
+    import datasets
+
+    def scripted(*args, **kwargs):
+        raise RuntimeError("Dataset scripts are no longer supported, but found eli5_category.py")
+
+    monkeypatch.setattr(datasets, "load_dataset", scripted)
+    with pytest.raises(MlmAdaptError, match="eli5_category: this Hub dataset is script-based.*hf://datasets/"):
+        load_corpus(DataConfig(data="eli5_category"))

@@ -23,6 +23,10 @@ from mlm_adapt.config import DataConfig
 from mlm_adapt.errors import MlmAdaptError
 
 BUILDERS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# datasets decompresses these on the fly (docs.jsonl.gz reads as docs.jsonl).
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+# A data file named by URL: hf://datasets/OWNER/NAME/FILE (any Hub repo's file) or http(s).
+REMOTE_PREFIXES = ("hf://", "https://", "http://")
 _TEXT_LIKE = {".txt", ".text", ".jsonl", ".json", ".csv"}
 _SNIFF_BYTES = 1 << 13
 
@@ -105,6 +109,8 @@ def load_corpus(config: DataConfig) -> Corpus | StreamedCorpus:
     path = Path(config.data).expanduser()
     if path.exists():
         dataset = _load_local(path, config)
+    elif config.data.startswith(REMOTE_PREFIXES):
+        dataset = _load_remote(config)
     elif _looks_like_path(config.data):
         raise MlmAdaptError(f"--data {config.data}: no such file or directory")
     else:
@@ -119,7 +125,41 @@ def load_corpus(config: DataConfig) -> Corpus | StreamedCorpus:
 
 def _looks_like_path(spec: str) -> bool:
     """A missing local path, as opposed to a Hub id (which has no suffix and no leading ./ or /)."""
-    return spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in BUILDERS
+    return spec.startswith((".", "/", "~")) or _builder_for(spec) is not None
+
+
+def _compressed(name: str) -> bool:
+    return name.lower().endswith(COMPRESSIONS)
+
+
+def _builder_for(name: str) -> str | None:
+    """The datasets builder for a file name, looking through a compression suffix."""
+    lower = name.lower()
+    for suffix in COMPRESSIONS:
+        lower = lower.removesuffix(suffix)
+    return BUILDERS.get(Path(lower).suffix)
+
+
+def _text_options(builder: str, encoding: str) -> dict:
+    """Builder options: a .txt file is a document per line; text formats take --encoding."""
+    options = {"sample_by": "line"} if builder == "text" else {}
+    if builder in ("text", "csv", "json"):
+        options["encoding"] = encoding
+    return options
+
+
+def _load_remote(config: DataConfig) -> datasets.Dataset | datasets.IterableDataset:
+    """One data file by URL, e.g. a script-based Hub dataset's raw files (datasets 4 no longer runs scripts)."""
+    builder = _builder_for(config.data)
+    if builder is None:
+        known = ", ".join(sorted(BUILDERS))
+        raise MlmAdaptError(f"--data {config.data}: a data file URL must end in one of {known} (optionally .gz, .bz2, .xz, .zst)")
+    try:
+        return _load(config, builder, data_files=[config.data], **_text_options(builder, config.encoding))
+    except MlmAdaptError:
+        raise
+    except Exception as exc:  # network, HTTP and parser errors of many types
+        raise _hub_error(config, exc) from None
 
 
 def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
@@ -127,19 +167,16 @@ def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
         files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in (".txt", ".text") and p.is_file())
         if not files:
             raise MlmAdaptError(f"--data {path}: the directory holds no .txt files")
-        builder, kwargs = "text", {"sample_by": "document"}
+        builder, kwargs = "text", {"sample_by": "document", "encoding": config.encoding}
     else:
-        builder = BUILDERS.get(path.suffix.lower())
+        builder = _builder_for(path.name)
         if builder is None:
             known = ", ".join(sorted(BUILDERS))
             raise MlmAdaptError(f"--data {path}: unknown file type {path.suffix!r}; use one of {known} or a directory")
-        files, kwargs = [str(path)], {}
-        if builder == "text":
-            kwargs["sample_by"] = "line"
+        files, kwargs = [str(path)], _text_options(builder, config.encoding)
     for file in files:
-        _check_readable_text(Path(file), config.encoding, builder)
-    if builder in ("text", "csv", "json"):
-        kwargs["encoding"] = config.encoding
+        if not _compressed(file):  # a compressed file's text is checked by datasets as it reads
+            _check_readable_text(Path(file), config.encoding, builder)
     try:
         return _load(config, builder, data_files=files, **kwargs)
     except MlmAdaptError:
@@ -227,6 +264,12 @@ def _load_hub(config: DataConfig) -> datasets.Dataset:
 def _hub_error(config: DataConfig, exc: Exception) -> MlmAdaptError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
     text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if "scripts are no longer supported" in text:
+        return MlmAdaptError(
+            f"--data {config.data}: this Hub dataset is script-based (a Python loading script), and datasets "
+            f"{datasets.__version__} no longer runs loading scripts. Point --data at its data files instead, e.g. "
+            "--data hf://datasets/OWNER/NAME/FILE.jsonl.gz (see the repo's file list), or at a Parquet copy of it"
+        )
     if "split" in text.lower() and "unknown" in text.lower():
         return MlmAdaptError(f"--split {config.split!r} is not a split of {config.data}: {text}")
     where = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the Hub may be unreachable or the id wrong"
