@@ -185,9 +185,9 @@ def run_ours(precision: str, steps: int, batch: int, attn: str, compile_encoder:
     config = TrainConfig(batch_size=batch, precision=precision, lr=2e-5, compile=compile_encoder)
     net = loaded_model() if attn == "mlm-adapt" else model(attn)
     accelerator, _ = make_accelerator(precision)
-    objective, optimizer, scheduler = _optimisation(config, net, accelerator, len(split.train), steps)
+    objective, optimizer, scheduler = _optimisation(config, net, accelerator, steps)
     objective.train()
-    batches = in_memory_batches(split, config, MaskingVocab.from_tokenizer(tok), accelerator, 0)
+    batches = in_memory_batches(split.train, config, MaskingVocab.from_tokenizer(tok), accelerator, 0)
     times = [time.perf_counter()]
     for _ in range(steps):
         _train_step(objective, optimizer, scheduler, accelerator, next(batches))

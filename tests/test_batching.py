@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlm_adapt.batching import in_memory_batches
-from mlm_adapt.chunking import SplitData, chunk_documents
+from mlm_adapt.chunking import Chunks, chunk_documents
 from mlm_adapt.config import DataConfig, TrainConfig
 from mlm_adapt.masking import MaskingVocab
 from conftest import FrameTokenizer, synthetic_tokens
@@ -23,13 +23,12 @@ class FakeAccelerator:
     process_index: int = 0
 
 
-def _data(rows: int) -> SplitData:
+def _data(rows: int) -> Chunks:
     tokens = synthetic_tokens([40] * rows, seed=1)
-    chunks = chunk_documents(tokens, np.arange(rows), 20, FrameTokenizer, "drop")
-    return SplitData(train=chunks, eval=chunks.select(np.arange(2)), eval_documents=1, documents=rows)
+    return chunk_documents(tokens, np.arange(rows), 20, FrameTokenizer, "drop")
 
 
-def _steps(data: SplitData, config: TrainConfig, accelerator, start: int, count: int) -> list:
+def _steps(data: Chunks, config: TrainConfig, accelerator, start: int, count: int) -> list:
     return list(itertools.islice(in_memory_batches(data, config, VOCAB, accelerator, start), count))
 
 
@@ -47,8 +46,8 @@ def test_processes_share_exactly_the_single_process_batch(world, grad_accum, sch
     masking = MaskingConfig(masking=scheme)
     single = TrainConfig(data=DataConfig("x"), masking=masking, batch_size=per_process * world, grad_accum=grad_accum, seed=3)
     shared = TrainConfig(data=DataConfig("x"), masking=masking, batch_size=per_process, grad_accum=grad_accum, seed=3)
-    steps = single.steps_per_epoch(len(data.train)) * 2 + 1  # across two epoch boundaries
-    assert shared.steps_per_epoch(len(data.train), world) == single.steps_per_epoch(len(data.train))
+    steps = single.steps_per_epoch(len(data)) * 2 + 1  # across two epoch boundaries
+    assert shared.steps_per_epoch(len(data), world) == single.steps_per_epoch(len(data))
     alone = _steps(data, single, FakeAccelerator(), 0, steps)
     ranks = [_steps(data, shared, FakeAccelerator(world, rank), 0, steps) for rank in range(world)]
     for step in range(steps):
@@ -72,12 +71,12 @@ def test_a_step_started_late_is_the_step_of_a_run_from_zero():
 def test_each_epoch_trains_on_every_chunk_once_in_a_new_order():
     data = _data(40)
     config = TrainConfig(data=DataConfig("x"), batch_size=8, seed=5)
-    per_epoch = config.steps_per_epoch(len(data.train))
+    per_epoch = config.steps_per_epoch(len(data))
     orders = []
     for epoch in range(2):
         micro = [m for step in _steps(data, config, FakeAccelerator(), epoch * per_epoch, per_epoch) for m in step]
         inputs, labels = np.concatenate([m[0] for m in micro]), np.concatenate([m[2] for m in micro])
         original = np.where(labels != -100, labels, inputs)  # undo the masks
-        assert sorted(map(bytes, original)) == sorted(map(bytes, data.train.input_ids))
+        assert sorted(map(bytes, original)) == sorted(map(bytes, data.input_ids))
         orders.append([bytes(row) for row in original])
     assert orders[0] != orders[1]

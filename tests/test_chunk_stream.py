@@ -147,16 +147,17 @@ def test_streamed_run_resumes_exactly_from_a_checkpoint(bert_no_dropout, data_ro
 def test_streamed_train_chunks_are_counted_not_derived(bert_dir, data_root, tmp_path, monkeypatch):
     # Batches shorter than --batch-size (as a stream's last batch can be): the count must
     # be what was trained on, not steps x batch size.
-    from mlm_adapt import training
+    from mlm_adapt import evaluation
+    from mlm_adapt.data import StreamSource
 
-    real = training.load_split
+    real = evaluation.load_split
 
     def short_batches(*args, **kwargs):
         data = real(*args, **kwargs)
-        stream = data.train_stream
-        return dataclasses.replace(data, train_stream=lambda r, w, size: (b.select(np.arange(5)) for b in stream(r, w, size)))
+        read = data.train.read
+        return dataclasses.replace(data, train=StreamSource(lambda r, w, size: (b.select(np.arange(5)) for b in read(r, w, size))))
 
-    monkeypatch.setattr(training, "load_split", short_batches)
+    monkeypatch.setattr(evaluation, "load_split", short_batches)
     metrics = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=4, batch_size=8, streaming=True))
     assert metrics["train_chunks"] == metrics["chunks_trained"] == 4 * 5
 
@@ -209,7 +210,7 @@ def test_prefetch_hands_errors_to_the_consumer_and_stops_when_closed():
     import threading
     import time
 
-    from mlm_adapt.chunk_stream import prefetch
+    from mlm_adapt.batching import prefetch
 
     def failing():
         yield 1

@@ -65,8 +65,8 @@ def test_configs_are_frozen():
 def test_derived_step_counts():
     c = TrainConfig(batch_size=8, grad_accum=2, epochs=3, warmup_ratio=0.1)
     assert c.steps_per_epoch(100) == 7  # ceil(100 / 16)
-    assert c.total_steps(100) == 21
-    assert c.warmup_steps(100) == 3
+    assert c.total_steps(c.steps_per_epoch(100)) == 21
+    assert c.warmup_steps(c.total_steps(c.steps_per_epoch(100))) == 3
     assert TrainConfig(max_steps=5).total_steps(10_000) == 5
     assert c.steps_per_epoch(100, world_size=2) == 4
     # A last partial batch too small to give each of the micro-batches (x processes) a chunk is dropped.

@@ -135,7 +135,7 @@ def _word_groups(tokenizer, chunks):
 def test_whole_word_masking_keeps_real_words_whole(request, data_root, model):
     from transformers import AutoTokenizer
 
-    from mlm_adapt.chunking import load_split
+    from mlm_adapt.data import load_split
     from mlm_adapt.config import DataConfig
 
     tok = AutoTokenizer.from_pretrained(request.getfixturevalue(model))

@@ -47,7 +47,7 @@ def test_curves_png_and_self_contained_report(run):
 def test_default_probes_come_from_held_out_text(bert_dir, data_root, tmp_path):
     from transformers import AutoTokenizer
 
-    from mlm_adapt.chunking import load_split
+    from mlm_adapt.data import load_split
     from mlm_adapt.config import DataConfig
 
     tok = AutoTokenizer.from_pretrained(bert_dir)

@@ -23,7 +23,7 @@ _EXPORTS = {
     "MlmAdaptError": "mlm_adapt.errors",
     "FillMask": "mlm_adapt.inference",
     "fill_mask": "mlm_adapt.inference",
-    "evaluate": "mlm_adapt.training",
+    "evaluate": "mlm_adapt.evaluation",
     "train": "mlm_adapt.training",
     "run_demo": "mlm_adapt.demo",
 }

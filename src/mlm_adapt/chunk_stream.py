@@ -19,15 +19,13 @@ stream up to the checkpoint's step instead of storing a position in it.
 
 from __future__ import annotations
 
-import queue
-import threading
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from mlm_adapt.chunking import (
-    MAX_EVAL_DOC_SHARE, Chunks, SplitData, TextEncoder, TokenizedCorpus, choose_rows, chunk_documents,
-    concat_tokens, count_chunks, frame_ids, stream_tail,
+    MAX_EVAL_DOC_SHARE, Chunks, TextEncoder, TokenizedCorpus, choose_rows, chunk_documents, concat_tokens,
+    count_chunks, frame_ids, stream_tail,
 )
 from mlm_adapt.config import DataConfig
 from mlm_adapt.corpus import StreamedCorpus
@@ -155,9 +153,9 @@ def training_batches(corpus: StreamedCorpus, tokenizer, config: DataConfig, seed
     return rebatch(shuffle_buffer(passes(), config.shuffle_buffer, rng), size)
 
 
-def load_stream_split(corpus: StreamedCorpus, config: DataConfig, tokenizer, seed: int) -> SplitData:
-    """The held-out chunks of a stream; training chunks are read during training, from
-    ``SplitData.train_stream(rank, world, batch_size)``."""
+def held_out_stream(corpus: StreamedCorpus, config: DataConfig, tokenizer, seed: int) -> tuple[Chunks, int, int]:
+    """A stream's held-out chunks, how many documents they come from, and the index of the
+    last document read for them (``training_batches`` needs it: later documents all train)."""
     tokens, last = read_eval_documents(corpus, TextEncoder.from_tokenizer(tokenizer), config.eval_size * (config.chunk_size - 2), seed)
     docs = np.arange(tokens.num_documents)
     total = count_chunks(tokens, docs, config.chunk_size, config.remainder)
@@ -167,43 +165,4 @@ def load_stream_split(corpus: StreamedCorpus, config: DataConfig, tokenizer, see
             "chunk; add text, lower --chunk-size, or use --remainder pad"
         )
     rows = choose_rows(total, config.eval_size, seed, Salt.EVAL_ROWS)
-    eval_chunks = chunk_documents(tokens, docs, config.chunk_size, tokenizer, config.remainder, rows)
-
-    def train_stream(rank: int, world: int, size: int) -> Iterator[Chunks]:
-        return training_batches(corpus, tokenizer, config, seed, last, rank, world, size)
-
-    return SplitData(train=None, eval=eval_chunks, eval_documents=tokens.num_documents, documents=None,
-                     train_stream=train_stream)
-
-
-def prefetch(items: Iterator, depth: int = 2) -> Iterator:
-    """``items`` produced by a background thread, ``depth`` ahead: tokenizing the next
-    batches (the Rust tokenizer releases the GIL) overlaps with the training step."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    done, stopped = object(), threading.Event()
-
-    def put(item) -> None:
-        while not stopped.is_set():
-            try:
-                return slots.put(item, timeout=0.1)
-            except queue.Full:
-                continue
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stopped.is_set():
-                    return
-                put(item)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
-        put(done)
-
-    threading.Thread(target=produce, daemon=True, name="mlm-adapt-stream").start()
-    try:
-        while (item := slots.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stopped.set()  # the consumer left early (end of training, an error): let the thread end
+    return chunk_documents(tokens, docs, config.chunk_size, tokenizer, config.remainder, rows), tokens.num_documents, last

@@ -19,12 +19,12 @@ import os
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-from mlm_adapt.config import DataConfig, cache_home
-from mlm_adapt.corpus import Corpus, StreamedCorpus, load_corpus
+from mlm_adapt.config import DataConfig
+from mlm_adapt.corpus import Corpus
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.seeding import Salt, generator
 
@@ -72,15 +72,13 @@ class Chunks:
 
 
 @dataclass(frozen=True)
-class SplitData:
-    """Training and held-out chunks. A stream (``--streaming``) has no ``train`` or
-    document count; its training batches come from ``train_stream(rank, world, size)``."""
+class ChunkedSplit:
+    """Training and held-out chunks of a corpus held in memory."""
 
-    train: Chunks | None
+    train: Chunks
     eval: Chunks
     eval_documents: int
-    documents: int | None
-    train_stream: Callable[[int, int, int], Iterator[Chunks]] | None = None
+    documents: int
 
 
 def tokenize_corpus(corpus: Corpus, tokenizer, cache_dir: Path | None = None, batch_size: int = 1_000) -> TokenizedCorpus:
@@ -291,7 +289,7 @@ def choose_rows(total: int, size: int | None, seed: int, salt: Salt) -> np.ndarr
     return np.sort(generator(seed, salt).choice(total, size=size, replace=False))
 
 
-def split_and_chunk(tokens: TokenizedCorpus, config: DataConfig, tokenizer, seed: int) -> SplitData:
+def split_and_chunk(tokens: TokenizedCorpus, config: DataConfig, tokenizer, seed: int) -> ChunkedSplit:
     """Hold out evaluation documents, then cut the requested number of chunks from each side."""
     body = config.chunk_size - 2
     train_docs, eval_docs = split_documents(tokens.lengths(), config.eval_size * body, seed)
@@ -307,18 +305,5 @@ def split_and_chunk(tokens: TokenizedCorpus, config: DataConfig, tokenizer, seed
         rows = choose_rows(total, size, seed, salt)
         sides.append(chunk_documents(tokens, docs, config.chunk_size, tokenizer, config.remainder, rows))
     logging.getLogger(__name__).info("held out %d of %d documents", len(eval_docs), tokens.num_documents)
-    return SplitData(train=sides[0], eval=sides[1], eval_documents=len(eval_docs), documents=tokens.num_documents)
+    return ChunkedSplit(train=sides[0], eval=sides[1], eval_documents=len(eval_docs), documents=tokens.num_documents)
 
-
-def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> SplitData:
-    """The whole data stage: read, tokenize (cached), hold out, chunk, downsample; or, for
-    a stream, read the held-out part only."""
-    if config.chunk_size > max_length:
-        raise MlmAdaptError(f"--chunk-size {config.chunk_size} is above the model's maximum of {max_length} positions")
-    corpus = load_corpus(config)
-    if isinstance(corpus, StreamedCorpus):
-        from mlm_adapt.chunk_stream import load_stream_split  # it builds on this module
-
-        return load_stream_split(corpus, config, tokenizer, seed)
-    tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_home() / "tokens")
-    return split_and_chunk(tokens, config, tokenizer, seed)

@@ -152,7 +152,7 @@ def evaluate(
     trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
 ) -> None:
     """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
-    from mlm_adapt.training import evaluate as run
+    from mlm_adapt.evaluation import evaluate as run
 
     result = run(cfg.resolve(cfg.EvalConfig, _config_options(ctx)))
     summary = {"perplexity": result.perplexity, "eval_loss": result.loss, "masked_tokens": result.masked_tokens}

@@ -207,20 +207,18 @@ class TrainConfig(EvalConfig):
 
         A last, partial global batch counts if it gives every micro-batch of every
         process at least one chunk: a process with nothing to run would leave the
-        others waiting in the gradient all-reduce. A stream's passes have no known
-        length: its run is one "epoch" of --max-steps."""
-        if self.data.streaming:
-            return self.max_steps
+        others waiting in the gradient all-reduce."""
         full, rest = divmod(train_chunks, self.batch_size * self.grad_accum * world_size)
         return full + (rest >= self.grad_accum * world_size)
 
-    def total_steps(self, train_chunks: int, world_size: int = 1) -> int:
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's length: --max-steps, else --epochs passes."""
         if self.max_steps is not None:
             return self.max_steps
-        return self.epochs * self.steps_per_epoch(train_chunks, world_size)
+        return self.epochs * steps_per_epoch
 
-    def warmup_steps(self, train_chunks: int, world_size: int = 1) -> int:
-        return math.ceil(self.warmup_ratio * self.total_steps(train_chunks, world_size))
+    def warmup_steps(self, total_steps: int) -> int:
+        return math.ceil(self.warmup_ratio * total_steps)
 
 
 _GROUPS = {"model": ModelConfig, "data": DataConfig, "masking": MaskingConfig}

@@ -8,18 +8,28 @@ and after training, and in ``mlm-adapt evaluate`` later.
 Perplexity is ``exp(total masked-token NLL / number of masked tokens)``. The
 seeds' ``exp(mean of batch losses)`` over-weights batches with few masked tokens
 (and seed 002 even repeats the last, smaller batch's loss to full batch size).
+
+:func:`prepare` is what a run and ``mlm-adapt evaluate`` share: the same model
+loading, the same held-out chunks and the same masks, which is why ``evaluate``
+reproduces a run's ``perplexity_after``.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 
 from mlm_adapt.chunking import Chunks
-from mlm_adapt.config import MaskingConfig
+from mlm_adapt.config import EvalConfig, MaskingConfig
+from mlm_adapt.data import SplitData, load_split
+from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size
+from mlm_adapt.runtime import make_accelerator
 from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
 from mlm_adapt.seeding import Salt, generator
 
@@ -100,3 +110,37 @@ def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) ->
     objective.train(was_training)
     nll_sum, count = accelerator.reduce(nll_sum, "sum"), accelerator.reduce(count, "sum")
     return EvalResult(float(nll_sum), int(count))
+
+
+@dataclass
+class Prepared:
+    """Everything a run or an evaluation needs before the first forward pass."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    data: SplitData
+    eval_set: MaskedSet
+    vocab: MaskingVocab
+
+
+def prepare(config: EvalConfig, accelerator=None) -> Prepared:
+    """Load model and tokenizer, build the chunks and the once-masked evaluation set."""
+    # Seeds torch before loading: a checkpoint without an MLM head gets a random one,
+    # and dropout draws from the same generator during training.
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(config.model)
+    model = load_model(config.model)
+    # Under torchrun the main process tokenizes first and fills the cache; the others then read it.
+    with accelerator.main_process_first() if accelerator is not None else nullcontext():
+        data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer))
+    vocab = MaskingVocab.from_tokenizer(tokenizer)
+    eval_set = mask_eval_set(data.eval, config.masking, vocab, config.seed)
+    return Prepared(model, tokenizer, data, eval_set, vocab)
+
+
+def evaluate(config: EvalConfig) -> EvalResult:
+    """Perplexity of ``config.model`` on the held-out chunks a ``train`` run with these options used."""
+    accelerator, _ = make_accelerator(config.precision)
+    prepared = prepare(config, accelerator)
+    objective = accelerator.prepare(MaskedLMObjective(prepared.model))
+    return evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)

@@ -1,7 +1,7 @@
 """The domain-adaptation run: one training loop, readable top to bottom.
 
-Shape of a step (torchtune-style): ``batching`` hands this process its masked
-micro-batches; each process backpropagates their *summed* masked-token NLL
+Shape of a step (torchtune-style): the training source (``data``) hands this
+process its masked micro-batches; each process backpropagates their *summed* masked-token NLL
 divided by the masked-token count of the whole step over all processes: the
 gradient is that of the mean loss per masked token, however tokens fall across
 micro-batches and processes.
@@ -18,18 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from mlm_adapt import artifacts, checkpoints, config as config_mod, hub, reporting
-from mlm_adapt.batching import step_batches
-from mlm_adapt.chunking import SplitData, load_split
-from mlm_adapt.config import EvalConfig, TrainConfig
+from mlm_adapt.config import TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
-from mlm_adapt.evaluation import EvalResult, MaskedSet, evaluate_loss, mask_eval_set
-from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab
-from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size, supports_sparse_prediction
+from mlm_adapt.evaluation import EvalResult, MaskedSet, Prepared, evaluate_loss, prepare
+from mlm_adapt.masking import IGNORE_INDEX
+from mlm_adapt.models import MaskedLMObjective, supports_sparse_prediction
 from mlm_adapt.runtime import make_accelerator
 
 log = logging.getLogger("mlm_adapt")
@@ -37,40 +34,6 @@ log = logging.getLogger("mlm_adapt")
 # Throughput leaves out the first optimizer steps of a process, which pay for
 # allocator warm-up and one-off kernel selection.
 WARMUP_STEPS_NOT_TIMED = 2
-
-
-@dataclass
-class Prepared:
-    """Everything a run or an evaluation needs before the first forward pass."""
-
-    model: torch.nn.Module
-    tokenizer: Any
-    data: SplitData
-    eval_set: MaskedSet
-    vocab: MaskingVocab
-
-
-def prepare(config: EvalConfig, accelerator=None) -> Prepared:
-    """Load model and tokenizer, build the chunks and the once-masked evaluation set."""
-    # Seeds torch before loading: a checkpoint without an MLM head gets a random one,
-    # and dropout draws from the same generator during training.
-    set_seed(config.seed)
-    tokenizer = load_tokenizer(config.model)
-    model = load_model(config.model)
-    # Under torchrun the main process tokenizes first and fills the cache; the others then read it.
-    with accelerator.main_process_first() if accelerator is not None else nullcontext():
-        data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer))
-    vocab = MaskingVocab.from_tokenizer(tokenizer)
-    eval_set = mask_eval_set(data.eval, config.masking, vocab, config.seed)
-    return Prepared(model, tokenizer, data, eval_set, vocab)
-
-
-def evaluate(config: EvalConfig) -> EvalResult:
-    """Perplexity of ``config.model`` on the held-out chunks a ``train`` run with these options used."""
-    accelerator, _ = make_accelerator(config.precision)
-    prepared = prepare(config, accelerator)
-    objective = accelerator.prepare(MaskedLMObjective(prepared.model))
-    return evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -130,6 +93,9 @@ class RunState:
     history: list[dict] = field(default_factory=list)
     log_history: list[dict] = field(default_factory=list)
 
+    def next_epoch(self) -> None:
+        self.epoch, self.step_in_epoch, self.epoch_nll, self.epoch_tokens = self.epoch + 1, 0, 0.0, 0
+
 
 @dataclass
 class Timer:
@@ -181,49 +147,70 @@ def train(config: TrainConfig) -> dict[str, Any]:
     prepared = prepare(config, accelerator)
     if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one process reports progress
-    streaming, world = prepared.data.train is None, accelerator.num_processes
-    train_chunks = 0 if streaming else len(prepared.data.train)
-    steps_per_epoch = config.steps_per_epoch(train_chunks, world)
-    total_steps = config.total_steps(train_chunks, world)
-    objective, optimizer, scheduler = _optimisation(config, prepared.model, accelerator, train_chunks, total_steps)
+    source = prepared.data.train
+    steps_per_epoch = source.steps_per_epoch(config, accelerator.num_processes)
+    total_steps = config.total_steps(steps_per_epoch)
+    objective, optimizer, scheduler = _optimisation(config, prepared.model, accelerator, total_steps)
     state = _start_or_resume(config, accelerator, objective, prepared.eval_set)
     objective.train()  # from_pretrained returns models in eval mode: dropout must be on
     accelerator.init_trackers("mlm-adapt", config=_tracker_config(state.options))
 
     timer = Timer()
-    batches = step_batches(prepared.data, config, prepared.vocab, accelerator, state.step)
+    batches = source.batches(config, prepared.vocab, accelerator, state.step)
     with closing(batches), checkpoints.StopFlag() as stop, tqdm(total=total_steps, initial=state.step, desc="training", unit="step",
                                    disable=not accelerator.is_main_process) as bar:
         while state.step < total_steps:
             began = time.perf_counter()
-            micro_batches = next(batches)
-            nll, tokens, chunks = _train_step(objective, optimizer, scheduler, accelerator, micro_batches)
+            nll, tokens, chunks = _train_step(objective, optimizer, scheduler, accelerator, next(batches))
             timer.tick(chunks, time.perf_counter() - began)
             seen = (len(state.log_history), len(state.history))
             _advance(state, config, nll, tokens, chunks, scheduler.get_last_lr()[0])
             bar.update(1)
             bar.set_postfix(loss=f"{nll / max(tokens, 1):.3f}")
-            saved = _end_of_step(config, state, steps_per_epoch, total_steps, objective, prepared.eval_set, accelerator)
+            # Evaluate at each epoch's end, every --eval-steps and at the last step. Checkpoint at
+            # each epoch's end, every --save-steps and on SIGINT/SIGTERM, but not at the last step:
+            # the final model is saved instead (a signal then just lets the run finish).
+            epoch_done, last = state.step_in_epoch == steps_per_epoch, state.step == total_steps
+            if epoch_done or last or _every(config.eval_steps, state.step):
+                _record_evaluation(state, evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator),
+                                   epoch_done, steps_per_epoch)
+            if epoch_done:
+                state.next_epoch()
+            interrupted = stop.signal is not None and not last
+            if not last and (epoch_done or interrupted or _every(config.save_steps, state.step)):
+                checkpoints.save_checkpoint(accelerator, config.output, dataclasses.asdict(state), config.keep_checkpoints)
             _log_to_trackers(accelerator, state, seen)
-            if stop.signal is not None and state.step < total_steps:  # on the last step: just finish
-                _stop(config, state, accelerator, saved)
-    metrics = _metrics(config, prepared, state, precision, timer, world)
-    accelerator.log({"perplexity_before": metrics["perplexity_before"], "perplexity_after": metrics["perplexity_after"]}, step=state.step)
+            if interrupted:
+                raise TrainingInterrupted(
+                    f"interrupted at step {state.step}; checkpoint saved in {checkpoints.checkpoint_root(config.output)}. "
+                    "Resume with the same command plus --resume"
+                )
+    metrics = _metrics(config, prepared, state, precision, timer, accelerator.num_processes)
+    _finish(config, accelerator, objective, prepared, output, metrics)
+    return metrics
+
+
+def _every(interval: int | None, step: int) -> bool:
+    return interval is not None and step % interval == 0
+
+
+def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, output, metrics: dict[str, Any]) -> None:
+    """Log the final numbers, save the model and its reports (and push them), end the run."""
+    accelerator.log({"perplexity_before": metrics["perplexity_before"], "perplexity_after": metrics["perplexity_after"]},
+                    step=metrics["steps"])
     # Every process takes part: a sharded model (FSDP, DeepSpeed ZeRO-3) is gathered here.
     weights = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(objective).items()}
     if accelerator.is_main_process:
         _save_outputs(config, output, accelerator.unwrap_model(objective).model, weights, prepared, metrics)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # last: it also ends the process group
-    return metrics
 
 
-def _optimisation(config: TrainConfig, model, accelerator, train_chunks: int, total_steps: int):
+def _optimisation(config: TrainConfig, model, accelerator, total_steps: int):
     """AdamW, linear schedule, and the objective wrapped for this launch (DDP, FSDP, ...)."""
-    world = accelerator.num_processes
     # The fused AdamW kernel (CPU and CUDA): 104 -> 38 ms a step for DistilBERT on 2 cores.
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, fused=True)
-    scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps(train_chunks, world), total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps(total_steps), total_steps)
     if config.compile:
         _compile_encoder(model)
     objective, optimizer = accelerator.prepare(MaskedLMObjective(model), optimizer)
@@ -278,42 +265,20 @@ def _advance(state: RunState, config: TrainConfig, nll: float, tokens: int, chun
         state.log_history.append({"step": state.step, "loss": loss, "lr": lr})
 
 
-def _end_of_step(config, state: RunState, steps_per_epoch: int, total_steps: int, objective, eval_set, accelerator) -> bool:
-    """Evaluate at an epoch's end, every --eval-steps and at the last step; checkpoint when
-    due; True if one was written. The last step writes no checkpoint: the final model is
-    saved instead."""
-    epoch_done = state.step_in_epoch == steps_per_epoch
-    every = config.eval_steps is not None and state.step % config.eval_steps == 0
-    if epoch_done or every or state.step == total_steps:
-        result = evaluate_loss(objective, eval_set, config.batch_size, accelerator)
-        fraction = state.step_in_epoch / steps_per_epoch
-        state.history.append({
-            "epoch": state.epoch + 1 if epoch_done else round(state.epoch + fraction, 4),
-            "step": state.step,
-            "train_loss": state.epoch_nll / state.epoch_tokens if state.epoch_tokens else None,
-            "eval_loss": result.loss,
-            "eval_nll_sum": result.nll_sum,
-            "eval_masked_tokens": result.masked_tokens,
-            "perplexity": result.perplexity,
-        })
-        log.info("epoch %s: train loss %.4f, eval loss %.4f, perplexity %.3f", state.history[-1]["epoch"],
-                 state.history[-1]["train_loss"] or float("nan"), result.loss, result.perplexity)
-    if epoch_done:
-        state.epoch, state.step_in_epoch, state.epoch_nll, state.epoch_tokens = state.epoch + 1, 0, 0.0, 0
-    due = epoch_done or (config.save_steps is not None and state.step % config.save_steps == 0)
-    if not due or state.step == total_steps:
-        return False
-    checkpoints.save_checkpoint(accelerator, config.output, dataclasses.asdict(state), config.keep_checkpoints)
-    return True
-
-
-def _stop(config: TrainConfig, state: RunState, accelerator, saved: bool) -> None:
-    if not saved:
-        checkpoints.save_checkpoint(accelerator, config.output, dataclasses.asdict(state), config.keep_checkpoints)
-    raise TrainingInterrupted(
-        f"interrupted at step {state.step}; checkpoint saved in {checkpoints.checkpoint_root(config.output)}. "
-        f"Resume with the same command plus --resume"
-    )
+def _record_evaluation(state: RunState, result: EvalResult, epoch_done: bool, steps_per_epoch: int) -> None:
+    """Append an evaluation to the history (its "epoch" is fractional between epoch ends)."""
+    fraction = state.step_in_epoch / steps_per_epoch
+    state.history.append({
+        "epoch": state.epoch + 1 if epoch_done else round(state.epoch + fraction, 4),
+        "step": state.step,
+        "train_loss": state.epoch_nll / state.epoch_tokens if state.epoch_tokens else None,
+        "eval_loss": result.loss,
+        "eval_nll_sum": result.nll_sum,
+        "eval_masked_tokens": result.masked_tokens,
+        "perplexity": result.perplexity,
+    })
+    log.info("epoch %s: train loss %.4f, eval loss %.4f, perplexity %.3f", state.history[-1]["epoch"],
+             state.history[-1]["train_loss"] or float("nan"), result.loss, result.perplexity)
 
 
 def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer: Timer, world: int) -> dict[str, Any]:
@@ -328,12 +293,11 @@ def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer:
         "eval_loss_before": before.loss,
         "eval_loss_after": after.loss,
         "eval_masked_tokens": after.masked_tokens,
-        # A stream's size is unknown: its count is of the chunks trained on.
-        "train_chunks": len(prepared.data.train) if prepared.data.train is not None else state.chunks_trained,
+        "train_chunks": prepared.data.train.train_chunks(state.chunks_trained),
         "chunks_trained": state.chunks_trained,
         "eval_chunks": len(prepared.data.eval),
         "eval_documents": prepared.data.eval_documents,
-        "documents": prepared.data.documents,
+        "documents": prepared.data.train.documents,
         "steps": state.step,
         "steps_run": timer.steps,  # by this invocation: fewer than "steps" after --resume
         "train_samples_per_second": timer.samples_per_second(),
