@@ -242,6 +242,22 @@ def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+# The flags that decide which kernels run: bf16 is native with avx512_bf16 or amx_bf16,
+# emulated (several times slower than fp32) with avx2 alone.
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def cpu_description() -> dict:
+    """This CPU's model name, cores and kernel-relevant flags (/proc/cpuinfo), for the record."""
+    import os
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
+    model, flags = fields.get("model name", "unknown"), set(fields.get("flags", "").split())
+    kind = "bf16-native" if {"avx512_bf16", "amx_bf16"} & flags else "avx2-only" if "avx2" in flags else "other"
+    return {"model": model, "cores": os.cpu_count(), "kind": kind, "flags": [f for f in KERNEL_FLAGS if f in flags]}
+
+
 def flops_per_sample(sparse: bool, mask_rate: float = 0.15) -> float:
     """Training FLOPs (forward + backward = 3x forward) of one 128-token DistilBERT-base sample."""
     d, layers, ff, vocab, n = 768, 6, 3072, 30522, CHUNK
@@ -263,7 +279,7 @@ def main() -> None:
         print(json.dumps(VARIANTS[args.variant](args.steps, args.batch)))
         return
 
-    report = {"steps": args.steps, "batch": args.batch, "chunk": CHUNK,
+    report = {"cpu": cpu_description(), "steps": args.steps, "batch": args.batch, "chunk": CHUNK,
               "peak_gflops": {"fp32": matmul_peak("float32"), "bf16": matmul_peak("bfloat16")}}
     texts, tok = corpus_texts(), tokenizer()
     news = texts[:2225]  # the BBC articles: long documents, like IMDb reviews
@@ -300,7 +316,8 @@ def _summary(results: list[dict]) -> dict:
 
 
 def _markdown(report: dict) -> str:
-    lines = ["| variant | samples/s (median; runs) | x fp32 recipe | x bf16 recipe | peak RSS MB | held-out loss | MFU of bf16 / fp32 peak |",
+    cpu = report.get("cpu", {})
+    lines = [f"CPU: {cpu.get('model')}, {cpu.get('cores')} cores, {cpu.get('kind')} ({' '.join(cpu.get('flags', []))})", "","| variant | samples/s (median; runs) | x fp32 recipe | x bf16 recipe | peak RSS MB | held-out loss | MFU of bf16 / fp32 peak |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in report["training"].items():
         if "error" in r:

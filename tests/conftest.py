@@ -122,6 +122,17 @@ class FrameTokenizer:
     bos_token_id = eos_token_id = None
 
 
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """``mlm-adapt ARGS`` in this process: (exit status, stdout, stderr)."""
+    from mlm_adapt.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
 def synthetic_tokens(doc_lengths: list[int], seed: int = 0) -> "TokenizedCorpus":
     """Random ids and word starts for documents of ``doc_lengths`` tokens; no specials."""
     import numpy as np

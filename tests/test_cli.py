@@ -13,14 +13,7 @@ from typer.testing import CliRunner
 
 from mlm_adapt.cli import app, main
 from mlm_adapt.errors import MlmAdaptError
-
-
-def run_main(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+from conftest import run_main
 
 
 def _assert_user_error(code: int, err: str, match: str) -> None:

@@ -33,3 +33,32 @@ def test_accelerators_with_different_precisions_in_one_process():
     assert (pa, a.mixed_precision) == ("fp32", "no")
     b, pb = make_accelerator("bf16")
     assert (pb, b.mixed_precision) == ("bf16", "bf16")
+
+
+@pytest.mark.parametrize("choice, cuda, cpu_bf16, warns", [
+    ("bf16", False, False, True),   # AVX2-only CPU: emulated bf16
+    ("bf16", False, True, False),   # AVX512-BF16 / AMX CPU: native
+    ("auto", False, False, False),  # auto already picks fp32 there
+    ("fp32", False, False, False),
+    ("bf16", True, False, False),   # GPUs are checked by choose_precision
+])
+def test_forcing_bf16_on_a_cpu_without_bf16_instructions_warns(choice, cuda, cpu_bf16, warns):
+    from mlm_adapt.runtime import precision_warning
+
+    message = precision_warning(choice, cuda=cuda, cpu_bf16=cpu_bf16)
+    assert (message is not None) == warns
+    if warns:
+        assert "emulated" in message and "--precision auto" in message
+
+
+def test_the_warning_reaches_the_user(monkeypatch, mlm_log):
+    from mlm_adapt import runtime
+
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)  # simulate an AVX2-only CPU
+    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: False)
+    assert runtime.detect_precision("bf16") == "bf16"
+    assert any("emulated" in r.getMessage() for r in mlm_log.records)
+    mlm_log.clear()
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
+    assert runtime.detect_precision("bf16") == "bf16" and runtime.detect_precision("auto") == "bf16"
+    assert not any("emulated" in r.getMessage() for r in mlm_log.records)

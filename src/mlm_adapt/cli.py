@@ -109,6 +109,8 @@ def train(
     keep_checkpoints: Annotated[Optional[int], _option("keep_checkpoints", "Keep the newest K checkpoints")] = None,
     resume: Annotated[Optional[bool], _option("resume", "Continue from the newest complete checkpoint in --output", "--resume")] = None,
     overwrite: Annotated[Optional[bool], _option("overwrite", "Write into an output folder that holds files", "--overwrite")] = None,
+    add_tokens: Annotated[Optional[int], _option("add_tokens", "Add the N domain words whose splitting costs most as whole tokens (see `mlm-adapt vocab`)")] = None,
+    add_tokens_file: Annotated[Optional[Path], _option("add_tokens_file", "Add the words of this file (one per line) as whole tokens")] = None,
     allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of options; flags override it")] = None,
 ) -> None:
@@ -162,6 +164,47 @@ def evaluate(
         print(json.dumps(summary))
     else:
         out.print(f"perplexity {result.perplexity:.4f} (eval loss {result.loss:.4f} over {result.masked_tokens} masked tokens)")
+
+
+@app.command()
+def vocab(
+    model: Model = None, data: Data = None, split: Split = None, text_column: TextColumn = None, encoding: Encoding = None,
+    general_data: Annotated[Optional[str], typer.Option(help="General-domain text to compare with (same forms as --data)")] = None,
+    general_split: Annotated[str, typer.Option(help="Split of --general-data")] = "train",
+    general_text_column: Annotated[str, typer.Option(help="Text column of --general-data")] = "text",
+    general_encoding: Annotated[Optional[str], typer.Option(help="Text encoding of --general-data (default: --encoding)")] = None,
+    top: Annotated[Optional[int], typer.Option(help=f"Words to list (default: {cfg.VocabConfig.top})")] = None,
+    max_documents: Annotated[Optional[int], typer.Option(
+        help=f"Documents read from each corpus at most (default: {cfg.VocabConfig.max_documents})")] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """How MODEL's tokenizer fragments the words of DATA, costliest first (what --add-tokens adds)."""
+    from mlm_adapt.vocabulary import report
+
+    given = {"data": data, "split": split, "text_column": text_column, "encoding": encoding}
+    domain = cfg.DataConfig(**{k: v for k, v in given.items() if v is not None})
+    general = cfg.DataConfig(data=general_data, split=general_split, text_column=general_text_column,
+                             encoding=general_encoding or domain.encoding) if general_data else None
+    sizes = {k: v for k, v in {"top": top, "max_documents": max_documents}.items() if v is not None}
+    result = report(cfg.VocabConfig(cfg.ModelConfig(model or cfg.ModelConfig().model), domain, general, **sizes))
+    if json_out:
+        print(json.dumps(result.to_json()))
+    else:
+        _print_vocab(result)
+
+
+def _print_vocab(result) -> None:
+    table = Table(title="domain words split into several tokens, costliest first", title_justify="left")
+    for column in ("word", "count", "pieces", "extra tokens") + (("x general rate",) if result.general else ()):
+        table.add_column(column, justify="left" if column in ("word", "pieces") else "right")
+    for w in result.ranked:
+        ratio = (f"{w.ratio:.1f}",) if result.general else ()
+        table.add_row(w.text, str(w.count), " ".join(w.pieces), str(w.cost), *ratio)
+    out.print(table)
+    for name, usage in (("domain", result.domain), ("general", result.general)):
+        if usage is not None:
+            out.print(f"{name}: {usage.tokens_per_word:.3f} tokens per word, {usage.split_share:.1%} of words split "
+                      f"({usage.words} words)")
 
 
 @app.command("fill-mask")
@@ -245,6 +288,9 @@ def _print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     table.add_column("value", justify="right")
     table.add_row("perplexity before", f"{metrics['perplexity_before']:.3f}")
     table.add_row("perplexity after", f"{metrics['perplexity_after']:.3f}")
+    table.add_row("bits per byte before / after", f"{metrics['bits_per_byte_before']:.4f} / {metrics['bits_per_byte_after']:.4f}")
+    if metrics["added_tokens"]:
+        table.add_row("words added to the vocabulary", str(len(metrics["added_tokens"])))
     table.add_row("train / eval chunks", f"{metrics['train_chunks']} / {metrics['eval_chunks']}")
     table.add_row("optimizer steps", str(metrics["steps"]))
     table.add_row("samples / s", f"{metrics['train_samples_per_second']:.2f} ({metrics['precision']})")

@@ -176,6 +176,8 @@ class TrainConfig(EvalConfig):
     keep_checkpoints: int | None = 2
     resume: bool = False
     overwrite: bool = False
+    add_tokens: int | None = None
+    add_tokens_file: Path | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -185,6 +187,13 @@ class TrainConfig(EvalConfig):
         _positive("save_steps", self.save_steps, optional=True)
         _positive("eval_steps", self.eval_steps, optional=True)
         _positive("keep_checkpoints", self.keep_checkpoints, optional=True)
+        if self.add_tokens is not None and (isinstance(self.add_tokens, bool) or not isinstance(self.add_tokens, int)
+                                            or self.add_tokens <= 0):
+            raise MlmAdaptError(f"--add-tokens must be a positive number of words, not {self.add_tokens!r}")
+        if self.add_tokens is not None and self.add_tokens_file is not None:
+            raise MlmAdaptError("--add-tokens picks the words from the data; --add-tokens-file names them: pick one")
+        if self.add_tokens_file is not None:
+            object.__setattr__(self, "add_tokens_file", Path(self.add_tokens_file))
         _choice("report_to", self.report_to, ReportTo)
         object.__setattr__(self, "probes", tuple(self.probes or ()))
         for probe in self.probes:
@@ -201,6 +210,9 @@ class TrainConfig(EvalConfig):
             raise MlmAdaptError(f"--weight-decay must be zero or positive, not {self.weight_decay!r}")
         if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
             raise MlmAdaptError(f"--warmup-ratio must be in [0, 1), not {self.warmup_ratio!r}")
+
+    def extends_vocabulary(self) -> bool:
+        return self.add_tokens is not None or self.add_tokens_file is not None
 
     def steps_per_epoch(self, train_chunks: int, world_size: int = 1) -> int:
         """Optimizer steps in one pass over ``train_chunks``.
@@ -219,6 +231,21 @@ class TrainConfig(EvalConfig):
 
     def warmup_steps(self, total_steps: int) -> int:
         return math.ceil(self.warmup_ratio * total_steps)
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    """A fragmentation report (``mlm-adapt vocab``): the domain's text, and optionally general text."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    general: DataConfig | None = None
+    top: int = 50
+    max_documents: int = 100_000
+
+    def __post_init__(self) -> None:
+        _positive("top", self.top)
+        _positive("max_documents", self.max_documents)
 
 
 _GROUPS = {"model": ModelConfig, "data": DataConfig, "masking": MaskingConfig}

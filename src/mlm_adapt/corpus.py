@@ -123,6 +123,16 @@ def load_corpus(config: DataConfig) -> Corpus | StreamedCorpus:
     return corpus
 
 
+def read_texts(config: DataConfig, limit: int) -> Iterator[str]:
+    """The texts of the first ``limit`` documents of ``config.data`` (a stream is read no further)."""
+    for batch in load_corpus(config).batches():
+        for text in batch[:limit]:
+            yield text
+        limit -= len(batch)
+        if limit <= 0:
+            return
+
+
 def _looks_like_path(spec: str) -> bool:
     """A missing local path, as opposed to a Hub id (which has no suffix and no leading ./ or /)."""
     return spec.startswith((".", "/", "~")) or _builder_for(spec) is not None

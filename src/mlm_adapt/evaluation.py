@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from mlm_adapt.config import EvalConfig, MaskingConfig
 from mlm_adapt.data import SplitData, load_split
 from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size
 from mlm_adapt.runtime import make_accelerator
+from mlm_adapt.vocabulary import bits_per_byte, token_bytes
 from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
 from mlm_adapt.seeding import Salt, generator
 
@@ -41,6 +42,7 @@ class MaskedSet:
     input_ids: np.ndarray
     attention_mask: np.ndarray
     labels: np.ndarray
+    masked_bytes: int = 0  # UTF-8 bytes of text under the masks (vocabulary.token_bytes)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -54,10 +56,16 @@ class MaskedSet:
 class EvalResult:
     nll_sum: float
     masked_tokens: int
+    masked_bytes: int = 0
 
     @property
     def loss(self) -> float:
         return self.nll_sum / self.masked_tokens if self.masked_tokens else float("nan")
+
+    @property
+    def bits_per_byte(self) -> float:
+        """The same NLL per byte of masked text: comparable across tokenizations (added tokens)."""
+        return bits_per_byte(self.nll_sum, self.masked_bytes)
 
     @property
     def perplexity(self) -> float:
@@ -74,8 +82,10 @@ def perplexity(nll_sum: float, masked_tokens: int) -> float:
         return float("inf")
 
 
-def mask_eval_set(chunks: Chunks, masking: MaskingConfig, vocab: MaskingVocab, seed: int) -> MaskedSet:
-    """Mask ``chunks`` once, reproducibly: same chunks, tokenizer and seed give the same set."""
+def mask_eval_set(chunks: Chunks, masking: MaskingConfig, vocab: MaskingVocab, seed: int,
+                  byte_counts: np.ndarray | None = None) -> MaskedSet:
+    """Mask ``chunks`` once, reproducibly: same chunks, tokenizer and seed give the same set.
+    ``byte_counts[id]`` (``vocabulary.token_bytes``) counts the masked text's bytes."""
     inputs, labels = mask_batch(
         chunks.input_ids,
         chunks.word_ids,
@@ -84,7 +94,8 @@ def mask_eval_set(chunks: Chunks, masking: MaskingConfig, vocab: MaskingVocab, s
         vocab=vocab,
         rng=generator(seed, Salt.EVAL_MASKS),
     )
-    return MaskedSet(inputs, chunks.attention_mask, labels)
+    masked_bytes = int(byte_counts[labels[labels != IGNORE_INDEX]].sum()) if byte_counts is not None else 0
+    return MaskedSet(inputs, chunks.attention_mask, labels, masked_bytes)
 
 
 @torch.inference_mode()
@@ -109,7 +120,7 @@ def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) ->
         count += n
     objective.train(was_training)
     nll_sum, count = accelerator.reduce(nll_sum, "sum"), accelerator.reduce(count, "sum")
-    return EvalResult(float(nll_sum), int(count))
+    return EvalResult(float(nll_sum), int(count), masked.masked_bytes)
 
 
 @dataclass
@@ -121,21 +132,24 @@ class Prepared:
     data: SplitData
     eval_set: MaskedSet
     vocab: MaskingVocab
+    added: list = field(default_factory=list)  # vocabulary.AddedWord, with --add-tokens
 
 
-def prepare(config: EvalConfig, accelerator=None) -> Prepared:
-    """Load model and tokenizer, build the chunks and the once-masked evaluation set."""
+def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None) -> Prepared:
+    """Load model and tokenizer, build the chunks and the once-masked evaluation set.
+    ``extend(model, tokenizer) -> (model, tokenizer, added)`` changes the vocabulary first."""
     # Seeds torch before loading: a checkpoint without an MLM head gets a random one,
     # and dropout draws from the same generator during training.
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     model = load_model(config.model)
+    model, tokenizer, added = extend(model, tokenizer) if extend is not None else (model, tokenizer, [])
     # Under torchrun the main process tokenizes first and fills the cache; the others then read it.
     with accelerator.main_process_first() if accelerator is not None else nullcontext():
         data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer))
     vocab = MaskingVocab.from_tokenizer(tokenizer)
-    eval_set = mask_eval_set(data.eval, config.masking, vocab, config.seed)
-    return Prepared(model, tokenizer, data, eval_set, vocab)
+    eval_set = mask_eval_set(data.eval, config.masking, vocab, config.seed, token_bytes(tokenizer))
+    return Prepared(model, tokenizer, data, eval_set, vocab, added)
 
 
 def evaluate(config: EvalConfig) -> EvalResult:

@@ -133,6 +133,14 @@ def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
         f"| before | {metrics['eval_loss_before']:.4f} | {metrics['perplexity_before']:.3f} |",
         f"| after | {metrics['eval_loss_after']:.4f} | {metrics['perplexity_after']:.3f} |",
     ]
+    if metrics.get("added_tokens"):
+        added = metrics["added_tokens"]
+        lines += ["", "## Added vocabulary", "",
+                  f"{len(added)} domain words were added as whole tokens, each initialised as the mean of its old "
+                  f"pieces: {', '.join(a['token'] for a in added[:20])}{', ...' if len(added) > 20 else ''}. "
+                  "Per-token perplexity is not comparable with a model that splits these words; per byte of masked "
+                  f"text the held-out loss went from {metrics['bits_per_byte_before']:.4f} to "
+                  f"{metrics['bits_per_byte_after']:.4f} bits."]
     if probes:
         lines += ["", "## Fill-mask, before and after", "", "| text | before | after |", "| --- | --- | --- |"]
         lines += [f"| {p['text']} | {', '.join(p['before'])} | {', '.join(p['after'])} |" for p in probes]
@@ -147,6 +155,7 @@ def report_html(config_options: dict[str, Any], metrics: dict[str, Any], probes:
     rows = [("perplexity before", f"{metrics['perplexity_before']:.3f}"), ("perplexity after", f"{metrics['perplexity_after']:.3f}"),
             ("eval loss before / after", f"{metrics['eval_loss_before']:.4f} / {metrics['eval_loss_after']:.4f}"),
             ("masked evaluation tokens", str(metrics["eval_masked_tokens"])),
+            ("bits per byte before / after", f"{metrics['bits_per_byte_before']:.4f} / {metrics['bits_per_byte_after']:.4f}"),
             ("training / evaluation chunks", f"{metrics['train_chunks']} / {metrics['eval_chunks']}"),
             ("optimizer steps", str(metrics["steps"])), ("precision", metrics["precision"]),
             ("samples / s", f"{metrics['train_samples_per_second']:.2f}")]
@@ -161,7 +170,17 @@ def report_html(config_options: dict[str, Any], metrics: dict[str, Any], probes:
     return _PAGE.format(
         title=esc(f"mlm-adapt: {config_options['model']} on {config_options['data']}"), table=table, history=history,
         image=image, probes=probe_rows, config=esc(yaml.safe_dump(config_options, sort_keys=False)),
+        vocabulary=_added_tokens_html(metrics.get("added_tokens") or []),
     )
+
+
+def _added_tokens_html(added: list[dict[str, Any]]) -> str:
+    if not added:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(a['token'])}</td><td>{html.escape(' '.join(a['pieces']))}</td></tr>" for a in added)
+    return ("<h2>Added vocabulary</h2><p>Words added as whole tokens (each initialised as the mean of its old "
+            f"pieces); compare runs by bits per byte, not per-token perplexity.</p><table><tr><th>token</th>"
+            f"<th>pieces before</th></tr>{rows}</table>")
 
 
 def _number(value: float | None) -> str:
@@ -182,6 +201,7 @@ th {{ background: #f4f4f4; }} img {{ max-width: 100%; }} pre {{ background: #f7f
 <h2>Per epoch</h2><table><tr><th>epoch</th><th>step</th><th>train loss</th><th>eval loss</th><th>perplexity</th></tr>{history}</table>
 <h2>Fill-mask, base model vs adapted model</h2>
 <table><tr><th>text</th><th>before</th><th>after</th></tr>{probes}</table>
+{vocabulary}
 <h2>Configuration</h2><pre>{config}</pre>
 </body></html>
 """
@@ -190,10 +210,10 @@ th {{ background: #f4f4f4; }} img {{ max-width: 100%; }} pre {{ background: #f7f
 def probe_predictions(config, trained_model, tokenizer, eval_chunks: Chunks, top_k: int = 5) -> list[dict[str, Any]]:
     """Top-k fill-mask of the base model and the adapted one on the probe texts."""
     from mlm_adapt.inference import FillMask
-    from mlm_adapt.models import load_model
 
     texts = list(config.probes) or default_probes(eval_chunks, tokenizer, seed=config.seed)
-    before = FillMask(config.model, top_k, loaded=(load_model(config.model), tokenizer))
+    # The base model with its own tokenizer: with --add-tokens the run's tokenizer has ids it lacks.
+    before = FillMask(config.model, top_k)
     after = FillMask(config.model, top_k, loaded=(trained_model, tokenizer))
     return [{"text": t, "before": [p.token for p in before(t)[0]], "after": [p.token for p in after(t)[0]]} for t in texts]
 

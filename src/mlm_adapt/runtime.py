@@ -9,6 +9,7 @@ products run about 4x faster than fp32 (see docs/performance.md).
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import torch
@@ -40,14 +41,25 @@ def choose_precision(choice: str, *, cuda: bool, cuda_bf16: bool, cpu_bf16: bool
     return choice
 
 
+def precision_warning(choice: str, *, cuda: bool, cpu_bf16: bool) -> str | None:
+    """What to tell a user who forces a precision this hardware runs slowly, if anything."""
+    if choice == "bf16" and not cuda and not cpu_bf16:
+        # Without AVX512-BF16 or AMX, oneDNN emulates bf16 matrix products in fp32 plus
+        # conversions. Issue 15 measured the course recipe's bf16 step at ~35 s against
+        # ~3.8 s for an fp32 step on a 2-core AVX2-only EPYC: about 9x slower.
+        return ("--precision bf16 on a CPU without bf16 instructions (no AVX512-BF16 or AMX): bf16 is emulated "
+                "and several times slower than fp32 here (about 9x on a 2-core AVX2 CPU); use --precision auto "
+                "(fp32 on this CPU) unless you need bf16 numerics")
+    return None
+
+
 def detect_precision(choice: str) -> str:
     cuda = torch.cuda.is_available()
-    return choose_precision(
-        choice,
-        cuda=cuda,
-        cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
-        cpu_bf16=cpu_supports_bf16(),
-    )
+    cpu_bf16 = cpu_supports_bf16()
+    warning = precision_warning(choice, cuda=cuda, cpu_bf16=cpu_bf16)
+    if warning:
+        logging.getLogger("mlm_adapt").warning(warning)
+    return choose_precision(choice, cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_bf16=cpu_bf16)
 
 
 def _has_accelerator_device() -> bool:

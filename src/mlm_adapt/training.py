@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from mlm_adapt import artifacts, checkpoints, config as config_mod, hub, reporting
+from mlm_adapt import artifacts, checkpoints, config as config_mod, hub, reporting, vocabulary
 from mlm_adapt.config import TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import EvalResult, MaskedSet, Prepared, evaluate_loss, prepare
@@ -144,7 +144,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     accelerator, precision = make_accelerator(config.precision, config.report_to, config.output / "logs")
     with accelerator.main_process_first():  # the others find the folder the main process made, still empty
         output = _prepare_output(config)
-    prepared = prepare(config, accelerator)
+    prepared = prepare(config, accelerator, extend=_vocabulary_extension(config))
     if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one process reports progress
     source = prepared.data.train
@@ -188,6 +188,21 @@ def train(config: TrainConfig) -> dict[str, Any]:
     metrics = _metrics(config, prepared, state, precision, timer, accelerator.num_processes)
     _finish(config, accelerator, objective, prepared, output, metrics)
     return metrics
+
+
+def _vocabulary_extension(config: TrainConfig):
+    """With --add-tokens / --add-tokens-file: what adds the words to model and tokenizer.
+    The words are chosen again on --resume, from the same data: the same words."""
+    if not config.extends_vocabulary():
+        return None
+
+    def extend(model, tokenizer):
+        model, tokenizer, added = vocabulary.extend_vocabulary(model, tokenizer, vocabulary.words_to_add(config, tokenizer))
+        log.info("added %d words to the vocabulary: %s", len(added), ", ".join(a.token for a in added[:10])
+                 + (", ..." if len(added) > 10 else ""))
+        return model, tokenizer, added
+
+    return extend
 
 
 def _every(interval: int | None, step: int) -> bool:
@@ -282,9 +297,10 @@ def _record_evaluation(state: RunState, result: EvalResult, epoch_done: bool, st
 
 
 def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer: Timer, world: int) -> dict[str, Any]:
-    before = EvalResult(state.before["nll_sum"], int(state.before["masked_tokens"]))
+    masked_bytes = prepared.eval_set.masked_bytes
+    before = EvalResult(state.before["nll_sum"], int(state.before["masked_tokens"]), masked_bytes)
     last = state.history[-1]
-    after = EvalResult(last["eval_nll_sum"], last["eval_masked_tokens"])
+    after = EvalResult(last["eval_nll_sum"], last["eval_masked_tokens"], masked_bytes)
     return {
         "model": config.model.model,
         "data": config.data.data,
@@ -293,6 +309,11 @@ def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer:
         "eval_loss_before": before.loss,
         "eval_loss_after": after.loss,
         "eval_masked_tokens": after.masked_tokens,
+        # Per byte of masked text: what compares runs whose tokenizations differ (--add-tokens).
+        "bits_per_byte_before": before.bits_per_byte,
+        "bits_per_byte_after": after.bits_per_byte,
+        "eval_masked_bytes": masked_bytes,
+        "added_tokens": [{"token": a.token, "id": a.id, "pieces": list(a.pieces)} for a in prepared.added],
         "train_chunks": prepared.data.train.train_chunks(state.chunks_trained),
         "chunks_trained": state.chunks_trained,
         "eval_chunks": len(prepared.data.eval),
