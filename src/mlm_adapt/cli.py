@@ -157,13 +157,15 @@ def evaluate(
     from mlm_adapt.evaluation import evaluate as run
 
     result = run(cfg.resolve(cfg.EvalConfig, _config_options(ctx)))
-    summary = {"perplexity": result.perplexity, "eval_loss": result.loss, "masked_tokens": result.masked_tokens}
+    summary = {"perplexity": result.perplexity, "eval_loss": result.loss, "masked_tokens": result.masked_tokens,
+               "bits_per_byte": result.bits_per_byte, "masked_bytes": result.masked_bytes}
     if not _is_main_process():
         return
     if json_out:
         print(json.dumps(summary))
     else:
-        out.print(f"perplexity {result.perplexity:.4f} (eval loss {result.loss:.4f} over {result.masked_tokens} masked tokens)")
+        out.print(f"perplexity {result.perplexity:.4f} (eval loss {result.loss:.4f} over {result.masked_tokens} masked tokens; "
+                  f"{result.bits_per_byte:.4f} bits per byte)")
 
 
 @app.command()
