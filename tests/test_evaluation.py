@@ -45,3 +45,54 @@ def test_eval_masks_are_drawn_once_per_seed():
     assert (a.labels == b.labels).all() and (a.input_ids == b.input_ids).all()
     assert (a.labels != c.labels).any()
     assert 0 < a.masked_tokens < ids.size
+
+
+def _rows(seed: int, n: int):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, 30, size=n)
+    return tokens * rng.uniform(0.5, 8.0, size=n), tokens  # NLL sums: 0.5-8 nats per token
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(10, 300))
+def test_bootstrap_interval_is_seeded_and_holds_the_estimate(seed, n):
+    from mlm_adapt.evaluation import perplexity_interval
+
+    nll, tokens = _rows(seed, n)
+    low, high = perplexity_interval(nll, tokens, seed=7)
+    assert (low, high) == perplexity_interval(nll, tokens, seed=7)
+    assert low <= perplexity(nll.sum(), tokens.sum()) <= high
+    assert low < high
+
+
+def test_paired_interval_of_a_model_against_itself_and_a_better_one():
+    from mlm_adapt.evaluation import perplexity_interval
+
+    nll, tokens = _rows(0, 200)
+    assert perplexity_interval(nll, tokens, seed=1, baseline=nll) == pytest.approx((1.0, 1.0))
+    better = nll * 0.9  # 10% less NLL on every chunk: e^(-0.1 * mean loss) per token
+    low, high = perplexity_interval(better, tokens, seed=1, baseline=nll)
+    assert high < 1.0
+    noisy = nll * np.random.default_rng(3).uniform(0.97, 1.03, size=len(nll))  # no real change
+    low, high = perplexity_interval(noisy, tokens, seed=1, baseline=nll)
+    assert low < 1.0 < high
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_per_row_sums_add_up_to_the_batch_sum(bert_dir, sparse):
+    import torch
+
+    from mlm_adapt.config import ModelConfig
+    from mlm_adapt.models import load_model, masked_lm_nll
+
+    model = load_model(ModelConfig(str(bert_dir))).eval()
+    rng = np.random.default_rng(0)
+    ids = torch.from_numpy(rng.integers(5, 100, size=(6, 24)))
+    labels = torch.where(torch.from_numpy(rng.random((6, 24)) < 0.2), ids, torch.full_like(ids, -100))
+    labels[2] = -100  # a row with nothing masked
+    with torch.inference_mode():
+        total, count = masked_lm_nll(model, ids, torch.ones_like(ids), labels, sparse=sparse)
+        rows, same = masked_lm_nll(model, ids, torch.ones_like(ids), labels, sparse=sparse, per_row=True)
+        third, _ = masked_lm_nll(model, ids[3:4], torch.ones_like(ids[3:4]), labels[3:4], sparse=sparse)
+    assert same == count and rows.shape == (6,) and rows[2] == 0
+    assert float(rows.sum()) == pytest.approx(float(total), rel=1e-5)
+    assert float(rows[3]) == pytest.approx(float(third), rel=1e-5)

@@ -94,3 +94,35 @@ def test_chunks_trained_counts_a_partial_last_batch_once(bert_dir, data_root, tm
     # 17 chunks at batch 4: epochs of 4 full steps and one of a single chunk.
     metrics = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", train_size=17, batch_size=4, epochs=2))
     assert (metrics["train_chunks"], metrics["steps"], metrics["chunks_trained"]) == (17, 10, 34)
+
+
+def test_forgetting_check_equals_evaluate_on_the_general_text(bert_dir, data_root, tmp_path):
+    # The domain: the review-like documents; the "general" text: the same documents as CSV
+    # rows (any second corpus works; what matters is that its numbers are evaluate's).
+    config = train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=4,
+                          general_data=str(data_root / "reviews.csv"), general_text_column="review")
+    metrics = train(config)
+    general = EvalConfig(model=ModelConfig(str(config.output)), data=config.general_data_config(),
+                         batch_size=config.batch_size, precision="fp32", seed=config.seed)
+    alone = evaluate(general)
+    assert metrics["general_perplexity_after"] == pytest.approx(alone.perplexity, rel=1e-5)
+    assert metrics["general_eval_masked_tokens"] == alone.masked_tokens
+    before = evaluate(EvalConfig(model=ModelConfig(str(bert_dir)), data=config.general_data_config(),
+                                 batch_size=config.batch_size, precision="fp32", seed=config.seed))
+    assert metrics["general_perplexity_before"] == pytest.approx(before.perplexity, rel=1e-5)
+    assert all("general_perplexity" in h for h in metrics["history"])
+    low, high = metrics["general_perplexity_after_interval"]
+    assert low <= metrics["general_perplexity_after"] <= high
+    card = (config.output / "README.md").read_text()
+    assert "general text" in card and "forgetting check" in card
+
+
+def test_every_run_reports_intervals_and_whether_the_change_is_noise(bert_run):
+    _, metrics = bert_run
+    for when in ("before", "after"):
+        low, high = metrics[f"perplexity_{when}_interval"]
+        assert low <= metrics[f"perplexity_{when}"] <= high
+    low, high = metrics["perplexity_change_interval"]
+    assert low <= metrics["perplexity_after"] / metrics["perplexity_before"] <= high
+    assert metrics["change_exceeds_noise"] == (high < 1.0 or low > 1.0)
+    assert metrics["change_exceeds_noise"]  # the tiny model learns the tiny grammar

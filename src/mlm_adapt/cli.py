@@ -109,6 +109,10 @@ def train(
     keep_checkpoints: Annotated[Optional[int], _option("keep_checkpoints", "Keep the newest K checkpoints")] = None,
     resume: Annotated[Optional[bool], _option("resume", "Continue from the newest complete checkpoint in --output", "--resume")] = None,
     overwrite: Annotated[Optional[bool], _option("overwrite", "Write into an output folder that holds files", "--overwrite")] = None,
+    general_data: Annotated[Optional[str], _option("general_data", "General-domain text held out to measure forgetting (same forms as --data)")] = None,
+    general_split: Annotated[Optional[str], _option("general_split", "Split of --general-data")] = None,
+    general_text_column: Annotated[Optional[str], _option("general_text_column", "Text column of --general-data")] = None,
+    general_encoding: Annotated[Optional[str], _option("general_encoding", "Text encoding of --general-data (default: --encoding)")] = None,
     add_tokens: Annotated[Optional[int], _option("add_tokens", "Add the N domain words whose splitting costs most as whole tokens (see `mlm-adapt vocab`)")] = None,
     add_tokens_file: Annotated[Optional[Path], _option("add_tokens_file", "Add the words of this file (one per line) as whole tokens")] = None,
     allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None,
@@ -288,8 +292,14 @@ def _print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     table = Table(title="mlm-adapt train", title_justify="left")
     table.add_column("")
     table.add_column("value", justify="right")
-    table.add_row("perplexity before", f"{metrics['perplexity_before']:.3f}")
-    table.add_row("perplexity after", f"{metrics['perplexity_after']:.3f}")
+    table.add_row("perplexity before", _with_interval(metrics["perplexity_before"], metrics["perplexity_before_interval"]))
+    table.add_row("perplexity after", _with_interval(metrics["perplexity_after"], metrics["perplexity_after_interval"]))
+    low, high = metrics["perplexity_change_interval"]
+    verdict = "beyond noise" if metrics["change_exceeds_noise"] else "within noise"
+    table.add_row("after / before (95% interval)", f"[{low:.3f}, {high:.3f}]: {verdict}")
+    if metrics.get("general_data"):
+        table.add_row("general-text perplexity before", _with_interval(metrics["general_perplexity_before"], metrics["general_perplexity_before_interval"]))
+        table.add_row("general-text perplexity after", _with_interval(metrics["general_perplexity_after"], metrics["general_perplexity_after_interval"]))
     table.add_row("bits per byte before / after", f"{metrics['bits_per_byte_before']:.4f} / {metrics['bits_per_byte_after']:.4f}")
     if metrics["added_tokens"]:
         table.add_row("words added to the vocabulary", str(len(metrics["added_tokens"])))
@@ -298,6 +308,10 @@ def _print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     table.add_row("samples / s", f"{metrics['train_samples_per_second']:.2f} ({metrics['precision']})")
     out.print(table)
     out.print(f"saved to {output}  (try: mlm-adapt fill-mask --model {output} \"This is a great [MASK].\")")
+
+
+def _with_interval(value: float, interval: list[float]) -> str:
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 class _TqdmHandler(logging.Handler):

@@ -178,6 +178,10 @@ class TrainConfig(EvalConfig):
     overwrite: bool = False
     add_tokens: int | None = None
     add_tokens_file: Path | None = None
+    general_data: str | None = None
+    general_split: str = "train"
+    general_text_column: str = "text"
+    general_encoding: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -210,6 +214,16 @@ class TrainConfig(EvalConfig):
             raise MlmAdaptError(f"--weight-decay must be zero or positive, not {self.weight_decay!r}")
         if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
             raise MlmAdaptError(f"--warmup-ratio must be in [0, 1), not {self.warmup_ratio!r}")
+
+    def general_data_config(self) -> DataConfig | None:
+        """The general-domain text held out for the forgetting check (--general-data): chunked
+        and masked like the domain's, and like ``mlm-adapt evaluate --data`` on it would be."""
+        if self.general_data is None:
+            return None
+        # Only its held-out side is used: keep the training side it also chunks to one chunk.
+        return dataclasses.replace(
+            self.data, data=self.general_data, split=self.general_split, text_column=self.general_text_column,
+            encoding=self.general_encoding or self.data.encoding, train_size=None if self.data.streaming else 1)
 
     def extends_vocabulary(self) -> bool:
         return self.add_tokens is not None or self.add_tokens_file is not None

@@ -26,13 +26,13 @@ import torch
 from accelerate.utils import set_seed
 
 from mlm_adapt.chunking import Chunks
-from mlm_adapt.config import EvalConfig, MaskingConfig
+from mlm_adapt.config import DataConfig, EvalConfig, MaskingConfig
 from mlm_adapt.data import SplitData, load_split
 from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size
 from mlm_adapt.runtime import make_accelerator
-from mlm_adapt.vocabulary import bits_per_byte, token_bytes
 from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
 from mlm_adapt.seeding import Salt, generator
+from mlm_adapt.vocabulary import bits_per_byte, token_bytes
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,12 @@ class EvalResult:
     nll_sum: float
     masked_tokens: int
     masked_bytes: int = 0
+    row_nll: np.ndarray | None = field(default=None, compare=False, repr=False)  # per held-out chunk
+    row_tokens: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def interval(self, seed: int) -> tuple[float, float]:
+        """95% bootstrap interval of the perplexity over held-out chunks."""
+        return perplexity_interval(self.row_nll, self.row_tokens, seed)
 
     @property
     def loss(self) -> float:
@@ -100,27 +106,49 @@ def mask_eval_set(chunks: Chunks, masking: MaskingConfig, vocab: MaskingVocab, s
 
 @torch.inference_mode()
 def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) -> EvalResult:
-    """Summed NLL and masked-token count over ``masked``, each process taking its share of rows."""
+    """Summed NLL and masked-token count over ``masked``, each process taking its share of
+    rows; with each row's NLL (``row_nll``, in row order) for :func:`perplexity_interval`."""
     was_training = objective.training
     objective.eval()
     shards = np.array_split(np.arange(len(masked)), accelerator.num_processes)
     rows = shards[accelerator.process_index]
-    nll_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-    count = torch.zeros((), dtype=torch.int64, device=accelerator.device)
+    # Padded to the largest shard (NaN marks padding) so every process gathers one shape.
+    row_nll = torch.full((len(shards[0]),), float("nan"), dtype=torch.float64, device=accelerator.device)
     # Every process runs as many forward passes as the largest shard needs: a wrapped
     # model's forward can be collective (DDP broadcasts buffers, FSDP gathers weights).
     # A process out of rows repeats row 0 with every label ignored.
     for start in range(0, len(shards[0]), batch_size):
-        batch = rows[start : start + batch_size]
-        labels = masked.labels[batch] if len(batch) else np.full_like(masked.labels[:1], IGNORE_INDEX)
-        batch = batch if len(batch) else np.zeros(1, dtype=np.int64)
+        real = rows[start : start + batch_size]
+        labels = masked.labels[real] if len(real) else np.full_like(masked.labels[:1], IGNORE_INDEX)
+        batch = real if len(real) else np.zeros(1, dtype=np.int64)
         tensors = [torch.from_numpy(a).to(accelerator.device) for a in (masked.input_ids[batch], masked.attention_mask[batch], labels)]
-        nll, n = objective(*tensors)
-        nll_sum += nll.double()
-        count += n
+        nll, _ = objective(*tensors, per_row=True)
+        row_nll[start : start + len(real)] = nll[: len(real)].double()
     objective.train(was_training)
-    nll_sum, count = accelerator.reduce(nll_sum, "sum"), accelerator.reduce(count, "sum")
-    return EvalResult(float(nll_sum), int(count), masked.masked_bytes)
+    gathered = accelerator.gather(row_nll).cpu().numpy()
+    per_row = gathered[~np.isnan(gathered)]
+    tokens = (masked.labels != IGNORE_INDEX).sum(axis=1)
+    return EvalResult(float(per_row.sum()), int(tokens.sum()), masked.masked_bytes, per_row, tokens)
+
+
+def perplexity_interval(row_nll: np.ndarray, row_tokens: np.ndarray, seed: int, *, level: float = 0.95,
+                        resamples: int = 1000, baseline: np.ndarray | None = None) -> tuple[float, float]:
+    """A percentile-bootstrap interval for the perplexity over held-out chunks (rows drawn
+    with replacement, seeded). With ``baseline`` (another model's ``row_nll`` on the same
+    masked rows) it is for the ratio of perplexities, this / baseline, resampling the
+    rows together: the paired comparison before/after needs.
+
+    Chunks of one document are correlated, so this is narrower than an interval over
+    documents would be."""
+    rng = generator(seed, Salt.BOOTSTRAP, len(row_nll))
+    picks = rng.integers(0, len(row_nll), size=(resamples, len(row_nll)))
+    tokens = np.maximum(row_tokens[picks].sum(axis=1), 1)
+    log_ppl = row_nll[picks].sum(axis=1) / tokens
+    if baseline is not None:
+        log_ppl = log_ppl - baseline[picks].sum(axis=1) / tokens
+    tail = (1 - level) / 2
+    low, high = np.quantile(log_ppl, [tail, 1 - tail])
+    return float(np.exp(low)), float(np.exp(high))
 
 
 @dataclass
@@ -133,11 +161,13 @@ class Prepared:
     eval_set: MaskedSet
     vocab: MaskingVocab
     added: list = field(default_factory=list)  # vocabulary.AddedWord, with --add-tokens
+    general_set: MaskedSet | None = None  # held-out general text (--general-data): forgetting
 
 
-def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None) -> Prepared:
+def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None, general: DataConfig | None = None) -> Prepared:
     """Load model and tokenizer, build the chunks and the once-masked evaluation set.
-    ``extend(model, tokenizer) -> (model, tokenizer, added)`` changes the vocabulary first."""
+    ``extend(model, tokenizer) -> (model, tokenizer, added)`` changes the vocabulary first;
+    ``general`` adds a second held-out set, masked the same way (the forgetting check)."""
     # Seeds torch before loading: a checkpoint without an MLM head gets a random one,
     # and dropout draws from the same generator during training.
     set_seed(config.seed)
@@ -147,9 +177,13 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     # Under torchrun the main process tokenizes first and fills the cache; the others then read it.
     with accelerator.main_process_first() if accelerator is not None else nullcontext():
         data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer))
-    vocab = MaskingVocab.from_tokenizer(tokenizer)
-    eval_set = mask_eval_set(data.eval, config.masking, vocab, config.seed, token_bytes(tokenizer))
-    return Prepared(model, tokenizer, data, eval_set, vocab, added)
+        general_chunks = load_split(general, tokenizer, config.seed, max_chunk_size(model.config, tokenizer)).eval \
+            if general is not None else None
+    vocab, byte_counts = MaskingVocab.from_tokenizer(tokenizer), token_bytes(tokenizer)
+    eval_set = mask_eval_set(data.eval, config.masking, vocab, config.seed, byte_counts)
+    general_set = mask_eval_set(general_chunks, config.masking, vocab, config.seed, byte_counts) \
+        if general_chunks is not None else None
+    return Prepared(model, tokenizer, data, eval_set, vocab, added, general_set)
 
 
 def evaluate(config: EvalConfig) -> EvalResult:
@@ -158,3 +192,51 @@ def evaluate(config: EvalConfig) -> EvalResult:
     prepared = prepare(config, accelerator)
     objective = accelerator.prepare(MaskedLMObjective(prepared.model))
     return evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)
+
+
+def evaluate_sets(objective, prepared: Prepared, batch_size: int, accelerator) -> dict[str, EvalResult]:
+    """The domain's held-out set ("eval") and, with --general-data, the general one."""
+    results = {"eval": evaluate_loss(objective, prepared.eval_set, batch_size, accelerator)}
+    if prepared.general_set is not None:
+        results["general"] = evaluate_loss(objective, prepared.general_set, batch_size, accelerator)
+    return results
+
+
+def evaluation_record(results: dict[str, EvalResult], seed: int, before_rows: list[float] | None = None) -> dict[str, Any]:
+    """One evaluation as JSON-ready keys: per set (``general_`` prefix for the general one)
+    the NLL sum, masked tokens, loss, perplexity and its 95% interval; given the domain
+    rows before training, the interval of the perplexity ratio now / before."""
+    record: dict[str, Any] = {}
+    for name, result in results.items():
+        prefix = "" if name == "eval" else f"{name}_"
+        record |= {f"{prefix}eval_loss": result.loss, f"{prefix}eval_nll_sum": result.nll_sum,
+                   f"{prefix}eval_masked_tokens": result.masked_tokens, f"{prefix}perplexity": result.perplexity,
+                   f"{prefix}perplexity_interval": list(result.interval(seed))}
+    if before_rows is not None:
+        domain = results["eval"]
+        record["perplexity_change_interval"] = list(perplexity_interval(
+            domain.row_nll, domain.row_tokens, seed, baseline=np.asarray(before_rows, dtype=np.float64)))
+    return record
+
+
+def before_after(before: dict[str, Any], after: dict[str, Any], masked_bytes: int) -> dict[str, Any]:
+    """metrics.json's comparison of two ``evaluation_record``s."""
+    low, high = after["perplexity_change_interval"]
+    metrics = {
+        "perplexity_before": before["perplexity"], "perplexity_after": after["perplexity"],
+        "perplexity_before_interval": before["perplexity_interval"], "perplexity_after_interval": after["perplexity_interval"],
+        # Resampling the same chunks before and after: does the ratio's interval leave out 1?
+        "perplexity_change_interval": [low, high], "change_exceeds_noise": not (low <= 1.0 <= high),
+        "eval_loss_before": before["eval_loss"], "eval_loss_after": after["eval_loss"],
+        "eval_masked_tokens": after["eval_masked_tokens"],
+        # Per byte of masked text: what compares runs whose tokenizations differ (--add-tokens).
+        "bits_per_byte_before": bits_per_byte(before["eval_nll_sum"], masked_bytes),
+        "bits_per_byte_after": bits_per_byte(after["eval_nll_sum"], masked_bytes),
+        "eval_masked_bytes": masked_bytes,
+    }
+    if "general_perplexity" in after:
+        metrics |= {"general_perplexity_before": before["general_perplexity"], "general_perplexity_after": after["general_perplexity"],
+                    "general_perplexity_before_interval": before["general_perplexity_interval"],
+                    "general_perplexity_after_interval": after["general_perplexity_interval"],
+                    "general_eval_masked_tokens": after["general_eval_masked_tokens"]}
+    return metrics

@@ -166,9 +166,11 @@ def supports_sparse_prediction(model) -> bool:
 
 
 def masked_lm_nll(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, *, sparse: bool = True
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, *, sparse: bool = True,
+    per_row: bool = False,
 ) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the masked positions, and how many there are.
+    """Summed cross-entropy over the masked positions, and how many there are; with
+    ``per_row``, the sums of each row (for confidence intervals over chunks).
 
     Summing (not averaging) lets callers normalise by the token count of a whole
     optimizer step or evaluation set, as perplexity needs.
@@ -176,20 +178,26 @@ def masked_lm_nll(
     flat_labels = labels.reshape(-1)
     positions = torch.nonzero(flat_labels != IGNORE_INDEX).squeeze(1)
     count = int(positions.numel())
+    reduction = "none" if per_row else "sum"
     parts = _sparse_parts(model) if sparse else None
     if parts is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1])[positions].float(), flat_labels[positions], reduction="sum"), count
-    # Round the number of predicted rows up to a multiple of SPARSE_BUCKET (padding rows
-    # are ignored by the loss): a handful of distinct tensor sizes instead of one per
-    # batch keeps the allocator from fragmenting (RSS grew from 1.7 to 3+ GB in 40 steps).
-    padded = -(-count // SPARSE_BUCKET) * SPARSE_BUCKET
-    rows = torch.cat([positions, positions.new_zeros(padded - count)])
-    targets = torch.cat([flat_labels[positions], flat_labels.new_full((padded - count,), IGNORE_INDEX)])
-    encoder, head = parts
-    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    logits = head(hidden.reshape(-1, hidden.shape[-1])[rows])
-    return F.cross_entropy(logits.float(), targets, reduction="sum", ignore_index=IGNORE_INDEX), count
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[positions].float(), flat_labels[positions], reduction=reduction)
+    else:
+        # Round the number of predicted rows up to a multiple of SPARSE_BUCKET (padding rows
+        # are ignored by the loss): a handful of distinct tensor sizes instead of one per
+        # batch keeps the allocator from fragmenting (RSS grew from 1.7 to 3+ GB in 40 steps).
+        padded = -(-count // SPARSE_BUCKET) * SPARSE_BUCKET
+        rows = torch.cat([positions, positions.new_zeros(padded - count)])
+        targets = torch.cat([flat_labels[positions], flat_labels.new_full((padded - count,), IGNORE_INDEX)])
+        encoder, head = parts
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = head(hidden.reshape(-1, hidden.shape[-1])[rows])
+        losses = F.cross_entropy(logits.float(), targets, reduction=reduction, ignore_index=IGNORE_INDEX)
+    if not per_row:
+        return losses, count
+    sums = torch.zeros(input_ids.shape[0], dtype=losses.dtype, device=losses.device)
+    return sums.index_add_(0, positions // input_ids.shape[1], losses[:count]), count
 
 
 class MaskedLMObjective(torch.nn.Module):
@@ -202,5 +210,5 @@ class MaskedLMObjective(torch.nn.Module):
         self.model = model
         self.sparse = sparse
 
-    def forward(self, input_ids, attention_mask, labels):  # noqa: D102 - see masked_lm_nll
-        return masked_lm_nll(self.model, input_ids, attention_mask, labels, sparse=self.sparse)
+    def forward(self, input_ids, attention_mask, labels, per_row: bool = False):  # noqa: D102 - see masked_lm_nll
+        return masked_lm_nll(self.model, input_ids, attention_mask, labels, sparse=self.sparse, per_row=per_row)

@@ -66,7 +66,11 @@ def curves_png(metrics: dict[str, Any]) -> bytes:
     loss_ax.set(title="training loss (masked tokens)", xlabel="optimizer step", ylabel="cross-entropy")
     epochs = [0.0] + [float(h["epoch"]) for h in metrics["history"]]
     perplexities = [metrics["perplexity_before"]] + [h["perplexity"] for h in metrics["history"]]
-    ppl_ax.plot(epochs, perplexities, marker="o", color="#d62728")
+    ppl_ax.plot(epochs, perplexities, marker="o", color="#d62728", label="domain (held out)")
+    if metrics.get("general_data"):  # forgetting: the general text's perplexity on the same axes
+        general = [metrics["general_perplexity_before"]] + [h["general_perplexity"] for h in metrics["history"]]
+        ppl_ax.plot(epochs, general, marker="s", color="#7f7f7f", label="general text (held out)")
+        ppl_ax.legend()
     ppl_ax.set(title="held-out perplexity (same masks)", xlabel="epoch (0 = before training)", ylabel="perplexity")
     for ax in (loss_ax, ppl_ax):
         ax.grid(alpha=0.3)
@@ -102,9 +106,19 @@ def model_card(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
             task_type="fill-mask", dataset_type=data.partition(":")[0], dataset_name=data,
             metric_type="perplexity", metric_value=round(metrics["perplexity_after"], 4),
             metric_name="held-out perplexity",
-        )],
+        )] + _general_result(metrics, HubEvalResult),
     )
     return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{_card_body(config, metrics, probes)}"))
+
+
+def _general_result(metrics: dict[str, Any], result_type) -> list:
+    """The forgetting check in model-index: perplexity on the held-out general text."""
+    if not metrics.get("general_data"):
+        return []
+    name = public_name(metrics["general_data"])
+    return [result_type(task_type="fill-mask", dataset_type=name.partition(":")[0], dataset_name=name,
+                        metric_type="perplexity", metric_value=round(metrics["general_perplexity_after"], 4),
+                        metric_name="held-out perplexity, general text (forgetting check)")]
 
 
 def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) -> str:
@@ -130,8 +144,10 @@ def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
         "",
         "| | eval loss | perplexity |",
         "| --- | --- | --- |",
-        f"| before | {metrics['eval_loss_before']:.4f} | {metrics['perplexity_before']:.3f} |",
-        f"| after | {metrics['eval_loss_after']:.4f} | {metrics['perplexity_after']:.3f} |",
+        f"| before | {metrics['eval_loss_before']:.4f} | {_ci(metrics['perplexity_before'], metrics['perplexity_before_interval'])} |",
+        f"| after | {metrics['eval_loss_after']:.4f} | {_ci(metrics['perplexity_after'], metrics['perplexity_after_interval'])} |",
+        "",
+        _verdict(metrics),
     ]
     if metrics.get("added_tokens"):
         added = metrics["added_tokens"]
@@ -152,7 +168,9 @@ def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
 def report_html(config_options: dict[str, Any], metrics: dict[str, Any], probes: list[dict[str, Any]], png: bytes) -> str:
     """One self-contained page: metrics, curves (embedded PNG), configuration, fill-mask table."""
     esc = html.escape
-    rows = [("perplexity before", f"{metrics['perplexity_before']:.3f}"), ("perplexity after", f"{metrics['perplexity_after']:.3f}"),
+    rows = [("perplexity before", _ci(metrics["perplexity_before"], metrics["perplexity_before_interval"])),
+            ("perplexity after", _ci(metrics["perplexity_after"], metrics["perplexity_after_interval"])),
+            ("did it change?", _verdict(metrics)),
             ("eval loss before / after", f"{metrics['eval_loss_before']:.4f} / {metrics['eval_loss_after']:.4f}"),
             ("masked evaluation tokens", str(metrics["eval_masked_tokens"])),
             ("bits per byte before / after", f"{metrics['bits_per_byte_before']:.4f} / {metrics['bits_per_byte_after']:.4f}"),
@@ -181,6 +199,23 @@ def _added_tokens_html(added: list[dict[str, Any]]) -> str:
     return ("<h2>Added vocabulary</h2><p>Words added as whole tokens (each initialised as the mean of its old "
             f"pieces); compare runs by bits per byte, not per-token perplexity.</p><table><tr><th>token</th>"
             f"<th>pieces before</th></tr>{rows}</table>")
+
+
+def _ci(value: float, interval: list[float]) -> str:
+    return f"{value:.3f} (95% interval {interval[0]:.3f}-{interval[1]:.3f})"
+
+
+def _verdict(metrics: dict[str, Any]) -> str:
+    """One sentence: domain (and general-text) perplexity before -> after, and whether the
+    domain change is beyond what resampling the held-out chunks moves it by."""
+    low, high = metrics["perplexity_change_interval"]
+    text = (f"Domain perplexity {metrics['perplexity_before']:.1f} -> {metrics['perplexity_after']:.1f} "
+            f"(after/before 95% interval {low:.3f}-{high:.3f}: "
+            f"{'beyond' if metrics['change_exceeds_noise'] else 'within'} resampling noise)")
+    if metrics.get("general_data"):
+        text += (f"; general text {metrics['general_perplexity_before']:.1f} -> {metrics['general_perplexity_after']:.1f}"
+                 " (forgetting shows as a rise)")
+    return text + "."
 
 
 def _number(value: float | None) -> str:

@@ -31,6 +31,7 @@ class Salt(IntEnum):
     STREAM_SHUFFLE = 0x5E02  # a streamed process's shuffle buffer
     STREAM_MASKS = 0x5E03  # masks of a streamed process's batch
     PROBES = 0xC0DE  # the report's default fill-mask probes
+    BOOTSTRAP = 0xB007  # resampling held-out chunks for confidence intervals
 
 
 def generator(seed: int, salt: Salt, *indices: int) -> np.random.Generator:

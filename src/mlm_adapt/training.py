@@ -24,7 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 from mlm_adapt import artifacts, checkpoints, config as config_mod, hub, reporting, vocabulary
 from mlm_adapt.config import TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
-from mlm_adapt.evaluation import EvalResult, MaskedSet, Prepared, evaluate_loss, prepare
+from mlm_adapt.evaluation import Prepared, before_after, evaluate_sets, evaluation_record, prepare
 from mlm_adapt.masking import IGNORE_INDEX
 from mlm_adapt.models import MaskedLMObjective, supports_sparse_prediction
 from mlm_adapt.runtime import make_accelerator
@@ -124,7 +124,7 @@ def _prepare_output(config: TrainConfig):
     return artifacts.prepare_output(config.output, config.overwrite)
 
 
-def _start_or_resume(config, accelerator, objective, eval_set: MaskedSet) -> RunState:
+def _start_or_resume(config, accelerator, objective, prepared: Prepared) -> RunState:
     options = config_mod.to_options(config)
     if config.resume:
         path = checkpoints.complete_checkpoints(config.output)[-1]
@@ -132,9 +132,14 @@ def _start_or_resume(config, accelerator, objective, eval_set: MaskedSet) -> Run
         checkpoints.check_resumable(saved["options"], options)
         log.info("resuming from %s (step %d)", path, saved["step"])
         return RunState(**{**saved, "options": options})
-    before = evaluate_loss(objective, eval_set, config.batch_size, accelerator)
+    results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
+    before = results["eval"]
     log.info("perplexity before training: %.3f on %d masked tokens", before.perplexity, before.masked_tokens)
-    return RunState(options=options, before={"nll_sum": before.nll_sum, "masked_tokens": before.masked_tokens})
+    if "general" in results:
+        log.info("general-text perplexity before training: %.3f", results["general"].perplexity)
+    # The rows stay in the checkpoint: the end's before/after interval resamples them.
+    record = evaluation_record(results, config.seed) | {"row_nll": before.row_nll.tolist()}
+    return RunState(options=options, before=record)
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -144,14 +149,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     accelerator, precision = make_accelerator(config.precision, config.report_to, config.output / "logs")
     with accelerator.main_process_first():  # the others find the folder the main process made, still empty
         output = _prepare_output(config)
-    prepared = prepare(config, accelerator, extend=_vocabulary_extension(config))
+    prepared = prepare(config, accelerator, extend=_vocabulary_extension(config), general=config.general_data_config())
     if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one process reports progress
     source = prepared.data.train
     steps_per_epoch = source.steps_per_epoch(config, accelerator.num_processes)
     total_steps = config.total_steps(steps_per_epoch)
     objective, optimizer, scheduler = _optimisation(config, prepared.model, accelerator, total_steps)
-    state = _start_or_resume(config, accelerator, objective, prepared.eval_set)
+    state = _start_or_resume(config, accelerator, objective, prepared)
     objective.train()  # from_pretrained returns models in eval mode: dropout must be on
     accelerator.init_trackers("mlm-adapt", config=_tracker_config(state.options))
 
@@ -172,7 +177,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
             # the final model is saved instead (a signal then just lets the run finish).
             epoch_done, last = state.step_in_epoch == steps_per_epoch, state.step == total_steps
             if epoch_done or last or _every(config.eval_steps, state.step):
-                _record_evaluation(state, evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator),
+                results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
+                _record_evaluation(state, evaluation_record(results, config.seed, state.before["row_nll"]),
                                    epoch_done, steps_per_epoch)
             if epoch_done:
                 state.next_epoch()
@@ -264,7 +270,7 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
 
     artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights)
     if config.push_to_hub:
-        local = (config.model.model, config.data.data, str(output))
+        local = tuple(p for p in (config.model.model, config.data.data, config.general_data, str(output)) if p)
         log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private, local))
 
 
@@ -280,39 +286,26 @@ def _advance(state: RunState, config: TrainConfig, nll: float, tokens: int, chun
         state.log_history.append({"step": state.step, "loss": loss, "lr": lr})
 
 
-def _record_evaluation(state: RunState, result: EvalResult, epoch_done: bool, steps_per_epoch: int) -> None:
+def _record_evaluation(state: RunState, record: dict[str, Any], epoch_done: bool, steps_per_epoch: int) -> None:
     """Append an evaluation to the history (its "epoch" is fractional between epoch ends)."""
     fraction = state.step_in_epoch / steps_per_epoch
     state.history.append({
         "epoch": state.epoch + 1 if epoch_done else round(state.epoch + fraction, 4),
         "step": state.step,
         "train_loss": state.epoch_nll / state.epoch_tokens if state.epoch_tokens else None,
-        "eval_loss": result.loss,
-        "eval_nll_sum": result.nll_sum,
-        "eval_masked_tokens": result.masked_tokens,
-        "perplexity": result.perplexity,
+        **record,
     })
-    log.info("epoch %s: train loss %.4f, eval loss %.4f, perplexity %.3f", state.history[-1]["epoch"],
-             state.history[-1]["train_loss"] or float("nan"), result.loss, result.perplexity)
+    general = f", general perplexity {record['general_perplexity']:.3f}" if "general_perplexity" in record else ""
+    log.info("epoch %s: train loss %.4f, eval loss %.4f, perplexity %.3f%s", state.history[-1]["epoch"],
+             state.history[-1]["train_loss"] or float("nan"), record["eval_loss"], record["perplexity"], general)
 
 
 def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer: Timer, world: int) -> dict[str, Any]:
-    masked_bytes = prepared.eval_set.masked_bytes
-    before = EvalResult(state.before["nll_sum"], int(state.before["masked_tokens"]), masked_bytes)
-    last = state.history[-1]
-    after = EvalResult(last["eval_nll_sum"], last["eval_masked_tokens"], masked_bytes)
     return {
         "model": config.model.model,
         "data": config.data.data,
-        "perplexity_before": before.perplexity,
-        "perplexity_after": after.perplexity,
-        "eval_loss_before": before.loss,
-        "eval_loss_after": after.loss,
-        "eval_masked_tokens": after.masked_tokens,
-        # Per byte of masked text: what compares runs whose tokenizations differ (--add-tokens).
-        "bits_per_byte_before": before.bits_per_byte,
-        "bits_per_byte_after": after.bits_per_byte,
-        "eval_masked_bytes": masked_bytes,
+        "general_data": config.general_data,
+        **before_after(state.before, state.history[-1], prepared.eval_set.masked_bytes),
         "added_tokens": [{"token": a.token, "id": a.id, "pieces": list(a.pieces)} for a in prepared.added],
         "train_chunks": prepared.data.train.train_chunks(state.chunks_trained),
         "chunks_trained": state.chunks_trained,
