@@ -146,7 +146,6 @@ def bench_preprocessing(texts, tok) -> dict:
 # --- training variants --------------------------------------------------------------------------
 
 def run_recipe(precision: str, steps: int, batch: int) -> dict:
-    import datasets
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
     tok = tokenizer()

@@ -12,6 +12,11 @@ import os
 import random
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlm_adapt import TrainConfig
+    from mlm_adapt.chunking import TokenizedCorpus
 
 _CACHE = Path(tempfile.mkdtemp(prefix="mlm-adapt-test-cache-"))
 os.environ.update(

@@ -9,7 +9,6 @@ import subprocess
 import pytest
 import yaml
 
-from mlm_adapt import MaskingConfig
 from mlm_adapt.reporting import default_probes
 from mlm_adapt.training import train
 from conftest import train_config

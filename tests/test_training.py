@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlm_adapt import DataConfig, EvalConfig, MaskingConfig, ModelConfig, TrainConfig, evaluate, train
+from mlm_adapt import EvalConfig, MaskingConfig, ModelConfig, evaluate, train
 from mlm_adapt.errors import MlmAdaptError
 from conftest import train_config
 

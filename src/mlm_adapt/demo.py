@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bz2
 import logging
-import shutil
 import subprocess
 import sys
 import tempfile
