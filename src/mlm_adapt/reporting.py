@@ -178,9 +178,12 @@ def report_html(config_options: dict[str, Any], metrics: dict[str, Any], probes:
             ("optimizer steps", str(metrics["steps"])), ("precision", metrics["precision"]),
             ("samples / s", f"{metrics['train_samples_per_second']:.2f}")]
     table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
-    history = "".join(
+    general = bool(metrics.get("general_data"))
+    history = "<tr><th>epoch</th><th>step</th><th>train loss</th><th>eval loss</th><th>perplexity</th>" + (
+        "<th>general-text perplexity</th>" if general else "") + "</tr>" + "".join(
         f"<tr><td>{h['epoch']}</td><td>{h['step']}</td><td>{_number(h['train_loss'])}</td>"
-        f"<td>{h['eval_loss']:.4f}</td><td>{h['perplexity']:.3f}</td></tr>" for h in metrics["history"])
+        f"<td>{h['eval_loss']:.4f}</td><td>{h['perplexity']:.3f}</td>"
+        + (f"<td>{h['general_perplexity']:.3f}</td>" if general else "") + "</tr>" for h in metrics["history"])
     probe_rows = "".join(
         f"<tr><td>{esc(p['text'])}</td><td>{esc(', '.join(p['before']))}</td><td>{esc(', '.join(p['after']))}</td></tr>"
         for p in probes)
@@ -233,7 +236,7 @@ th {{ background: #f4f4f4; }} img {{ max-width: 100%; }} pre {{ background: #f7f
 <h1>{title}</h1>
 <h2>Metrics</h2><table>{table}</table>
 <h2>Curves</h2><img alt="training loss and held-out perplexity" src="data:image/png;base64,{image}">
-<h2>Per epoch</h2><table><tr><th>epoch</th><th>step</th><th>train loss</th><th>eval loss</th><th>perplexity</th></tr>{history}</table>
+<h2>Per epoch</h2><table>{history}</table>
 <h2>Fill-mask, base model vs adapted model</h2>
 <table><tr><th>text</th><th>before</th><th>after</th></tr>{probes}</table>
 {vocabulary}
