@@ -128,7 +128,7 @@ def train(
 
 
 # Command-line parameters that are not config options, or are named differently there.
-_NOT_OPTIONS = {"config", "json_out"}
+_NOT_OPTIONS = {"config", "json_out", "pseudo", "max_sentences"}
 _RENAMED = {"probe": "probes"}
 
 
@@ -155,11 +155,24 @@ def evaluate(
     streaming: Streaming = None, eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None, batch_size: BatchSize = None,
     precision: PrecisionOpt = None, seed: Seed = None, allow_pickle: AllowPickle = None,
     trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
+    pseudo: Annotated[bool, typer.Option("--pseudo", help="Pseudo-perplexity instead: every token masked in turn (PLL-word-l2r)")] = False,
+    max_sentences: Annotated[int, typer.Option(help="With --pseudo: held-out chunks scored (each costs one forward per token)")] = 100,
 ) -> None:
     """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
-    from mlm_adapt.evaluation import evaluate as run
+    from mlm_adapt.evaluation import evaluate as run, pseudo_perplexity
 
-    result = run(cfg.resolve(cfg.EvalConfig, _config_options(ctx)))
+    config = cfg.resolve(cfg.EvalConfig, _config_options(ctx))
+    if pseudo:
+        if max_sentences < 1:
+            raise MlmAdaptError(f"--max-sentences must be a positive number, not {max_sentences}")
+        result = pseudo_perplexity(config, max_sentences)
+        summary = {"pseudo_perplexity": result.perplexity, "pseudo_nll": result.loss, "scored_tokens": result.masked_tokens}
+        if json_out and _is_main_process():
+            print(json.dumps(summary))
+        elif _is_main_process():
+            out.print(f"pseudo-perplexity {result.perplexity:.4f} over {result.masked_tokens} tokens (PLL-word-l2r)")
+        return
+    result = run(config)
     summary = {"perplexity": result.perplexity, "eval_loss": result.loss, "masked_tokens": result.masked_tokens,
                "bits_per_byte": result.bits_per_byte, "masked_bytes": result.masked_bytes}
     if not _is_main_process():

@@ -29,6 +29,7 @@ from mlm_adapt.chunking import Chunks
 from mlm_adapt.config import DataConfig, EvalConfig, MaskingConfig
 from mlm_adapt.data import SplitData, load_split
 from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size
+from mlm_adapt.pseudolikelihood import pseudo_nll
 from mlm_adapt.runtime import make_accelerator
 from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
 from mlm_adapt.seeding import Salt, generator
@@ -184,6 +185,18 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     general_set = mask_eval_set(general_chunks, config.masking, vocab, config.seed, byte_counts) \
         if general_chunks is not None else None
     return Prepared(model, tokenizer, data, eval_set, vocab, added, general_set)
+
+
+def pseudo_perplexity(config: EvalConfig, max_chunks: int = 100, word_l2r: bool = True) -> EvalResult:
+    """Pseudo-perplexity of ``config.model`` on the first ``max_chunks`` held-out chunks a
+    ``train`` run with these options uses (``pseudolikelihood``): no random masks."""
+    accelerator, _ = make_accelerator(config.precision)
+    prepared = prepare(config, accelerator)
+    objective = accelerator.prepare(MaskedLMObjective(prepared.model))
+    chunks = prepared.data.eval.select(np.arange(min(max_chunks, len(prepared.data.eval))))
+    nll, count = pseudo_nll(objective, chunks, prepared.tokenizer.mask_token_id, accelerator.device,
+                            config.batch_size, word_l2r)
+    return EvalResult(nll, count)
 
 
 def evaluate(config: EvalConfig) -> EvalResult:
