@@ -225,6 +225,47 @@ def _print_vocab(result) -> None:
                       f"({usage.words} words)")
 
 
+@app.command()
+def probe(
+    model: Model = None,
+    compare: Annotated[Optional[str], typer.Option(help="A second model probed on the same splits (e.g. the base model)")] = None,
+    data: Data = None, split: Split = None, text_column: TextColumn = None, encoding: Encoding = None,
+    label_column: Annotated[Optional[str], typer.Option(help=f"Column with the labels (default: {cfg.ProbeConfig.label_column})")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help=f"Train/test splits, each fitted anew (default: {cfg.ProbeConfig.seeds})")] = None,
+    test_share: Annotated[Optional[float], typer.Option(help=f"Share of each class held out (default: {cfg.ProbeConfig.test_share})")] = None,
+    max_rows: Annotated[Optional[int], typer.Option(help=f"Labelled rows used at most, a seeded sample (default: {cfg.ProbeConfig.max_rows})")] = None,
+    seed: Seed = None, allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
+) -> None:
+    """Does MODEL (vs --compare) serve a task? A frozen-encoder probe: mean-pooled embeddings + logistic regression."""
+    from mlm_adapt.probing import probe as run
+
+    trust = {"allow_pickle": bool(allow_pickle), "trust_remote_code": bool(trust_remote_code)}
+    models = tuple(cfg.ModelConfig(model=name, **trust) for name in [model or cfg.ModelConfig().model] + ([compare] if compare else []))
+    given = {"data": data, "split": split, "text_column": text_column, "encoding": encoding}
+    options = {"label_column": label_column, "seeds": seeds, "test_share": test_share, "max_rows": max_rows, "seed": seed}
+    config = cfg.ProbeConfig(models=models, data=cfg.DataConfig(**{k: v for k, v in given.items() if v is not None}),
+                             **{k: v for k, v in options.items() if v is not None})
+    report = run(config)
+    if json_out:
+        print(json.dumps(report))
+    else:
+        _print_probe(report)
+
+
+def _print_probe(report: dict[str, Any]) -> None:
+    table = Table(title=f"frozen-encoder probe: {report['rows']} rows, {len(report['classes'])} classes, "
+                        f"{len(report['seeds'])} seeds", title_justify="left")
+    for column in ("model", "accuracy", "macro-F1"):
+        table.add_column(column)
+    for m in report["models"]:
+        table.add_row(m["model"], f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}", f"{m['macro_f1_mean']:.3f} ± {m['macro_f1_std']:.3f}")
+    if "comparison" in report:
+        cells = [f"{c['difference_mean']:+.3f} ± {c['difference_std']:.3f} ({'beyond' if c['exceeds_spread'] else 'within'} the spread)"
+                 for c in (report["comparison"]["accuracy"], report["comparison"]["macro_f1"])]
+        table.add_row("second - first", *cells)
+    out.print(table)
+
+
 @app.command("fill-mask")
 def fill_mask(
     texts: Annotated[list[str], typer.Argument(help="Texts with [MASK] or <mask>")],

@@ -262,6 +262,30 @@ class VocabConfig:
         _positive("max_documents", self.max_documents)
 
 
+@dataclass(frozen=True)
+class ProbeConfig:
+    """A downstream probe (``mlm-adapt probe``): models compared on one labelled dataset."""
+
+    models: tuple[ModelConfig, ...] = (ModelConfig(),)
+    data: DataConfig = field(default_factory=DataConfig)
+    label_column: str = "label"
+    seeds: int = 3
+    test_share: float = 0.2
+    max_rows: int = 2_000
+    max_length: int = 128
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _positive("seeds", self.seeds)
+        _probability("test_share", self.test_share)
+        _positive("max_rows", self.max_rows)
+        _positive("max_length", self.max_length)
+        if self.data.streaming:
+            raise MlmAdaptError("the probe reads its labelled data in memory; drop --streaming")
+        if Path(self.data.data).suffix.lower() in (".txt", ".text") or Path(self.data.data).is_dir():
+            raise MlmAdaptError(f"--data {self.data.data}: text files hold no labels; use .csv, .jsonl, .json, .parquet or a Hub dataset")
+
+
 _GROUPS = {"model": ModelConfig, "data": DataConfig, "masking": MaskingConfig}
 
 

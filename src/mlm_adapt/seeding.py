@@ -32,6 +32,8 @@ class Salt(IntEnum):
     STREAM_MASKS = 0x5E03  # masks of a streamed process's batch
     PROBES = 0xC0DE  # the report's default fill-mask probes
     BOOTSTRAP = 0xB007  # resampling held-out chunks for confidence intervals
+    PROBE_ROWS = 0x9201  # which labelled rows a probe uses (--max-rows)
+    PROBE_SPLIT = 0x9202  # a probe's train/test split, one per probe seed
 
 
 def generator(seed: int, salt: Salt, *indices: int) -> np.random.Generator:
