@@ -59,7 +59,7 @@ def test_debug_shows_the_traceback(bert_dir):
 def test_help_lists_the_commands():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("train", "evaluate", "fill-mask"):
+    for command in ("train", "evaluate", "fill-mask", "vocab", "probe", "demo"):
         assert command in result.output
 
 
