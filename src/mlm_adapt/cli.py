@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from mlm_adapt import config as cfg
+from mlm_adapt import config as cfg, summaries
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 
 app = typer.Typer(
@@ -28,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Domain-adapt a masked language model on your text; check perplexity and fill-mask.",
 )
-out = Console(soft_wrap=True)
+out = summaries.out  # one console for every command
 
 def _option(name: str, text: str, *flags: str, choices: Any = None, default: str | None = None) -> Any:
     """A typer option whose help ends with the config's default (and allowed values): the
@@ -124,7 +122,7 @@ def train(
     resolved = cfg.resolve(cfg.TrainConfig, options, config)
     metrics = run(resolved)
     if _is_main_process():
-        _print_train_summary(metrics, resolved.output)
+        summaries.print_train_summary(metrics, resolved.output)
 
 
 # Command-line parameters that are not config options, or are named differently there.
@@ -208,21 +206,7 @@ def vocab(
     if json_out:
         print(json.dumps(result.to_json()))
     else:
-        _print_vocab(result)
-
-
-def _print_vocab(result) -> None:
-    table = Table(title="domain words split into several tokens, costliest first", title_justify="left")
-    for column in ("word", "count", "pieces", "extra tokens") + (("x general rate",) if result.general else ()):
-        table.add_column(column, justify="left" if column in ("word", "pieces") else "right")
-    for w in result.ranked:
-        ratio = (f"{w.ratio:.1f}",) if result.general else ()
-        table.add_row(w.text, str(w.count), " ".join(w.pieces), str(w.cost), *ratio)
-    out.print(table)
-    for name, usage in (("domain", result.domain), ("general", result.general)):
-        if usage is not None:
-            out.print(f"{name}: {usage.tokens_per_word:.3f} tokens per word, {usage.split_share:.1%} of words split "
-                      f"({usage.words} words)")
+        summaries.print_vocab(result)
 
 
 @app.command()
@@ -249,21 +233,7 @@ def probe(
     if json_out:
         print(json.dumps(report))
     else:
-        _print_probe(report)
-
-
-def _print_probe(report: dict[str, Any]) -> None:
-    table = Table(title=f"frozen-encoder probe: {report['rows']} rows, {len(report['classes'])} classes, "
-                        f"{len(report['seeds'])} seeds", title_justify="left")
-    for column in ("model", "accuracy", "macro-F1"):
-        table.add_column(column)
-    for m in report["models"]:
-        table.add_row(m["model"], f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}", f"{m['macro_f1_mean']:.3f} ± {m['macro_f1_std']:.3f}")
-    if "comparison" in report:
-        cells = [f"{c['difference_mean']:+.3f} ± {c['difference_std']:.3f} ({'beyond' if c['exceeds_spread'] else 'within'} the spread)"
-                 for c in (report["comparison"]["accuracy"], report["comparison"]["macro_f1"])]
-        table.add_row("second - first", *cells)
-    out.print(table)
+        summaries.print_probe(report)
 
 
 @app.command("fill-mask")
@@ -281,9 +251,9 @@ def fill_mask(
     names = [model or cfg.ModelConfig().model] + ([compare] if compare else [])
     results = {name: run(cfg.ModelConfig(model=name, **trust), texts, top_k) for name in names}
     if json_out:
-        print(json.dumps(_fill_mask_json(texts, results)))
+        print(json.dumps(summaries.fill_mask_json(texts, results)))
     else:
-        _print_fill_mask(texts, results)
+        summaries.print_fill_mask(texts, results)
 
 
 @app.command()
@@ -295,76 +265,7 @@ def demo(
     from mlm_adapt.demo import run_demo
 
     summary = run_demo(output, overwrite)
-    _print_demo_summary(summary)
-
-
-def _print_demo_summary(summary: dict[str, Any]) -> None:
-    out.print(
-        f"\nheld-out review perplexity: {summary['perplexity_before']:.2f} before -> "
-        f"{summary['perplexity_after']:.2f} after adaptation"
-    )
-    table = Table(title="top-5 fill-mask, general model vs adapted model", title_justify="left")
-    table.add_column("text")
-    table.add_column("before (news)")
-    table.add_column("after (reviews)")
-    for probe in summary["probes"]:
-        table.add_row(probe["text"], ", ".join(probe["before"]), ", ".join(probe["after"]))
-    out.print(table)
-    out.print(f"models: {summary['general_model']} and {summary['adapted_model']}; numbers in summary.json")
-
-
-def _fill_mask_json(texts: list[str], results: dict[str, list]) -> list[dict[str, Any]]:
-    return [
-        {
-            "text": text,
-            "masks": [
-                {name: [{"token": p.token, "score": p.score} for p in results[name][i][m]] for name in results}
-                for m in range(len(next(iter(results.values()))[i]))
-            ],
-        }
-        for i, text in enumerate(texts)
-    ]
-
-
-def _print_fill_mask(texts: list[str], results: dict[str, list]) -> None:
-    for i, text in enumerate(texts):
-        first = next(iter(results.values()))[i]
-        for m in range(len(first)):
-            title = text if len(first) == 1 else f"{text}  (mask {m + 1})"
-            table = Table(title=title, title_justify="left")
-            table.add_column("#", justify="right")
-            for name in results:
-                table.add_column(name)
-            for rank in range(len(first[m])):
-                cells = [f"{results[n][i][m][rank].token}  {results[n][i][m][rank].score:.3f}" for n in results]
-                table.add_row(str(rank + 1), *cells)
-            out.print(table)
-
-
-def _print_train_summary(metrics: dict[str, Any], output: Path) -> None:
-    table = Table(title="mlm-adapt train", title_justify="left")
-    table.add_column("")
-    table.add_column("value", justify="right")
-    table.add_row("perplexity before", _with_interval(metrics["perplexity_before"], metrics["perplexity_before_interval"]))
-    table.add_row("perplexity after", _with_interval(metrics["perplexity_after"], metrics["perplexity_after_interval"]))
-    low, high = metrics["perplexity_change_interval"]
-    verdict = "beyond noise" if metrics["change_exceeds_noise"] else "within noise"
-    table.add_row("after / before (95% interval)", f"[{low:.3f}, {high:.3f}]: {verdict}")
-    if metrics.get("general_data"):
-        table.add_row("general-text perplexity before", _with_interval(metrics["general_perplexity_before"], metrics["general_perplexity_before_interval"]))
-        table.add_row("general-text perplexity after", _with_interval(metrics["general_perplexity_after"], metrics["general_perplexity_after_interval"]))
-    table.add_row("bits per byte before / after", f"{metrics['bits_per_byte_before']:.4f} / {metrics['bits_per_byte_after']:.4f}")
-    if metrics["added_tokens"]:
-        table.add_row("words added to the vocabulary", str(len(metrics["added_tokens"])))
-    table.add_row("train / eval chunks", f"{metrics['train_chunks']} / {metrics['eval_chunks']}")
-    table.add_row("optimizer steps", str(metrics["steps"]))
-    table.add_row("samples / s", f"{metrics['train_samples_per_second']:.2f} ({metrics['precision']})")
-    out.print(table)
-    out.print(f"saved to {output}  (try: mlm-adapt fill-mask --model {output} \"This is a great [MASK].\")")
-
-
-def _with_interval(value: float, interval: list[float]) -> str:
-    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    summaries.print_demo_summary(summary)
 
 
 class _TqdmHandler(logging.Handler):
