@@ -19,7 +19,7 @@ import json
 import math
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -76,7 +76,6 @@ class FragmentationReport:
     ranked: list[WordCost]
     domain: Usage
     general: Usage | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -103,7 +102,7 @@ def pieces_of(tokenizer, word: str) -> tuple[str, ...]:
     return tuple(t.value for t in tokenizer.backend_tokenizer.model.tokenize(word))
 
 
-def _usage(tokenizer, counts: Counter, pieces: dict[str, tuple[str, ...]]) -> Usage:
+def _usage(counts: Counter, pieces: dict[str, tuple[str, ...]]) -> Usage:
     total = sum(counts.values())
     tokens = sum(c * len(pieces[w]) for w, c in counts.items())
     split = sum(c for w, c in counts.items() if len(pieces[w]) > 1)
@@ -132,8 +131,7 @@ def fragmentation(tokenizer, domain_texts: Iterable[str], general_texts: Iterabl
 
     ranked = [WordCost(w, c, pieces[w], ratio(w)) for w, c in domain.items() if _is_word(w) and len(pieces[w]) > 1]
     ranked.sort(key=lambda w: (-w.score, w.word))  # ties by the word: the same run, the same words
-    return FragmentationReport(ranked[:top], _usage(tokenizer, domain, pieces),
-                               _usage(tokenizer, general, pieces) if general is not None else None)
+    return FragmentationReport(ranked[:top], _usage(domain, pieces), _usage(general, pieces) if general is not None else None)
 
 
 def report(config) -> FragmentationReport:
