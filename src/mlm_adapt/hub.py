@@ -6,6 +6,7 @@ reads it into a message, a log or a file.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import tempfile
@@ -113,10 +114,11 @@ def _redactions(local_paths: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def _stage_public_copy(output: Path, staging: Path, redactions: list[tuple[str, str]]) -> None:
-    """Text files copied with paths redacted; everything else hard-linked (or copied)."""
+    """The files ``IGNORE`` does not name: text copied with paths redacted, the rest
+    hard-linked (or copied). Checkpoints are not staged only to be skipped by the upload."""
     for source in output.rglob("*"):
         relative = source.relative_to(output)
-        if not source.is_file() or relative.parts[0] in ("checkpoints", "logs") or relative.name.startswith("."):
+        if not source.is_file() or any(fnmatch.fnmatch(relative.as_posix(), pattern) for pattern in IGNORE):
             continue
         target = staging / relative
         target.parent.mkdir(parents=True, exist_ok=True)
