@@ -50,6 +50,10 @@ def test_defaults_are_the_seeds():
         ({"remainder": "keep"}, "--remainder"),
         ({"precision": "fp8"}, "--precision"),
         ({"text_column": "answers..text"}, "--text-column"),
+        ({"replay_ratio": 0.0, "general_data": "news.txt"}, "--replay-ratio"),
+        ({"replay_ratio": 1.0, "general_data": "news.txt"}, "--replay-ratio"),
+        ({"replay_ratio": 0.2}, "--replay-ratio mixes chunks of --general-data"),
+        ({"replay_ratio": 0.2, "general_data": "news.txt", "streaming": True, "max_steps": 5}, "without --streaming"),
     ],
 )
 def test_bad_values_are_refused_naming_the_flag(options, flag):

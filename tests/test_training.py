@@ -113,8 +113,24 @@ def test_forgetting_check_equals_evaluate_on_the_general_text(bert_dir, data_roo
     assert all("general_perplexity" in h for h in metrics["history"])
     low, high = metrics["general_perplexity_after_interval"]
     assert low <= metrics["general_perplexity_after"] <= high
+    # The general change is paired like the domain's: same chunks resampled before and after.
+    low, high = metrics["general_perplexity_change_interval"]
+    ratio = metrics["general_perplexity_after"] / metrics["general_perplexity_before"]
+    assert low <= ratio <= high and metrics["general_change_exceeds_noise"] == (not low <= 1 <= high)
     card = (config.output / "README.md").read_text()
     assert "general text" in card and "forgetting check" in card
+
+
+def test_replay_mixes_general_training_text_and_leaves_the_forgetting_check_as_it_was(bert_dir, data_root, tmp_path):
+    common = dict(max_steps=3, general_data=str(data_root / "folder"), train_size=30)
+    plain = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "plain", **common))
+    mixed = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "mixed", replay_ratio=0.25, **common))
+    assert plain["replay_chunks"] == 0 and mixed["replay_chunks"] == 10  # 0.25 / 0.75 of 30
+    assert mixed["train_chunks"] == 40
+    # Replay changes what is trained on, not the held-out general set or its masks.
+    assert mixed["general_perplexity_before"] == pytest.approx(plain["general_perplexity_before"], rel=1e-6)
+    assert mixed["general_eval_masked_tokens"] == plain["general_eval_masked_tokens"]
+    assert mixed["perplexity_after"] != plain["perplexity_after"]
 
 
 def test_every_run_reports_intervals_and_whether_the_change_is_noise(bert_run):

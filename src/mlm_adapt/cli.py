@@ -110,6 +110,7 @@ def train(
     general_split: Annotated[Optional[str], _option("general_split", "Split of --general-data")] = None,
     general_text_column: Annotated[Optional[str], _option("general_text_column", "Text column of --general-data")] = None,
     general_encoding: Annotated[Optional[str], _option("general_encoding", "Text encoding of --general-data (default: --encoding)")] = None,
+    replay_ratio: Annotated[Optional[float], _option("replay_ratio", "Share of training chunks drawn from --general-data's training side (limits forgetting)")] = None,
     add_tokens: Annotated[Optional[int], _option("add_tokens", "Add the N domain words whose splitting costs most as whole tokens (see `mlm-adapt vocab`)")] = None,
     add_tokens_file: Annotated[Optional[Path], _option("add_tokens_file", "Add the words of this file (one per line) as whole tokens")] = None,
     allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None,

@@ -182,6 +182,7 @@ class TrainConfig(EvalConfig):
     general_split: str = "train"
     general_text_column: str = "text"
     general_encoding: str | None = None
+    replay_ratio: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -198,6 +199,10 @@ class TrainConfig(EvalConfig):
             raise MlmAdaptError("--add-tokens picks the words from the data; --add-tokens-file names them: pick one")
         if self.add_tokens_file is not None:
             object.__setattr__(self, "add_tokens_file", Path(self.add_tokens_file))
+        _probability("replay_ratio", self.replay_ratio)
+        if self.replay_ratio is not None and (self.general_data is None or self.data.streaming):
+            raise MlmAdaptError("--replay-ratio mixes chunks of --general-data into the training set held in memory: "
+                                "give --general-data, without --streaming")
         _choice("report_to", self.report_to, ReportTo)
         object.__setattr__(self, "probes", tuple(self.probes or ()))
         for probe in self.probes:
@@ -216,14 +221,16 @@ class TrainConfig(EvalConfig):
             raise MlmAdaptError(f"--warmup-ratio must be in [0, 1), not {self.warmup_ratio!r}")
 
     def general_data_config(self) -> DataConfig | None:
-        """The general-domain text held out for the forgetting check (--general-data): chunked
-        and masked like the domain's, and like ``mlm-adapt evaluate --data`` on it would be."""
+        """The general-domain text (--general-data): its held-out side is the forgetting check,
+        chunked and masked like the domain's and like ``mlm-adapt evaluate --data`` on it would
+        be; its training side is what --replay-ratio mixes in (held-out documents never are)."""
         if self.general_data is None:
             return None
-        # Only its held-out side is used: keep the training side it also chunks to one chunk.
+        # Without replay only the held-out side is used: keep the training side to one chunk.
+        train_size = None if self.data.streaming or self.replay_ratio is not None else 1
         return dataclasses.replace(
             self.data, data=self.general_data, split=self.general_split, text_column=self.general_text_column,
-            encoding=self.general_encoding or self.data.encoding, train_size=None if self.data.streaming else 1)
+            encoding=self.general_encoding or self.data.encoding, train_size=train_size)
 
     def extends_vocabulary(self) -> bool:
         return self.add_tokens is not None or self.add_tokens_file is not None

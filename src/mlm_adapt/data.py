@@ -10,9 +10,12 @@ config do not change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable, Iterator, Protocol
+
+import numpy as np
 
 from mlm_adapt.batching import MicroBatches, in_memory_batches, streamed_batches
 from mlm_adapt.chunk_stream import held_out_stream, training_batches
@@ -21,6 +24,9 @@ from mlm_adapt.config import DataConfig, TrainConfig, cache_home
 from mlm_adapt.corpus import StreamedCorpus, load_corpus
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.masking import MaskingVocab
+from mlm_adapt.seeding import Salt, generator
+
+log = logging.getLogger("mlm_adapt")
 
 
 class TrainingSource(Protocol):
@@ -79,6 +85,7 @@ class SplitData:
     train: TrainingSource
     eval: Chunks
     eval_documents: int
+    replay_chunks: int = 0  # general-text chunks mixed into ``train`` (--replay-ratio)
 
 
 def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> SplitData:
@@ -95,3 +102,20 @@ def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> Spl
     tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_home() / "tokens")
     split = split_and_chunk(tokens, config, tokenizer, seed)
     return SplitData(InMemorySource(split.train, split.documents), split.eval, split.eval_documents)
+
+
+def with_replay(domain: SplitData, general: SplitData, ratio: float, seed: int) -> SplitData:
+    """``domain`` whose training chunks become a share ``1 - ratio`` of a set completed by
+    chunks of ``general``'s training side (its held-out documents stay out), drawn once
+    and seeded; each epoch then shuffles the mix like any training set. Replaying general
+    text is the usual remedy for forgetting (e.g. Gururangan et al. 2020, sec. 6)."""
+    own, pool = domain.train, general.train
+    if not isinstance(own, InMemorySource) or not isinstance(pool, InMemorySource):
+        raise MlmAdaptError("--replay-ratio needs both corpora in memory (no --streaming)")
+    wanted = round(ratio / (1 - ratio) * len(own.chunks))
+    if wanted > len(pool.chunks):
+        log.warning("--replay-ratio %.2f wants %d general-text chunks; --general-data has %d, all of them are used",
+                    ratio, wanted, len(pool.chunks))
+    rows = generator(seed, Salt.REPLAY_ROWS).choice(len(pool.chunks), min(wanted, len(pool.chunks)), replace=False)
+    mixed = Chunks.concat([own.chunks, pool.chunks.select(np.sort(rows))])
+    return replace(domain, train=InMemorySource(mixed, own.documents), replay_chunks=len(rows))

@@ -27,7 +27,7 @@ from accelerate.utils import set_seed
 
 from mlm_adapt.chunking import Chunks
 from mlm_adapt.config import DataConfig, EvalConfig, MaskingConfig
-from mlm_adapt.data import SplitData, load_split
+from mlm_adapt.data import SplitData, load_split, with_replay
 from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size
 from mlm_adapt.pseudolikelihood import pseudo_nll
 from mlm_adapt.runtime import make_accelerator
@@ -165,10 +165,12 @@ class Prepared:
     general_set: MaskedSet | None = None  # held-out general text (--general-data): forgetting
 
 
-def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None, general: DataConfig | None = None) -> Prepared:
+def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None, general: DataConfig | None = None,
+            replay_ratio: float | None = None) -> Prepared:
     """Load model and tokenizer, build the chunks and the once-masked evaluation set.
     ``extend(model, tokenizer) -> (model, tokenizer, added)`` changes the vocabulary first;
-    ``general`` adds a second held-out set, masked the same way (the forgetting check)."""
+    ``general`` adds a second held-out set, masked the same way (the forgetting check), and
+    with ``replay_ratio`` that share of the training chunks comes from its training side."""
     # Seeds torch before loading: a checkpoint without an MLM head gets a random one,
     # and dropout draws from the same generator during training.
     set_seed(config.seed)
@@ -178,8 +180,11 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     # Under torchrun the main process tokenizes first and fills the cache; the others then read it.
     with accelerator.main_process_first() if accelerator is not None else nullcontext():
         data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer))
-        general_chunks = load_split(general, tokenizer, config.seed, max_chunk_size(model.config, tokenizer)).eval \
+        general_split = load_split(general, tokenizer, config.seed, max_chunk_size(model.config, tokenizer)) \
             if general is not None else None
+    general_chunks = general_split.eval if general_split is not None else None
+    if replay_ratio is not None:
+        data = with_replay(data, general_split, replay_ratio, config.seed)
     vocab, byte_counts = MaskingVocab.from_tokenizer(tokenizer), token_bytes(tokenizer)
     eval_set = mask_eval_set(data.eval, config.masking, vocab, config.seed, byte_counts)
     general_set = mask_eval_set(general_chunks, config.masking, vocab, config.seed, byte_counts) \
@@ -215,20 +220,22 @@ def evaluate_sets(objective, prepared: Prepared, batch_size: int, accelerator) -
     return results
 
 
-def evaluation_record(results: dict[str, EvalResult], seed: int, before_rows: list[float] | None = None) -> dict[str, Any]:
+def evaluation_record(results: dict[str, EvalResult], seed: int, before: dict[str, Any] | None = None) -> dict[str, Any]:
     """One evaluation as JSON-ready keys: per set (``general_`` prefix for the general one)
-    the NLL sum, masked tokens, loss, perplexity and its 95% interval; given the domain
-    rows before training, the interval of the perplexity ratio now / before."""
+    the NLL sum, masked tokens, loss, perplexity and its 95% interval, and its per-chunk
+    NLL (``row_nll``); given the record before training, the interval of each set's
+    perplexity ratio now / before, resampling the same chunks together."""
     record: dict[str, Any] = {}
     for name, result in results.items():
         prefix = "" if name == "eval" else f"{name}_"
         record |= {f"{prefix}eval_loss": result.loss, f"{prefix}eval_nll_sum": result.nll_sum,
                    f"{prefix}eval_masked_tokens": result.masked_tokens, f"{prefix}perplexity": result.perplexity,
                    f"{prefix}perplexity_interval": list(result.interval(seed))}
-    if before_rows is not None:
-        domain = results["eval"]
-        record["perplexity_change_interval"] = list(perplexity_interval(
-            domain.row_nll, domain.row_tokens, seed, baseline=np.asarray(before_rows, dtype=np.float64)))
+        if before is None:  # the start: its rows are what later evaluations are paired with
+            record[f"{prefix}row_nll"] = result.row_nll.tolist()
+        elif f"{prefix}row_nll" in before:
+            record[f"{prefix}perplexity_change_interval"] = list(perplexity_interval(
+                result.row_nll, result.row_tokens, seed, baseline=np.asarray(before[f"{prefix}row_nll"], dtype=np.float64)))
     return record
 
 
@@ -252,4 +259,7 @@ def before_after(before: dict[str, Any], after: dict[str, Any], masked_bytes: in
                     "general_perplexity_before_interval": before["general_perplexity_interval"],
                     "general_perplexity_after_interval": after["general_perplexity_interval"],
                     "general_eval_masked_tokens": after["general_eval_masked_tokens"]}
+        if "general_perplexity_change_interval" in after:  # absent in checkpoints made before it existed
+            low, high = after["general_perplexity_change_interval"]
+            metrics |= {"general_perplexity_change_interval": [low, high], "general_change_exceeds_noise": not (low <= 1.0 <= high)}
     return metrics

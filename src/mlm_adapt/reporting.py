@@ -217,7 +217,12 @@ def _verdict(metrics: dict[str, Any]) -> str:
             f"{'beyond' if metrics['change_exceeds_noise'] else 'within'} resampling noise)")
     if metrics.get("general_data"):
         text += (f"; general text {metrics['general_perplexity_before']:.1f} -> {metrics['general_perplexity_after']:.1f}"
-                 " (forgetting shows as a rise)")
+                 " (forgetting shows as a rise")
+        if "general_perplexity_change_interval" in metrics:
+            low, high = metrics["general_perplexity_change_interval"]
+            text += (f"; after/before 95% interval {low:.3f}-{high:.3f}: "
+                     f"{'beyond' if metrics['general_change_exceeds_noise'] else 'within'} resampling noise")
+        text += ")"
     return text + "."
 
 

@@ -98,6 +98,12 @@ def print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     if metrics.get("general_data"):
         table.add_row("general-text perplexity before", with_interval(metrics["general_perplexity_before"], metrics["general_perplexity_before_interval"]))
         table.add_row("general-text perplexity after", with_interval(metrics["general_perplexity_after"], metrics["general_perplexity_after_interval"]))
+        if "general_perplexity_change_interval" in metrics:
+            low, high = metrics["general_perplexity_change_interval"]
+            verdict = "beyond noise" if metrics["general_change_exceeds_noise"] else "within noise"
+            table.add_row("general after / before (95% interval)", f"[{low:.3f}, {high:.3f}]: {verdict}")
+    if metrics.get("replay_chunks"):
+        table.add_row("general-text chunks replayed", f"{metrics['replay_chunks']} of {metrics['train_chunks']}")
     table.add_row("bits per byte before / after", f"{metrics['bits_per_byte_before']:.4f} / {metrics['bits_per_byte_after']:.4f}")
     if metrics["added_tokens"]:
         table.add_row("words added to the vocabulary", str(len(metrics["added_tokens"])))

@@ -137,9 +137,8 @@ def _start_or_resume(config, accelerator, objective, prepared: Prepared) -> RunS
     log.info("perplexity before training: %.3f on %d masked tokens", before.perplexity, before.masked_tokens)
     if "general" in results:
         log.info("general-text perplexity before training: %.3f", results["general"].perplexity)
-    # The rows stay in the checkpoint: the end's before/after interval resamples them.
-    record = evaluation_record(results, config.seed) | {"row_nll": before.row_nll.tolist()}
-    return RunState(options=options, before=record)
+    # Its per-chunk rows stay in the checkpoint: the end's before/after interval resamples them.
+    return RunState(options=options, before=evaluation_record(results, config.seed))
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -149,7 +148,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     accelerator, precision = make_accelerator(config.precision, config.report_to, config.output / "logs")
     with accelerator.main_process_first():  # the others find the folder the main process made, still empty
         output = _prepare_output(config)
-    prepared = prepare(config, accelerator, extend=_vocabulary_extension(config), general=config.general_data_config())
+    prepared = prepare(config, accelerator, extend=_vocabulary_extension(config), general=config.general_data_config(),
+                       replay_ratio=config.replay_ratio)
     if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one process reports progress
     source = prepared.data.train
@@ -178,7 +178,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             epoch_done, last = state.step_in_epoch == steps_per_epoch, state.step == total_steps
             if epoch_done or last or _every(config.eval_steps, state.step):
                 results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
-                _record_evaluation(state, evaluation_record(results, config.seed, state.before["row_nll"]),
+                _record_evaluation(state, evaluation_record(results, config.seed, state.before),
                                    epoch_done, steps_per_epoch)
             if epoch_done:
                 state.next_epoch()
@@ -308,6 +308,7 @@ def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer:
         **before_after(state.before, state.history[-1], prepared.eval_set.masked_bytes),
         "added_tokens": [{"token": a.token, "id": a.id, "pieces": list(a.pieces)} for a in prepared.added],
         "train_chunks": prepared.data.train.train_chunks(state.chunks_trained),
+        "replay_chunks": prepared.data.replay_chunks,  # of train_chunks, from --general-data
         "chunks_trained": state.chunks_trained,
         "eval_chunks": len(prepared.data.eval),
         "eval_documents": prepared.data.eval_documents,
