@@ -142,3 +142,37 @@ def test_every_run_reports_intervals_and_whether_the_change_is_noise(bert_run):
     assert low <= metrics["perplexity_after"] / metrics["perplexity_before"] <= high
     assert metrics["change_exceeds_noise"] == (high < 1.0 or low > 1.0)
     assert metrics["change_exceeds_noise"]  # the tiny model learns the tiny grammar
+
+
+def test_a_task_probe_ends_the_run_and_equals_the_probe_command_on_the_saved_models(bert_dir, data_root, tmp_path):
+    import csv
+
+    from mlm_adapt import probing
+    from mlm_adapt.config import DataConfig, ProbeConfig
+
+    task = tmp_path / "task.csv"
+    with task.open("w", newline="", encoding="utf-8") as fh:
+        # Every seventh label flipped: scores below 1 that differ between models and splits.
+        csv.writer(fh).writerows([("review", "label")] + [(f"the {'brilliant' if i % 2 else 'awful'} film number {i}.",
+                                                           "pos" if (i % 2) ^ (i % 7 == 0) else "neg") for i in range(60)])
+    config = train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=2,
+                          task_data=str(task), task_text_column="review")
+    metrics = train(config)
+    probe = metrics["task_probe"]
+    again = probing.probe(ProbeConfig(models=(ModelConfig(str(bert_dir)), ModelConfig(str(config.output))),
+                                      data=DataConfig(str(task), text_column="review"), seed=config.seed))
+    for run_scores, saved_scores in zip(probe["models"], again["models"]):
+        assert run_scores["accuracy"] == pytest.approx(saved_scores["accuracy"])
+        assert run_scores["macro_f1"] == pytest.approx(saved_scores["macro_f1"])
+    assert probe["comparison"] == again["comparison"] and probe["classes"] == ["neg", "pos"]
+    assert len({a for m in probe["models"] for a in m["accuracy"]}) > 1  # not all equal: the comparison means something
+    assert json.loads((config.output / "metrics.json").read_text())["task_probe"]["rows"] == 60
+    page = (config.output / "report.html").read_text()
+    assert "Did it help?" in page and "adapted - base" in page and "task.csv" in page
+    card = (config.output / "README.md").read_text()
+    assert "Did it help the task?" in card and "text-classification" in card and "type: accuracy" in card
+
+
+def test_task_data_without_labels_is_refused_before_training(bert_dir, data_root, tmp_path):
+    with pytest.raises(MlmAdaptError, match="text files hold no labels"):
+        train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", task_data=str(data_root / "docs.txt"))

@@ -183,6 +183,10 @@ class TrainConfig(EvalConfig):
     general_text_column: str = "text"
     general_encoding: str | None = None
     replay_ratio: float | None = None
+    task_data: str | None = None
+    task_split: str = "train"
+    task_text_column: str | None = None
+    task_label_column: str = "label"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -203,6 +207,7 @@ class TrainConfig(EvalConfig):
         if self.replay_ratio is not None and (self.general_data is None or self.data.streaming):
             raise MlmAdaptError("--replay-ratio mixes chunks of --general-data into the training set held in memory: "
                                 "give --general-data, without --streaming")
+        self.task_probe_config()  # refuses unlabelled task data before any training
         _choice("report_to", self.report_to, ReportTo)
         object.__setattr__(self, "probes", tuple(self.probes or ()))
         for probe in self.probes:
@@ -231,6 +236,17 @@ class TrainConfig(EvalConfig):
         return dataclasses.replace(
             self.data, data=self.general_data, split=self.general_split, text_column=self.general_text_column,
             encoding=self.general_encoding or self.data.encoding, train_size=train_size)
+
+    def task_probe_config(self) -> ProbeConfig | None:
+        """The labelled task (--task-data) on which the run ends with a frozen-encoder probe of
+        the base model vs the adapted one (``--output``): did adaptation help the task?"""
+        if self.task_data is None:
+            return None
+        data = DataConfig(data=self.task_data, split=self.task_split, encoding=self.data.encoding,
+                          text_column=self.task_text_column or self.data.text_column)
+        trust = {"allow_pickle": self.model.allow_pickle, "trust_remote_code": self.model.trust_remote_code}
+        return ProbeConfig(models=(self.model, ModelConfig(str(self.output), **trust)), data=data,
+                           label_column=self.task_label_column, seed=self.seed)
 
     def extends_vocabulary(self) -> bool:
         return self.add_tokens is not None or self.add_tokens_file is not None

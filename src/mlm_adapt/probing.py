@@ -129,11 +129,28 @@ def compare(first: ProbeScores, second: ProbeScores) -> dict:
     return out
 
 
-def probe(config) -> dict:
+def probe(config, loaded: dict | None = None) -> dict:
     """Run a ``ProbeConfig``: scores per model (mean and std over seeds), and with two
-    models their paired difference."""
-    from mlm_adapt.corpus import Corpus, load_corpus
+    models their paired difference. ``loaded`` maps a model name of ``config.models`` to
+    a (model, tokenizer) already in memory (a run's trained model)."""
     from mlm_adapt.models import load_model, load_tokenizer
+
+    texts, labels, names = labelled_texts(config)
+    seeds = [config.seed + i for i in range(config.seeds)]
+    results = []
+    for model_config in config.models:
+        model, tokenizer = (loaded or {}).get(model_config.model) or (load_model(model_config), load_tokenizer(model_config))
+        features = embed(model, tokenizer, texts, config.max_length)
+        results.append(score(features, labels, seeds, config.test_share, model_config.model))
+    report = {"classes": names, "rows": len(texts), "seeds": seeds, "models": [r.summary() for r in results]}
+    if len(results) == 2:
+        report["comparison"] = compare(*results)
+    return report
+
+
+def labelled_texts(config) -> tuple[list[str], np.ndarray, list[str]]:
+    """The probe's texts (a seeded sample of ``max_rows``), class indices and class names."""
+    from mlm_adapt.corpus import Corpus, load_corpus
 
     corpus = load_corpus(config.data)
     if config.label_column not in corpus.dataset.column_names:
@@ -145,13 +162,4 @@ def probe(config) -> dict:
     subset = corpus.dataset.select(rows)
     labels, names = encode_labels(subset[config.label_column])
     texts = [t for batch in Corpus(subset, corpus.column, corpus.source).batches() for t in batch]
-    seeds = [config.seed + i for i in range(config.seeds)]
-    results = []
-    for model_config in config.models:
-        model, tokenizer = load_model(model_config), load_tokenizer(model_config)
-        features = embed(model, tokenizer, texts, config.max_length)
-        results.append(score(features, labels, seeds, config.test_share, model_config.model))
-    report = {"classes": names, "rows": len(texts), "seeds": seeds, "models": [r.summary() for r in results]}
-    if len(results) == 2:
-        report["comparison"] = compare(*results)
-    return report
+    return texts, labels, names

@@ -106,7 +106,7 @@ def model_card(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
             task_type="fill-mask", dataset_type=data.partition(":")[0], dataset_name=data,
             metric_type="perplexity", metric_value=round(metrics["perplexity_after"], 4),
             metric_name="held-out perplexity",
-        )] + _general_result(metrics, HubEvalResult),
+        )] + _general_result(metrics, HubEvalResult) + _task_result(metrics, HubEvalResult),
     )
     return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{_card_body(config, metrics, probes)}"))
 
@@ -119,6 +119,33 @@ def _general_result(metrics: dict[str, Any], result_type) -> list:
     return [result_type(task_type="fill-mask", dataset_type=name.partition(":")[0], dataset_name=name,
                         metric_type="perplexity", metric_value=round(metrics["general_perplexity_after"], 4),
                         metric_name="held-out perplexity, general text (forgetting check)")]
+
+
+def _task_result(metrics: dict[str, Any], result_type) -> list:
+    """The task probe in model-index: the adapted model's mean accuracy over the probe's seeds."""
+    task = metrics.get("task_probe")
+    if not task:
+        return []
+    name = public_name(task["data"])
+    adapted = task["models"][-1]
+    return [result_type(task_type="text-classification", dataset_type=name.partition(":")[0], dataset_name=name,
+                        metric_type="accuracy", metric_value=round(adapted["accuracy_mean"], 4),
+                        metric_name=f"frozen-encoder probe accuracy, mean of {len(task['seeds'])} seeds")]
+
+
+def task_probe_rows(task: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(model, accuracy, macro-F1) rows of a task probe, the paired difference last."""
+    rows = [(label, f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}", f"{m['macro_f1_mean']:.3f} ± {m['macro_f1_std']:.3f}")
+            for label, m in zip(("base model", "adapted model"), task["models"])]
+    diff = [f"{c['difference_mean']:+.3f} ± {c['difference_std']:.3f} ({'beyond' if c['exceeds_spread'] else 'within'} the spread)"
+            for c in (task["comparison"]["accuracy"], task["comparison"]["macro_f1"])]
+    return rows + [("adapted - base", *diff)]
+
+
+def _task_probe_intro(task: dict[str, Any]) -> str:
+    return (f"Frozen-encoder probe (mean-pooled embeddings + logistic regression) on `{public_name(task['data'])}`: "
+            f"{task['rows']} labelled rows, {len(task['classes'])} classes ({', '.join(map(str, task['classes'][:6]))}), "
+            f"{len(task['seeds'])} stratified splits; mean ± std over the splits, difference paired by split.")
 
 
 def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) -> str:
@@ -149,6 +176,10 @@ def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
         "",
         _verdict(metrics),
     ]
+    if metrics.get("task_probe"):
+        lines += ["", "## Did it help the task?", "", _task_probe_intro(metrics["task_probe"]), "",
+                  "| | accuracy | macro-F1 |", "| --- | --- | --- |"]
+        lines += [f"| {' | '.join(row)} |" for row in task_probe_rows(metrics["task_probe"])]
     if metrics.get("added_tokens"):
         added = metrics["added_tokens"]
         lines += ["", "## Added vocabulary", "",
@@ -191,8 +222,17 @@ def report_html(config_options: dict[str, Any], metrics: dict[str, Any], probes:
     return _PAGE.format(
         title=esc(f"mlm-adapt: {config_options['model']} on {config_options['data']}"), table=table, history=history,
         image=image, probes=probe_rows, config=esc(yaml.safe_dump(config_options, sort_keys=False)),
-        vocabulary=_added_tokens_html(metrics.get("added_tokens") or []),
+        vocabulary=_added_tokens_html(metrics.get("added_tokens") or []), verdict=esc(_verdict(metrics)),
+        task=_task_probe_html(metrics.get("task_probe")),
     )
+
+
+def _task_probe_html(task: dict[str, Any] | None) -> str:
+    if not task:
+        return "<p>No labelled task was probed (train with --task-data, or run <code>mlm-adapt probe</code>).</p>"
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in task_probe_rows(task))
+    intro = html.escape(_task_probe_intro(task)).replace("`", "")
+    return f"<p>{intro}</p><table><tr><th></th><th>accuracy</th><th>macro-F1</th></tr>{rows}</table>"
 
 
 def _added_tokens_html(added: list[dict[str, Any]]) -> str:
@@ -239,8 +279,10 @@ th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.7rem; text-align: left; vert
 th {{ background: #f4f4f4; }} img {{ max-width: 100%; }} pre {{ background: #f7f7f7; padding: 0.8rem; }}
 </style></head><body>
 <h1>{title}</h1>
+<h2>Did it help?</h2><p>{verdict}</p>
+{task}
+<img alt="training loss and held-out perplexity (domain and general text)" src="data:image/png;base64,{image}">
 <h2>Metrics</h2><table>{table}</table>
-<h2>Curves</h2><img alt="training loss and held-out perplexity" src="data:image/png;base64,{image}">
 <h2>Per epoch</h2><table>{history}</table>
 <h2>Fill-mask, base model vs adapted model</h2>
 <table><tr><th>text</th><th>before</th><th>after</th></tr>{probes}</table>

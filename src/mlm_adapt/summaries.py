@@ -111,8 +111,22 @@ def print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     table.add_row("optimizer steps", str(metrics["steps"]))
     table.add_row("samples / s", f"{metrics['train_samples_per_second']:.2f} ({metrics['precision']})")
     out.print(table)
+    if metrics.get("task_probe"):
+        print_task_probe(metrics["task_probe"])
     out.print(f"saved to {output}  (try: mlm-adapt fill-mask --model {output} \"This is a great [MASK].\")")
 
 
 def with_interval(value: float, interval: list[float]) -> str:
     return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def print_task_probe(task: dict[str, Any]) -> None:
+    from mlm_adapt.reporting import task_probe_rows
+
+    table = Table(title=f"did it help? frozen-encoder probe on {task['data']} ({task['rows']} rows, "
+                        f"{len(task['seeds'])} seeds)", title_justify="left")
+    for column in ("", "accuracy", "macro-F1"):
+        table.add_column(column)
+    for row in task_probe_rows(task):
+        table.add_row(*row)
+    out.print(table)

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from mlm_adapt import artifacts, checkpoints, config as config_mod, hub, reporting, vocabulary
+from mlm_adapt import artifacts, checkpoints, config as config_mod, hub, probing, reporting, vocabulary
 from mlm_adapt.config import TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import Prepared, before_after, evaluate_sets, evaluation_record, prepare
@@ -264,6 +264,11 @@ def _log_to_trackers(accelerator, state: RunState, seen: tuple[int, int]) -> Non
 
 
 def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: Prepared, metrics: dict[str, Any]) -> None:
+    task = config.task_probe_config()
+    if task is not None:  # before saving: metrics.json, the report and the card carry it
+        log.info("probing the task in %s: base model vs adapted model, %d seeds ...", task.data.data, task.seeds)
+        metrics["task_probe"] = {"data": task.data.data, **probing.probe(task, loaded={str(config.output): (model, prepared.tokenizer)})}
+
     def extras(folder) -> None:
         config_mod.write_yaml(config, folder / "config.yaml")
         reporting.write_run_report(folder, config, metrics, model, prepared.tokenizer, prepared.data.eval)
