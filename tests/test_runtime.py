@@ -62,3 +62,18 @@ def test_the_warning_reaches_the_user(monkeypatch, mlm_log):
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
     assert runtime.detect_precision("bf16") == "bf16" and runtime.detect_precision("auto") == "bf16"
     assert not any("emulated" in r.getMessage() for r in mlm_log.records)
+
+
+@pytest.mark.parametrize("variable, cap, native", [
+    ("ONEDNN_MAX_CPU_ISA", "AVX2", False), ("DNNL_MAX_CPU_ISA", "avx512_core", False),
+    ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16", True), ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX", True),
+])
+def test_an_isa_cap_below_bf16_means_emulated_bf16(monkeypatch, variable, cap, native):
+    import torch
+
+    from mlm_adapt import runtime
+
+    # The CPU itself has the instructions; only the cap decides.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert runtime.cpu_supports_bf16({variable: cap}) is native
+    assert runtime.cpu_supports_bf16({}) is True
