@@ -241,6 +241,13 @@ def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+def bf16_peak() -> float:
+    # Emulated bf16 runs near 0.4 GFLOP/s: a 2048^2 product would take minutes.
+    from mlm_adapt.runtime import cpu_supports_bf16
+
+    return matmul_peak("bfloat16") if cpu_supports_bf16() else matmul_peak("bfloat16", size=512, repeats=2)
+
+
 # The flags that decide which kernels run: bf16 is native with avx512_bf16 or amx_bf16,
 # emulated (several times slower than fp32) with avx2 alone.
 KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
@@ -254,7 +261,18 @@ def cpu_description() -> dict:
     fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
     model, flags = fields.get("model name", "unknown"), set(fields.get("flags", "").split())
     kind = "bf16-native" if {"avx512_bf16", "amx_bf16"} & flags else "avx2-only" if "avx2" in flags else "other"
-    return {"model": model, "cores": os.cpu_count(), "kind": kind, "flags": [f for f in KERNEL_FLAGS if f in flags]}
+    # An ISA cap (ONEDNN_MAX_CPU_ISA=AVX2 ...) turns a bf16-native CPU into an AVX2-only one for
+    # the kernels: how this benchmark simulates one (docs/performance.md).
+    caps = {k: os.environ[k] for k in ISA_CAPS if k in os.environ}
+    if caps and kind == "bf16-native":
+        from mlm_adapt.runtime import cpu_supports_bf16
+
+        kind = kind if cpu_supports_bf16() else "avx2-only (ISA capped)"
+    return {"model": model, "cores": os.cpu_count(), "kind": kind, "flags": [f for f in KERNEL_FLAGS if f in flags],
+            "isa_caps": caps}
+
+
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def flops_per_sample(sparse: bool, mask_rate: float = 0.15) -> float:
@@ -272,6 +290,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each variant (the median is reported)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--only", help="comma-separated variants to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     args = parser.parse_args()
     if args.variant:  # child process: one variant, JSON on stdout
@@ -279,7 +298,7 @@ def main() -> None:
         return
 
     report = {"cpu": cpu_description(), "steps": args.steps, "batch": args.batch, "chunk": CHUNK,
-              "peak_gflops": {"fp32": matmul_peak("float32"), "bf16": matmul_peak("bfloat16")}}
+              "peak_gflops": {"fp32": matmul_peak("float32"), "bf16": bf16_peak()}}
     texts, tok = corpus_texts(), tokenizer()
     news = texts[:2225]  # the BBC articles: long documents, like IMDb reviews
     report["preprocessing"] = {
@@ -287,9 +306,13 @@ def main() -> None:
         "long documents (news x2)": bench_preprocessing(news * 2, tok),
     }
     print(json.dumps(report, indent=1), flush=True)
-    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    chosen = args.only.split(",") if args.only else list(VARIANTS)
+    unknown = set(chosen) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
+    runs: dict[str, list[dict]] = {name: [] for name in chosen}
     for _ in range(args.repeats):  # interleaved, so slow drifts of the machine hit every variant
-        for name in VARIANTS:
+        for name in chosen:
             proc = subprocess.run([sys.executable, __file__, "--variant", name, "--steps", str(args.steps),
                                    "--batch", str(args.batch)], capture_output=True, text=True)
             if proc.returncode != 0:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from mlm_adapt.config import ModelConfig
-from mlm_adapt.demo import PROBES, DemoAssets, run_demo, stage_configs
+import pytest
+from hypothesis import given, strategies as st
+
+from mlm_adapt.config import DataConfig, ModelConfig
+from mlm_adapt.demo import (ADAPT_CHUNKS, BATCH, GENERAL_CHUNKS, MIN_SHARE, OVERHEAD_SECONDS, OVERHEAD_STEPS, PROBES,
+                            DemoAssets, labelled_files, run_demo, stage_configs, stage_share, topic_probe_config)
 
 
 def test_demo_runs_both_stages_and_writes_the_summary(bert_dir, data_root, tmp_path):
@@ -14,10 +18,16 @@ def test_demo_runs_both_stages_and_writes_the_summary(bert_dir, data_root, tmp_p
     general, adapted = stage_configs(assets, tmp_path / "demo")
     small = dict(batch_size=8, max_steps=3)
     general = dataclasses.replace(general, data=dataclasses.replace(general.data, chunk_size=48, train_size=40, eval_size=10, encoding="utf-8"), **small)
-    adapted = dataclasses.replace(adapted, data=dataclasses.replace(adapted.data, chunk_size=48, text_column="review", eval_size=10), **small)
+    # The fixture's reviews carry a 0/1 label: the sentiment task stand-in.
+    adapted = dataclasses.replace(adapted, data=dataclasses.replace(adapted.data, chunk_size=48, text_column="review", eval_size=10),
+                                  general_encoding="utf-8", task_data=str(data_root / "reviews.csv"), task_text_column="review", **small)
     assert adapted.model == ModelConfig(str(general.output))  # stage 2 starts from stage 1's output
+    assert adapted.general_data == general.data.data  # forgetting is measured on stage 1's held-out news
+    topics = topic_probe_config(assets, general, adapted)
+    assert [m.model for m in topics.models] == [str(general.output), str(adapted.output)]
+    topics = dataclasses.replace(topics, data=DataConfig(str(data_root / "reviews.csv"), text_column="review"), seeds=2)
 
-    summary = run_demo(tmp_path / "demo", configs=(general, adapted))
+    summary = run_demo(tmp_path / "demo", configs=(general, adapted, topics))
 
     saved = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert saved["perplexity_before"] == summary["perplexity_before"]
@@ -25,7 +35,33 @@ def test_demo_runs_both_stages_and_writes_the_summary(bert_dir, data_root, tmp_p
     assert [p["text"] for p in saved["probes"]] == list(PROBES)
     metrics = json.loads((tmp_path / "demo" / "adapted" / "metrics.json").read_text())
     assert metrics["perplexity_after"] == saved["perplexity_after"]
+    assert saved["general_perplexity_after"] == metrics["general_perplexity_after"]
+    assert saved["sentiment_probe"] == metrics["task_probe"] and len(saved["topic_probe"]["seeds"]) == 2
     assert (tmp_path / "demo" / "general" / "model.safetensors").exists()
+
+
+def test_the_labelled_tasks_come_from_the_corpora(tmp_path):
+    reviews, news = tmp_path / "rt" / "reviews.csv", tmp_path / "bbc"
+    reviews.parent.mkdir()
+    reviews.write_text("category,text\nplot,A man walks.\nfresh,Loved it.\nrotten,Dull.\n", encoding="utf-8")
+    for section, text in (("sport", "A match report."), ("tech", "A new phone \xe9.")):
+        (news / section).mkdir(parents=True)
+        (news / section / "001.txt").write_text(text, encoding="latin-1")
+    sentiment, topics = labelled_files(DemoAssets(tmp_path, news, reviews))
+    assert [json.loads(line) for line in sentiment.read_text().splitlines()] == [
+        {"text": "Loved it.", "label": "fresh"}, {"text": "Dull.", "label": "rotten"}]  # plot summaries left out
+    assert [json.loads(line) for line in topics.read_text().splitlines()] == [
+        {"text": "A match report.", "label": "sport"}, {"text": "A new phone \xe9.", "label": "tech"}]
+
+
+@given(seconds=st.floats(0.05, 60), minutes=st.floats(1, 60))
+def test_the_stages_shrink_with_a_slower_step_and_a_smaller_budget(seconds, minutes):
+    share = stage_share(seconds, minutes)
+    assert MIN_SHARE <= share <= 1
+    assert stage_share(seconds * 1.5, minutes) <= share <= stage_share(seconds, minutes * 1.5)
+    if share < 1 and share > MIN_SHARE:  # sized to fit: the estimate of the demo's time is the budget
+        steps = share * (GENERAL_CHUNKS + 2 * ADAPT_CHUNKS) / BATCH
+        assert (steps + OVERHEAD_STEPS) * seconds + OVERHEAD_SECONDS == pytest.approx(minutes * 60)
 
 
 def _wheel(folder, name: str, version: str, members: dict[str, bytes]) -> None:

@@ -22,5 +22,6 @@ def test_demo_examples_match_the_demo_command():
     assets = DemoAssets(cache / "all-MiniLM-L6-v2", cache / "bbc-news", cache / "rotten-tomatoes" / "reviews.csv")
     for name, expected in zip(("demo-general.yaml", "demo-adapted.yaml"), stage_configs(assets, Path("mlm-adapt-demo"))):
         loaded = to_options(resolve(TrainConfig, {}, EXAMPLES / name))
-        loaded["data"] = str(Path(loaded["data"]).expanduser())
+        for key in ("data", "general_data", "task_data"):
+            loaded[key] = loaded[key] and str(Path(loaded[key]).expanduser())
         assert loaded == to_options(expected)

@@ -297,9 +297,18 @@ class ProbeConfig:
     max_rows: int = 2_000
     max_length: int = 128
     seed: int = 42
+    finetune: bool = False
+    finetune_epochs: int = 3
+    finetune_lr: float = 5e-5
+    batch_size: int = 16
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         _positive("seeds", self.seeds)
+        _positive("finetune_epochs", self.finetune_epochs)
+        _positive("finetune_lr", self.finetune_lr)
+        _positive("batch_size", self.batch_size)
+        _choice("precision", self.precision, Precision)
         _probability("test_share", self.test_share)
         _positive("max_rows", self.max_rows)
         _positive("max_length", self.max_length)

@@ -133,16 +133,21 @@ def probe(config, loaded: dict | None = None) -> dict:
     """Run a ``ProbeConfig``: scores per model (mean and std over seeds), and with two
     models their paired difference. ``loaded`` maps a model name of ``config.models`` to
     a (model, tokenizer) already in memory (a run's trained model)."""
+    from mlm_adapt.finetuning import finetune_scores
     from mlm_adapt.models import load_model, load_tokenizer
 
     texts, labels, names = labelled_texts(config)
     seeds = [config.seed + i for i in range(config.seeds)]
     results = []
     for model_config in config.models:
+        if config.finetune:
+            results.append(finetune_scores(model_config, texts, labels, seeds, config))
+            continue
         model, tokenizer = (loaded or {}).get(model_config.model) or (load_model(model_config), load_tokenizer(model_config))
         features = embed(model, tokenizer, texts, config.max_length)
         results.append(score(features, labels, seeds, config.test_share, model_config.model))
-    report = {"classes": names, "rows": len(texts), "seeds": seeds, "models": [r.summary() for r in results]}
+    report = {"mode": "fine-tuned" if config.finetune else "frozen", "classes": names, "rows": len(texts),
+              "seeds": seeds, "models": [r.summary() for r in results]}
     if len(results) == 2:
         report["comparison"] = compare(*results)
     return report

@@ -30,7 +30,7 @@ def print_vocab(result) -> None:
 
 
 def print_probe(report: dict[str, Any]) -> None:
-    table = Table(title=f"frozen-encoder probe: {report['rows']} rows, {len(report['classes'])} classes, "
+    table = Table(title=f"{'fine-tuned' if report.get('mode') == 'fine-tuned' else 'frozen-encoder'} probe: {report['rows']} rows, {len(report['classes'])} classes, "
                         f"{len(report['seeds'])} seeds", title_justify="left")
     for column in ("model", "accuracy", "macro-F1"):
         table.add_column(column)
@@ -44,10 +44,17 @@ def print_probe(report: dict[str, Any]) -> None:
 
 
 def print_demo_summary(summary: dict[str, Any]) -> None:
-    out.print(
-        f"\nheld-out review perplexity: {summary['perplexity_before']:.2f} before -> "
-        f"{summary['perplexity_after']:.2f} after adaptation"
-    )
+    table = Table(title="did adaptation help, and what did it cost?", title_justify="left")
+    for column in ("", "general model (news)", "adapted model (reviews)"):
+        table.add_column(column)
+    table.add_row("held-out review perplexity", *_before_after(summary, "perplexity"))
+    if "general_perplexity_before" in summary:
+        table.add_row("held-out news perplexity", *_before_after(summary, "general_perplexity"))
+    for name, probe in (("review sentiment probe, accuracy", summary.get("sentiment_probe")),
+                        ("news topic probe, accuracy", summary.get("topic_probe"))):
+        if probe:
+            table.add_row(name, *(f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}" for m in probe["models"]))
+    out.print(table)
     table = Table(title="top-5 fill-mask, general model vs adapted model", title_justify="left")
     table.add_column("text")
     table.add_column("before (news)")
@@ -56,6 +63,11 @@ def print_demo_summary(summary: dict[str, Any]) -> None:
         table.add_row(probe["text"], ", ".join(probe["before"]), ", ".join(probe["after"]))
     out.print(table)
     out.print(f"models: {summary['general_model']} and {summary['adapted_model']}; numbers in summary.json")
+
+
+def _before_after(summary: dict[str, Any], key: str) -> tuple[str, str]:
+    return tuple(with_interval(summary[f"{key}_{when}"], summary[f"{key}_{when}_interval"])
+                 if f"{key}_{when}_interval" in summary else f"{summary[f'{key}_{when}']:.2f}" for when in ("before", "after"))
 
 
 def fill_mask_json(texts: list[str], results: dict[str, list]) -> list[dict[str, Any]]:

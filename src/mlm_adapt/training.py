@@ -196,6 +196,35 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return metrics
 
 
+def measure_step_seconds(config: TrainConfig, steps: int = 3) -> tuple[float, str]:
+    """Seconds one optimizer step of ``config``'s shape (batch x chunk size, precision,
+    model) takes on this machine, and the precision it ran in: the real step on random
+    tokens, after 2 untimed ones (``WARMUP_STEPS_NOT_TIMED``). What the demo sizes its
+    stages by."""
+    from mlm_adapt.models import load_model
+
+    accelerator, precision = make_accelerator(config.precision)
+    level = log.level
+    log.setLevel(logging.ERROR)  # the run that follows repeats any warning about the model
+    try:
+        model = load_model(config.model)
+    finally:
+        log.setLevel(level)
+    objective, optimizer, scheduler = _optimisation(config, model, accelerator, WARMUP_STEPS_NOT_TIMED + steps)
+    objective.train()
+    rng = torch.Generator().manual_seed(config.seed)
+    shape = (config.batch_size, config.data.chunk_size)
+    ids = torch.randint(1000, model.config.vocab_size, shape, generator=rng)
+    labels = torch.where(torch.rand(shape, generator=rng) < config.masking.train_mask_prob(), ids, IGNORE_INDEX)
+    batch = [[a.numpy() for a in (ids, torch.ones_like(ids), labels)]] * config.grad_accum
+    for _ in range(WARMUP_STEPS_NOT_TIMED):
+        _train_step(objective, optimizer, scheduler, accelerator, batch)
+    began = time.perf_counter()
+    for _ in range(steps):
+        _train_step(objective, optimizer, scheduler, accelerator, batch)
+    return (time.perf_counter() - began) / steps, precision
+
+
 def _vocabulary_extension(config: TrainConfig):
     """With --add-tokens / --add-tokens-file: what adds the words to model and tokenizer.
     The words are chosen again on --resume, from the same data: the same words."""

@@ -1,0 +1,53 @@
+"""The fine-tuned probe: a short full fine-tune finds a label one word reveals, not noise."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import numpy as np
+
+from mlm_adapt import probing
+from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
+from conftest import make_documents, run_main
+
+
+def _labelled(path, texts, labels):
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([("text", "label"), *zip(texts, labels)])
+    return path
+
+
+def test_finetuning_finds_a_one_word_label_and_not_a_random_one(bert_dir, tmp_path):
+    rng = random.Random(1)
+    docs = make_documents(120, seed=9)
+    marked = [rng.random() < 0.5 for _ in docs]
+    texts = [f"{d.split('.')[0]}. the {'brilliant' if m else 'awful'} film." for d, m in zip(docs, marked)]
+    detectable = _labelled(tmp_path / "sentiment.csv", texts, ["pos" if m else "neg" for m in marked])
+    noise = _labelled(tmp_path / "noise.csv", texts, [rng.choice(["pos", "neg"]) for _ in texts])
+    # A tiny random encoder needs a larger step than a pretrained one (default 5e-5).
+    common = dict(models=(ModelConfig(str(bert_dir)),), seeds=3, max_length=48, finetune=True,
+                  finetune_epochs=8, finetune_lr=2e-3, precision="fp32")
+    found = probing.probe(ProbeConfig(data=DataConfig(str(detectable)), **common))
+    chance = probing.probe(ProbeConfig(data=DataConfig(str(noise)), **common))
+    assert found["mode"] == "fine-tuned"
+    found, chance = found["models"][0], chance["models"][0]
+    assert found["accuracy_mean"] > 0.85 and chance["accuracy_mean"] < 0.75
+    assert found["accuracy_mean"] - found["accuracy_std"] > chance["accuracy_mean"] + chance["accuracy_std"]
+
+
+def test_finetuning_is_seeded_and_leaves_the_model_folder_unchanged(capsys, bert_dir, tmp_path):
+    before = {p.name: p.read_bytes() for p in bert_dir.iterdir() if p.is_file()}
+    data = _labelled(tmp_path / "d.csv", make_documents(40, seed=3), ["a", "b"] * 20)
+    args = ("probe", "--model", str(bert_dir), "--data", str(data), "--finetune", "--finetune-epochs", "1",
+            "--seeds", "2", "--precision", "fp32", "--json")
+    code, out, err = run_main(capsys, *args)
+    assert code == 0, err
+    first = json.loads(out)
+    code, out, _ = run_main(capsys, *args)
+    assert json.loads(out)["models"] == first["models"] and first["mode"] == "fine-tuned"
+    assert len(first["models"][0]["accuracy"]) == 2 and np.all(np.array(first["models"][0]["accuracy"]) <= 1)
+    assert {p.name: p.read_bytes() for p in bert_dir.iterdir() if p.is_file()} == before
+    code, _, err = run_main(capsys, *args[:-1], "--finetune-lr", "0")
+    assert code == 2 and "--finetune-lr must be a positive number" in err
