@@ -177,19 +177,19 @@ def run_ours(precision: str, steps: int, batch: int, attn: str, compile_encoder:
     from mlm_adapt.masking import MaskingVocab
     from mlm_adapt.runtime import make_accelerator
     from mlm_adapt.batching import in_memory_batches
-    from mlm_adapt.training import _optimisation, _train_step
+    from mlm_adapt.optimizer_step import optimisation, train_step
 
     tok = tokenizer()
     split = ours_preprocess(corpus_texts()[:3000], tok)
     config = TrainConfig(batch_size=batch, precision=precision, lr=2e-5, compile=compile_encoder)
     net = loaded_model() if attn == "mlm-adapt" else model(attn)
     accelerator, _ = make_accelerator(precision)
-    objective, optimizer, scheduler = _optimisation(config, net, accelerator, steps)
+    objective, optimizer, scheduler = optimisation(config, net, accelerator, steps)
     objective.train()
     batches = in_memory_batches(split.train, config, MaskingVocab.from_tokenizer(tok), accelerator, 0)
     times = [time.perf_counter()]
     for _ in range(steps):
-        _train_step(objective, optimizer, scheduler, accelerator, next(batches))
+        train_step(objective, optimizer, scheduler, accelerator, next(batches))
         times.append(time.perf_counter())
     return {**_result(times, batch), "eval_loss": held_out_loss(net, tok)}
 
@@ -346,9 +346,10 @@ def _markdown(report: dict) -> str:
             lines.append(f"| {name} | error: {r['error']} | | | | | |")
             continue
         runs = ", ".join(f"{x:.2f}" for x in r["runs_samples_per_second"])
-        lines.append(f"| {name} | {r['samples_per_second']:.2f} ({runs}) | {r.get('speedup_vs_recipe-fp32', 0):.2f} | "
-                     f"{r.get('speedup_vs_recipe-bf16', 0):.2f} | {r['peak_rss_mb']:.0f} | {r['eval_loss']:.4f} | "
-                     f"{r['mfu_vs_bf16_peak']:.0%} / {r['mfu_vs_fp32_peak']:.0%} |")
+        ratios = [f"{r[key]:.2f}" if key in r else "-" for key in ("speedup_vs_recipe-fp32", "speedup_vs_recipe-bf16")]
+        bf16_mfu = f"{r['mfu_vs_bf16_peak']:.0%}" if cpu.get("kind") == "bf16-native" else "- (bf16 emulated)"
+        lines.append(f"| {name} | {r['samples_per_second']:.2f} ({runs}) | {' | '.join(ratios)} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['eval_loss']:.4f} | {bf16_mfu} / {r['mfu_vs_fp32_peak']:.0%} |")
     for corpus, p in report["preprocessing"].items():
         lines.append(f"\npreprocessing, {corpus}: {p['words']:,} words in {p['documents']:,} documents: recipe "
                      f"{p['recipe_seconds']:.2f} s, mlm-adapt {p['mlm_adapt_seconds']:.2f} s ({p['speedup']:.1f}x); "

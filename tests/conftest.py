@@ -120,6 +120,30 @@ def train_config(model_dir, data, output, **overrides) -> "TrainConfig":
     )
 
 
+def labelled_csv(path: Path, texts: list[str], labels: list[str]) -> Path:
+    """A CSV with ``text`` and ``label`` columns."""
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([("text", "label"), *zip(texts, labels)])
+    return path
+
+
+def one_word_label_files(folder: Path, count: int, doc_seed: int, label_seed: int) -> tuple[Path, Path]:
+    """Two labelled CSVs of the same short texts: in the first the label is whether the text
+    calls the film brilliant or awful (one word reveals it), in the second it is random.
+    Short texts: a tiny random encoder's mean-pooled vector dilutes one word in a long one."""
+    import random
+
+    rng = random.Random(label_seed)
+    docs = make_documents(count, seed=doc_seed)
+    marked = [rng.random() < 0.5 for _ in docs]
+    texts = [f"{d.split('.')[0]}. the {'brilliant' if m else 'awful'} film." for d, m in zip(docs, marked)]
+    detectable = labelled_csv(folder / "sentiment.csv", texts, ["pos" if m else "neg" for m in marked])
+    noise = labelled_csv(folder / "noise.csv", texts, [rng.choice(["pos", "neg"]) for _ in texts])
+    return detectable, noise
+
+
 class FrameTokenizer:
     """Just the ids chunking reads from a tokenizer."""
 

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import random
 
 import numpy as np
 
 from mlm_adapt import probing
 from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
-from conftest import make_documents, run_main
-
-
-def _labelled(path, texts, labels):
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows([("text", "label"), *zip(texts, labels)])
-    return path
+from conftest import labelled_csv, make_documents, one_word_label_files, run_main
 
 
 def test_finetuning_finds_a_one_word_label_and_not_a_random_one(bert_dir, tmp_path):
-    rng = random.Random(1)
-    docs = make_documents(120, seed=9)
-    marked = [rng.random() < 0.5 for _ in docs]
-    texts = [f"{d.split('.')[0]}. the {'brilliant' if m else 'awful'} film." for d, m in zip(docs, marked)]
-    detectable = _labelled(tmp_path / "sentiment.csv", texts, ["pos" if m else "neg" for m in marked])
-    noise = _labelled(tmp_path / "noise.csv", texts, [rng.choice(["pos", "neg"]) for _ in texts])
+    detectable, noise = one_word_label_files(tmp_path, 120, doc_seed=9, label_seed=1)
     # A tiny random encoder needs a larger step than a pretrained one (default 5e-5).
     common = dict(models=(ModelConfig(str(bert_dir)),), seeds=3, max_length=48, finetune=True,
                   finetune_epochs=8, finetune_lr=2e-3, precision="fp32")
@@ -39,7 +26,7 @@ def test_finetuning_finds_a_one_word_label_and_not_a_random_one(bert_dir, tmp_pa
 
 def test_finetuning_is_seeded_and_leaves_the_model_folder_unchanged(capsys, bert_dir, tmp_path):
     before = {p.name: p.read_bytes() for p in bert_dir.iterdir() if p.is_file()}
-    data = _labelled(tmp_path / "d.csv", make_documents(40, seed=3), ["a", "b"] * 20)
+    data = labelled_csv(tmp_path / "d.csv", make_documents(40, seed=3), ["a", "b"] * 20)
     args = ("probe", "--model", str(bert_dir), "--data", str(data), "--finetune", "--finetune-epochs", "1",
             "--seeds", "2", "--precision", "fp32", "--json")
     code, out, err = run_main(capsys, *args)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import random
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from mlm_adapt import probing
 from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
 from mlm_adapt.errors import MlmAdaptError
-from conftest import make_documents, run_main
+from conftest import labelled_csv, make_documents, one_word_label_files, run_main
 
 
 @pytest.mark.parametrize("values, match", [
@@ -43,23 +41,8 @@ def test_logistic_regression_separates_what_is_separable_and_not_noise():
     assert np.mean(probing.score(features, labels, [0, 1, 2], 0.3, "x").accuracy) < 0.5
 
 
-def _labelled(path, docs, labels):
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
-        writer.writerows(zip(docs, labels))
-    return path
-
-
 def test_a_label_one_word_reveals_is_found_and_a_random_one_is_not(bert_dir, tmp_path):
-    rng = random.Random(0)
-    docs = make_documents(200, seed=5)
-    marked = [rng.random() < 0.5 for _ in docs]
-    # The label is whether the review calls something brilliant or awful, nothing else.
-    # Short texts: a tiny random encoder's mean-pooled vector dilutes one word in a long one.
-    texts = [f"{d.split('.')[0]}. the {'brilliant' if m else 'awful'} film." for d, m in zip(docs, marked)]
-    detectable = _labelled(tmp_path / "sentiment.csv", texts, ["pos" if m else "neg" for m in marked])
-    noise = _labelled(tmp_path / "noise.csv", texts, [rng.choice(["pos", "neg"]) for _ in texts])
+    detectable, noise = one_word_label_files(tmp_path, 200, doc_seed=5, label_seed=0)
     common = dict(models=(ModelConfig(str(bert_dir)),), seeds=3, max_length=64)
     found = probing.probe(ProbeConfig(data=DataConfig(str(detectable)), **common))["models"][0]
     chance = probing.probe(ProbeConfig(data=DataConfig(str(noise)), **common))["models"][0]
@@ -70,7 +53,7 @@ def test_a_label_one_word_reveals_is_found_and_a_random_one_is_not(bert_dir, tmp
 
 def test_two_models_are_compared_on_the_same_splits_from_the_command_line(capsys, bert_dir, distilbert_dir, tmp_path):
     docs = make_documents(60, seed=2)
-    data = _labelled(tmp_path / "d.csv", docs, ["a" if i % 2 else "b" for i in range(len(docs))])
+    data = labelled_csv(tmp_path / "d.csv", docs, ["a" if i % 2 else "b" for i in range(len(docs))])
     code, out, err = run_main(capsys, "probe", "--model", str(bert_dir), "--compare", str(distilbert_dir),
                               "--data", str(data), "--seeds", "2", "--json")
     assert code == 0, err

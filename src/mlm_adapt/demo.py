@@ -180,7 +180,7 @@ def topic_probe_config(assets: DemoAssets, general: TrainConfig, adapted: TrainC
 
 def sized_configs(assets: DemoAssets, output: Path, overwrite: bool, minutes: float) -> tuple[TrainConfig, TrainConfig, ProbeConfig]:
     """The demo's runs sized from this machine's measured step time to take ``minutes``."""
-    from mlm_adapt.training import measure_step_seconds
+    from mlm_adapt.optimizer_step import measure_step_seconds
 
     general, _ = stage_configs(assets, output, overwrite)
     seconds, precision = measure_step_seconds(general)

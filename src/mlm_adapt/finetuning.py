@@ -9,6 +9,8 @@ over five seeds, with standard deviations of up to ~6 points).
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, get_linear_schedule_with_warmup
@@ -17,6 +19,8 @@ from mlm_adapt.config import ModelConfig, ProbeConfig
 from mlm_adapt.models import load_config, load_tokenizer, quiet_transformers
 from mlm_adapt.runtime import make_accelerator
 from mlm_adapt.seeding import Salt, generator
+
+log = logging.getLogger("mlm_adapt")
 
 
 def load_classifier(cfg: ModelConfig, classes: int) -> torch.nn.Module:
@@ -67,19 +71,17 @@ def finetune_predict(cfg: ModelConfig, encoded: list[dict], labels: np.ndarray, 
     return np.concatenate(predicted)
 
 
-def finetune_scores(cfg: ModelConfig, texts: list[str], labels: np.ndarray, seeds: list[int], config: ProbeConfig):
-    """Accuracy and macro-F1 per seed split (``probing.stratified_split``), like the frozen probe's."""
-    from mlm_adapt.probing import ProbeScores, macro_f1, stratified_split
-
+def finetuner(cfg: ModelConfig, texts: list[str], labels: np.ndarray, config: ProbeConfig):
+    """``predict(train_rows, test_rows, seed)`` for ``probing.split_scores``: the texts are
+    tokenized once; each call fine-tunes a fresh classifier."""
     tokenizer = load_tokenizer(cfg)
     batch = tokenizer(texts, truncation=True, max_length=config.max_length)
     encoded = [{k: batch[k][i] for k in batch} for i in range(len(texts))]
     collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    classes = int(labels.max()) + 1
-    accuracy, f1 = [], []
-    for seed in seeds:
-        train, test = stratified_split(labels, config.test_share, seed)
-        predicted = finetune_predict(cfg, encoded, labels, train, test, config, seed, collate)
-        accuracy.append(float(np.mean(predicted == labels[test])))
-        f1.append(macro_f1(labels[test], predicted, classes))
-    return ProbeScores(cfg.model, accuracy, f1)
+
+    def predict(train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
+        log.info("fine-tuning %s on the split of seed %d (%d rows, %d epochs) ...", cfg.model, seed, len(train),
+                 config.finetune_epochs)
+        return finetune_predict(cfg, encoded, labels, train, test, config, seed, collate)
+
+    return predict

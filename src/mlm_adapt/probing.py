@@ -107,11 +107,20 @@ def embed(model, tokenizer, texts: list[str], max_length: int = 128, batch_size:
 
 
 def score(features: np.ndarray, labels: np.ndarray, seeds: list[int], test_share: float, name: str) -> ProbeScores:
+    """The frozen probe: logistic regression on ``features``, one stratified split per seed."""
+    classes = int(labels.max()) + 1
+    return split_scores(labels, seeds, test_share, name,
+                        lambda train, test, seed: fit_predict(features[train], labels[train], features[test], classes))
+
+
+def split_scores(labels: np.ndarray, seeds: list[int], test_share: float, name: str, predict) -> ProbeScores:
+    """Accuracy and macro-F1 of ``predict(train_rows, test_rows, seed) -> test predictions``
+    on one stratified split per seed: the frozen and the fine-tuned probe score alike."""
     classes = int(labels.max()) + 1
     accuracy, f1 = [], []
     for seed in seeds:
         train, test = stratified_split(labels, test_share, seed)
-        predicted = fit_predict(features[train], labels[train], features[test], classes)
+        predicted = predict(train, test, seed)
         accuracy.append(float(np.mean(predicted == labels[test])))
         f1.append(macro_f1(labels[test], predicted, classes))
     return ProbeScores(name, accuracy, f1)
@@ -133,7 +142,7 @@ def probe(config, loaded: dict | None = None) -> dict:
     """Run a ``ProbeConfig``: scores per model (mean and std over seeds), and with two
     models their paired difference. ``loaded`` maps a model name of ``config.models`` to
     a (model, tokenizer) already in memory (a run's trained model)."""
-    from mlm_adapt.finetuning import finetune_scores
+    from mlm_adapt.finetuning import finetuner
     from mlm_adapt.models import load_model, load_tokenizer
 
     texts, labels, names = labelled_texts(config)
@@ -141,7 +150,8 @@ def probe(config, loaded: dict | None = None) -> dict:
     results = []
     for model_config in config.models:
         if config.finetune:
-            results.append(finetune_scores(model_config, texts, labels, seeds, config))
+            predict = finetuner(model_config, texts, labels, config)
+            results.append(split_scores(labels, seeds, config.test_share, model_config.model, predict))
             continue
         model, tokenizer = (loaded or {}).get(model_config.model) or (load_model(model_config), load_tokenizer(model_config))
         features = embed(model, tokenizer, texts, config.max_length)
