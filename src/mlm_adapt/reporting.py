@@ -201,7 +201,6 @@ def report_html(config_options: dict[str, Any], metrics: dict[str, Any], probes:
     esc = html.escape
     rows = [("perplexity before", _ci(metrics["perplexity_before"], metrics["perplexity_before_interval"])),
             ("perplexity after", _ci(metrics["perplexity_after"], metrics["perplexity_after_interval"])),
-            ("did it change?", _verdict(metrics)),
             ("eval loss before / after", f"{metrics['eval_loss_before']:.4f} / {metrics['eval_loss_after']:.4f}"),
             ("masked evaluation tokens", str(metrics["eval_masked_tokens"])),
             ("bits per byte before / after", f"{metrics['bits_per_byte_before']:.4f} / {metrics['bits_per_byte_after']:.4f}"),
