@@ -107,7 +107,7 @@ def train_config(model_dir, data, output, **overrides) -> "TrainConfig":
     """A small, fast TrainConfig for the tiny models; keyword overrides for any option."""
     from mlm_adapt import DataConfig, MaskingConfig, ModelConfig, TrainConfig
 
-    data_options = {k: overrides.pop(k) for k in list(overrides) if k in ("text_column", "chunk_size", "train_size", "eval_size", "remainder", "streaming", "shuffle_buffer")}
+    data_options = {k: overrides.pop(k) for k in list(overrides) if k in ("text_column", "chunk_size", "train_size", "eval_size", "remainder", "streaming", "shuffle_buffer", "packing")}
     masking = overrides.pop("masking", MaskingConfig())
     base = dict(batch_size=16, lr=1e-3, epochs=2, precision="fp32", seed=7)
     base.update(overrides)

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 from mlm_adapt.config import ModelConfig
 from mlm_adapt.errors import MlmAdaptError
@@ -135,3 +136,41 @@ def test_max_chunk_size_accounts_for_roberta_offset(roberta_dir, bert_dir):
     assert max_chunk_size(rob, AutoTokenizer.from_pretrained(roberta_dir)) == 128  # 130 - (pad 1 + 1)
     bert = AutoConfig.from_pretrained(bert_dir)
     assert max_chunk_size(bert, AutoTokenizer.from_pretrained(bert_dir)) == 128
+
+
+@given(layout=st.lists(st.integers(0, 6), min_size=1, max_size=5), pad=st.integers(0, 4))
+def test_packing_mask_lets_a_token_see_exactly_the_real_tokens_of_its_document(layout, pad):
+    from mlm_adapt.models import BLOCKED, document_attention_mask
+
+    sep = 2
+    ids, owner = [1], [0]  # [CLS] belongs to the first document
+    for doc, length in enumerate(layout):
+        ids += [7] * length + [sep]
+        owner += [doc] * (length + 1)  # its separator ends (and belongs to) the document
+    real = len(ids)
+    ids += [0] * pad
+    mask = document_attention_mask(torch.tensor([ids]), torch.tensor([[1] * real + [0] * pad]), sep)[0, 0]
+    for i in range(real):
+        for j in range(len(ids)):
+            visible = j < real and owner[i] == owner[j]
+            assert mask[i, j].item() == (0.0 if visible else BLOCKED)
+
+
+@pytest.mark.parametrize("family", ["bert_dir", "roberta_dir"])
+def test_with_packing_one_document_cannot_see_the_next(family, request):
+    from mlm_adapt.chunking import frame_ids
+    from mlm_adapt.models import MaskedLMObjective
+
+    folder = request.getfixturevalue(family)
+    model, tokenizer = load_model(ModelConfig(str(folder))).eval(), load_tokenizer(ModelConfig(str(folder)))
+    cls, sep, _ = frame_ids(tokenizer)
+    first = tokenizer("the film was good", add_special_tokens=False)["input_ids"]
+    second = tokenizer("a long dull plot", add_special_tokens=False)["input_ids"]
+    # The same first document; the second differs in every token.
+    ids = torch.tensor([[cls, *first, sep, *second, sep], [cls, *first, sep, *[first[0]] * len(second), sep]])
+    labels = torch.full_like(ids, -100)
+    labels[:, 2] = ids[:, 2]  # a token of the first document
+    packed, plain = (MaskedLMObjective(model, separator=s)(ids, torch.ones_like(ids), labels, per_row=True)[0]
+                     for s in (sep, None))
+    assert packed[0].item() == pytest.approx(packed[1].item(), abs=1e-6)  # blind to the second document
+    assert plain[0].item() != plain[1].item()  # without packing it reads it (tiny models: a small change)

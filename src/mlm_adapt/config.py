@@ -93,6 +93,7 @@ class DataConfig:
     encoding: str = "utf-8"
     streaming: bool = False
     shuffle_buffer: int = 10_000
+    packing: bool = False
 
     def __post_init__(self) -> None:
         if not str(self.data).strip():

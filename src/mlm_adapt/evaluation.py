@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from accelerate.utils import set_seed
 
-from mlm_adapt.chunking import Chunks
+from mlm_adapt.chunking import Chunks, frame_ids
 from mlm_adapt.config import DataConfig, EvalConfig, MaskingConfig
 from mlm_adapt.data import SplitData, load_split, with_replay
 from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size
@@ -163,6 +163,10 @@ class Prepared:
     vocab: MaskingVocab
     added: list = field(default_factory=list)  # vocabulary.AddedWord, with --add-tokens
     general_set: MaskedSet | None = None  # held-out general text (--general-data): forgetting
+    separator: int | None = None  # with --packing: the token that ends each packed document
+
+    def objective(self) -> MaskedLMObjective:
+        return MaskedLMObjective(self.model, separator=self.separator)
 
 
 def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None, general: DataConfig | None = None,
@@ -189,7 +193,8 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     eval_set = mask_eval_set(data.eval, config.masking, vocab, config.seed, byte_counts)
     general_set = mask_eval_set(general_chunks, config.masking, vocab, config.seed, byte_counts) \
         if general_chunks is not None else None
-    return Prepared(model, tokenizer, data, eval_set, vocab, added, general_set)
+    separator = frame_ids(tokenizer)[1] if config.data.packing else None
+    return Prepared(model, tokenizer, data, eval_set, vocab, added, general_set, separator)
 
 
 def pseudo_perplexity(config: EvalConfig, max_chunks: int = 100, word_l2r: bool = True) -> EvalResult:
@@ -197,7 +202,7 @@ def pseudo_perplexity(config: EvalConfig, max_chunks: int = 100, word_l2r: bool 
     ``train`` run with these options uses (``pseudolikelihood``): no random masks."""
     accelerator, _ = make_accelerator(config.precision)
     prepared = prepare(config, accelerator)
-    objective = accelerator.prepare(MaskedLMObjective(prepared.model))
+    objective = accelerator.prepare(prepared.objective())
     chunks = prepared.data.eval.select(np.arange(min(max_chunks, len(prepared.data.eval))))
     nll, count = pseudo_nll(objective, chunks, prepared.tokenizer.mask_token_id, accelerator.device,
                             config.batch_size, word_l2r)
@@ -208,7 +213,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     """Perplexity of ``config.model`` on the held-out chunks a ``train`` run with these options used."""
     accelerator, _ = make_accelerator(config.precision)
     prepared = prepare(config, accelerator)
-    objective = accelerator.prepare(MaskedLMObjective(prepared.model))
+    objective = accelerator.prepare(prepared.objective())
     return evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)
 
 

@@ -200,15 +200,37 @@ def masked_lm_nll(
     return sums.index_add_(0, positions // input_ids.shape[1], losses[:count]), count
 
 
+# Added to the attention scores a token may not see: fp16's lowest finite value, so the mask
+# stays finite in fp16, bf16 and fp32 alike (a row with nothing to see, a pad's, then
+# averages uniformly instead of turning into NaN).
+BLOCKED = torch.finfo(torch.float16).min
+
+
+def document_attention_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, separator: int) -> torch.Tensor:
+    """Additive [batch, 1, length, length] mask letting each token attend only to the real
+    tokens of its own document (``--packing``). Chunks hold "[CLS] doc SEP doc SEP ...":
+    a document ends at its ``separator``, which belongs to it. (A literal separator token
+    typed in a text also ends its document there.)"""
+    ends = (input_ids == separator).long()
+    document = torch.cumsum(ends, dim=1) - ends
+    allowed = (document[:, :, None] == document[:, None, :]) & attention_mask.bool()[:, None, :]
+    zero = torch.zeros((), dtype=torch.float32, device=input_ids.device)
+    return torch.where(allowed, zero, BLOCKED)[:, None]
+
+
 class MaskedLMObjective(torch.nn.Module):
     """``masked_lm_nll`` as a module, so that a DDP/FSDP wrapper (``accelerator.prepare``)
     sees every forward pass: calling the inner encoder directly would bypass the
-    wrapper's gradient-synchronisation bookkeeping."""
+    wrapper's gradient-synchronisation bookkeeping. With ``separator`` (``--packing``)
+    no token attends across the documents a chunk packs together."""
 
-    def __init__(self, model: torch.nn.Module, sparse: bool = True):
+    def __init__(self, model: torch.nn.Module, sparse: bool = True, separator: int | None = None):
         super().__init__()
         self.model = model
         self.sparse = sparse
+        self.separator = separator
 
     def forward(self, input_ids, attention_mask, labels, per_row: bool = False):  # noqa: D102 - see masked_lm_nll
+        if self.separator is not None:
+            attention_mask = document_attention_mask(input_ids, attention_mask, self.separator)
         return masked_lm_nll(self.model, input_ids, attention_mask, labels, sparse=self.sparse, per_row=per_row)

@@ -88,14 +88,15 @@ def measure_step_seconds(config: TrainConfig, steps: int = 3) -> tuple[float, st
     return (time.perf_counter() - began) / steps, precision
 
 
-def optimisation(config: TrainConfig, model, accelerator, total_steps: int):
-    """AdamW, linear schedule, and the objective wrapped for this launch (DDP, FSDP, ...)."""
+def optimisation(config: TrainConfig, model, accelerator, total_steps: int, separator: int | None = None):
+    """AdamW, linear schedule, and the objective wrapped for this launch (DDP, FSDP, ...);
+    ``separator``: the objective's, with --packing."""
     # The fused AdamW kernel (CPU and CUDA): 104 -> 38 ms a step for DistilBERT on 2 cores.
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps(total_steps), total_steps)
     if config.compile:
         compile_encoder(model)
-    objective, optimizer = accelerator.prepare(MaskedLMObjective(model), optimizer)
+    objective, optimizer = accelerator.prepare(MaskedLMObjective(model, separator=separator), optimizer)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: our step counts already include processes
     return objective, optimizer, scheduler
 

@@ -115,7 +115,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     source = prepared.data.train
     steps_per_epoch = source.steps_per_epoch(config, accelerator.num_processes)
     total_steps = config.total_steps(steps_per_epoch)
-    objective, optimizer, scheduler = optimisation(config, prepared.model, accelerator, total_steps)
+    objective, optimizer, scheduler = optimisation(config, prepared.model, accelerator, total_steps, prepared.separator)
     state = _start_or_resume(config, accelerator, objective, prepared)
     objective.train()  # from_pretrained returns models in eval mode: dropout must be on
     accelerator.init_trackers("mlm-adapt", config=_tracker_config(state.options))
