@@ -214,8 +214,11 @@ def document_attention_mask(input_ids: torch.Tensor, attention_mask: torch.Tenso
     ends = (input_ids == separator).long()
     document = torch.cumsum(ends, dim=1) - ends
     allowed = (document[:, :, None] == document[:, None, :]) & attention_mask.bool()[:, None, :]
-    zero = torch.zeros((), dtype=torch.float32, device=input_ids.device)
-    return torch.where(allowed, zero, BLOCKED)[:, None]
+    # In the autocast dtype: a float32 mask would promote bf16 attention scores to float32.
+    device = input_ids.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+    zero = torch.zeros((), dtype=dtype, device=input_ids.device)
+    return torch.where(allowed, zero, torch.tensor(BLOCKED, dtype=dtype, device=input_ids.device))[:, None]
 
 
 class MaskedLMObjective(torch.nn.Module):
