@@ -59,6 +59,7 @@ def finetune_predict(cfg: ModelConfig, encoded: list[dict], labels: np.ndarray, 
         for batch in _batches(encoded, labels, order.permutation(train), config.batch_size, collate):
             loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
             accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)  # the Trainer's default, and train's
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
