@@ -138,16 +138,16 @@ def _command(name: str):
 def test_every_config_option_is_a_flag_whose_help_shows_the_configs_default(command, config_class):
     import dataclasses
 
-    from mlm_adapt import config as cfg
+    from mlm_adapt import config as cfg, options as flat_options
 
     not_options = ("ctx", "config", "json_out", "pseudo", "max_sentences")  # command-only switches
     params = {p.name: p for p in _command(command).params if p.name not in not_options}
     names = {{"probe": "probes"}.get(n, n) for n in params}
     # evaluate leaves out what cannot change the held-out set or its masks.
     not_for_evaluate = {"masking", "mask_prob", "train_size", "shuffle_buffer"} if command == "evaluate" else set()
-    assert names == set(cfg.option_names(getattr(cfg, config_class))) - not_for_evaluate
+    assert names == set(flat_options.option_names(getattr(cfg, config_class))) - not_for_evaluate
     for name, param in params.items():
-        default = cfg.option_field({"probe": "probes"}.get(name, name)).default
+        default = flat_options.option_field({"probe": "probes"}.get(name, name)).default
         if default is None or default is False or default is dataclasses.MISSING or name == "mask_prob":
             continue
         assert param.help.endswith(f"(default: {default})"), (name, param.help)

@@ -1,4 +1,4 @@
-"""Typed, validated configuration and its precedence."""
+"""Typed, validated configuration: defaults, refused values, derived counts."""
 
 from __future__ import annotations
 
@@ -10,15 +10,10 @@ import pytest
 
 from mlm_adapt.config import (
     DataConfig,
-    EvalConfig,
     MaskingConfig,
     TrainConfig,
-    from_options,
-    option_names,
-    resolve,
-    to_options,
-    write_yaml,
 )
+from mlm_adapt.options import from_options
 from mlm_adapt.errors import MlmAdaptError
 
 
@@ -77,36 +72,6 @@ def test_derived_step_counts():
     assert c.steps_per_epoch(98, world_size=2) == 3
     assert c.steps_per_epoch(97) == 6
     assert TrainConfig(batch_size=8).steps_per_epoch(17) == 3
-
-
-def test_precedence_defaults_yaml_command_line(tmp_path):
-    yaml_file = tmp_path / "run.yaml"
-    yaml_file.write_text("lr: 0.001\nchunk-size: 64\nmasking: whole-word\n")
-    c = resolve(TrainConfig, {"lr": 0.01, "chunk_size": None}, yaml_file)
-    assert c.lr == 0.01  # command line beats YAML
-    assert c.data.chunk_size == 64  # YAML beats default
-    assert c.masking.masking == "whole-word"
-    assert c.batch_size == 64  # default
-
-
-def test_unknown_yaml_keys_are_errors(tmp_path):
-    yaml_file = tmp_path / "run.yaml"
-    yaml_file.write_text("learning_rate: 0.1\n")
-    with pytest.raises(MlmAdaptError, match="unknown option.*learning_rate"):
-        resolve(TrainConfig, {}, yaml_file)
-
-
-def test_yaml_round_trip_reproduces_the_config(tmp_path):
-    c = from_options(TrainConfig, {"model": "m", "data": "d.txt", "masking": "whole-word", "max_steps": 3, "output": "o"})
-    write_yaml(c, tmp_path / "config.yaml")
-    assert resolve(TrainConfig, {}, tmp_path / "config.yaml") == c
-
-
-def test_eval_config_accepts_only_its_options():
-    assert "lr" not in option_names(EvalConfig)
-    with pytest.raises(MlmAdaptError, match="unknown option"):
-        from_options(EvalConfig, {"lr": 1e-4})
-    assert set(to_options(EvalConfig())) == set(option_names(EvalConfig))
 
 
 def test_output_is_a_path():

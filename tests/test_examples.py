@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mlm_adapt.config import TrainConfig, resolve, to_options
+from mlm_adapt.config import TrainConfig
+from mlm_adapt.options import resolve, to_options
 from mlm_adapt.demo import DemoAssets, stage_configs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from mlm_adapt import config as cfg, summaries
+from mlm_adapt import config as cfg, options as flat_options, summaries
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 
 app = typer.Typer(
@@ -31,7 +31,7 @@ out = summaries.out  # one console for every command
 def _option(name: str, text: str, *flags: str, choices: Any = None, default: str | None = None) -> Any:
     """A typer option whose help ends with the config's default (and allowed values): the
     config dataclasses are the one source of both, so help cannot drift from behaviour."""
-    value = cfg.option_field(name).default
+    value = flat_options.option_field(name).default
     if default is None and not (value is None or value is False or value is dataclasses.MISSING):
         default = str(value)
     allowed = f"{'|'.join(cfg.choices(choices))}: " if choices is not None else ""
@@ -125,7 +125,7 @@ def train(
     from mlm_adapt.training import train as run
 
     options = _config_options(ctx, probe=lambda texts: tuple(texts) if texts else None)
-    resolved = cfg.resolve(cfg.TrainConfig, options, config)
+    resolved = flat_options.resolve(cfg.TrainConfig, options, config)
     metrics = run(resolved)
     if _is_main_process():
         summaries.print_train_summary(metrics, resolved.output)
@@ -165,7 +165,7 @@ def evaluate(
     """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
     from mlm_adapt.evaluation import evaluate as run, pseudo_perplexity
 
-    config = cfg.resolve(cfg.EvalConfig, _config_options(ctx))
+    config = flat_options.resolve(cfg.EvalConfig, _config_options(ctx))
     if pseudo:
         if max_sentences < 1:
             raise MlmAdaptError(f"--max-sentences must be a positive number, not {max_sentences}")

@@ -304,7 +304,7 @@ def probe_predictions(config, trained_model, tokenizer, eval_chunks: Chunks, top
 
 def write_run_report(folder: Path, config, metrics: dict[str, Any], trained_model, tokenizer, eval_chunks: Chunks) -> None:
     """Model card, curves and HTML report of a finished run, into ``folder``."""
-    from mlm_adapt.config import to_options
+    from mlm_adapt.options import to_options
 
     probes = probe_predictions(config, trained_model, tokenizer, eval_chunks)
     png = curves_png(metrics)

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mlm_adapt import artifacts, checkpoints, config as config_mod, hub, probing, reporting, vocabulary
+from mlm_adapt import artifacts, checkpoints, hub, options as flat_options, probing, reporting, vocabulary
 from mlm_adapt.config import TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import Prepared, before_after, evaluate_sets, evaluation_record, prepare
@@ -85,7 +85,7 @@ def _prepare_output(config: TrainConfig):
 
 
 def _start_or_resume(config, accelerator, objective, prepared: Prepared) -> RunState:
-    options = config_mod.to_options(config)
+    options = flat_options.to_options(config)
     if config.resume:
         path = checkpoints.complete_checkpoints(config.output)[-1]
         saved = checkpoints.load_checkpoint(accelerator, path)
@@ -210,7 +210,7 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
         metrics["task_probe"] = {"data": task.data.data, **probing.probe(task, loaded={str(config.output): (model, prepared.tokenizer)})}
 
     def extras(folder) -> None:
-        config_mod.write_yaml(config, folder / "config.yaml")
+        flat_options.write_yaml(config, folder / "config.yaml")
         reporting.write_run_report(folder, config, metrics, model, prepared.tokenizer, prepared.data.eval)
 
     artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights)
