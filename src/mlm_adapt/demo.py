@@ -200,6 +200,8 @@ def run_demo(output: Path, overwrite: bool = False, assets: DemoAssets | None = 
     from mlm_adapt.probing import probe
     from mlm_adapt.training import train
 
+    if minutes <= 0:
+        raise MlmAdaptError(f"--minutes must be positive, not {minutes}")
     output = Path(output)
     artifacts.prepare_output(output, overwrite)
     if configs is None:

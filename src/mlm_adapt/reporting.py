@@ -133,13 +133,23 @@ def _task_result(metrics: dict[str, Any], result_type) -> list:
                         metric_name=f"frozen-encoder probe accuracy, mean of {len(task['seeds'])} seeds")]
 
 
-def task_probe_rows(task: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(model, accuracy, macro-F1) rows of a task probe, the paired difference last."""
-    rows = [(label, f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}", f"{m['macro_f1_mean']:.3f} ± {m['macro_f1_std']:.3f}")
-            for label, m in zip(("base model", "adapted model"), task["models"])]
+def probe_rows(report: dict[str, Any], labels: tuple[str, str, str] | None = None) -> list[tuple[str, str, str]]:
+    """(model, accuracy, macro-F1) rows of a ``probing.probe`` report, with two models their
+    paired difference last; ``labels`` name the two models and the difference (default: the
+    models' names and "second - first")."""
+    names = labels[:2] if labels else [m["model"] for m in report["models"]]
+    rows = [(name, f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}", f"{m['macro_f1_mean']:.3f} ± {m['macro_f1_std']:.3f}")
+            for name, m in zip(names, report["models"])]
+    if "comparison" not in report:
+        return rows
     diff = [f"{c['difference_mean']:+.3f} ± {c['difference_std']:.3f} ({'beyond' if c['exceeds_spread'] else 'within'} the spread)"
-            for c in (task["comparison"]["accuracy"], task["comparison"]["macro_f1"])]
-    return rows + [("adapted - base", *diff)]
+            for c in (report["comparison"]["accuracy"], report["comparison"]["macro_f1"])]
+    return rows + [(labels[2] if labels else "second - first", *diff)]
+
+
+def task_probe_rows(task: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """A run's task probe (base model first) as ``probe_rows``."""
+    return probe_rows(task, ("base model", "adapted model", "adapted - base"))
 
 
 def _task_probe_intro(task: dict[str, Any]) -> str:

@@ -30,16 +30,14 @@ def print_vocab(result) -> None:
 
 
 def print_probe(report: dict[str, Any]) -> None:
+    from mlm_adapt.reporting import probe_rows
+
     table = Table(title=f"{'fine-tuned' if report.get('mode') == 'fine-tuned' else 'frozen-encoder'} probe: {report['rows']} rows, {len(report['classes'])} classes, "
                         f"{len(report['seeds'])} seeds", title_justify="left")
     for column in ("model", "accuracy", "macro-F1"):
         table.add_column(column)
-    for m in report["models"]:
-        table.add_row(m["model"], f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}", f"{m['macro_f1_mean']:.3f} ± {m['macro_f1_std']:.3f}")
-    if "comparison" in report:
-        cells = [f"{c['difference_mean']:+.3f} ± {c['difference_std']:.3f} ({'beyond' if c['exceeds_spread'] else 'within'} the spread)"
-                 for c in (report["comparison"]["accuracy"], report["comparison"]["macro_f1"])]
-        table.add_row("second - first", *cells)
+    for row in probe_rows(report):
+        table.add_row(*row)
     out.print(table)
 
 
