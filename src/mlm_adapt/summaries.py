@@ -32,11 +32,16 @@ def print_vocab(result) -> None:
 def print_probe(report: dict[str, Any]) -> None:
     from mlm_adapt.reporting import probe_rows
 
-    table = Table(title=f"{'fine-tuned' if report.get('mode') == 'fine-tuned' else 'frozen-encoder'} probe: {report['rows']} rows, {len(report['classes'])} classes, "
-                        f"{len(report['seeds'])} seeds", title_justify="left")
-    for column in ("model", "accuracy", "macro-F1"):
+    mode = "fine-tuned" if report.get("mode") == "fine-tuned" else "frozen-encoder"
+    _probe_table(f"{mode} probe: {report['rows']} rows, {len(report['classes'])} classes, {len(report['seeds'])} seeds",
+                 "model", probe_rows(report))
+
+
+def _probe_table(title: str, first_column: str, rows: list[tuple[str, str, str]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in (first_column, "accuracy", "macro-F1"):
         table.add_column(column)
-    for row in probe_rows(report):
+    for row in rows:
         table.add_row(*row)
     out.print(table)
 
@@ -133,10 +138,5 @@ def with_interval(value: float, interval: list[float]) -> str:
 def print_task_probe(task: dict[str, Any]) -> None:
     from mlm_adapt.reporting import task_probe_rows
 
-    table = Table(title=f"did it help? frozen-encoder probe on {task['data']} ({task['rows']} rows, "
-                        f"{len(task['seeds'])} seeds)", title_justify="left")
-    for column in ("", "accuracy", "macro-F1"):
-        table.add_column(column)
-    for row in task_probe_rows(task):
-        table.add_row(*row)
-    out.print(table)
+    _probe_table(f"did it help? frozen-encoder probe on {task['data']} ({task['rows']} rows, {len(task['seeds'])} seeds)",
+                 "", task_probe_rows(task))
