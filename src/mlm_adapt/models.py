@@ -166,17 +166,21 @@ def supports_sparse_prediction(model) -> bool:
 
 
 def masked_lm_nll(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, *, sparse: bool = True,
-    per_row: bool = False,
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, *, sparse: bool = True,
+    per_row: bool = False, positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the masked positions, and how many there are; with
     ``per_row``, the sums of each row (for confidence intervals over chunks).
 
     Summing (not averaging) lets callers normalise by the token count of a whole
-    optimizer step or evaluation set, as perplexity needs.
+    optimizer step or evaluation set, as perplexity needs. ``positions``: the flat
+    indices of the labelled tokens when the caller has them already (the training step
+    finds them on the host: ``torch.nonzero`` on a GPU waits for the GPU to catch up).
+    ``attention_mask`` None: every token is real.
     """
     flat_labels = labels.reshape(-1)
-    positions = torch.nonzero(flat_labels != IGNORE_INDEX).squeeze(1)
+    if positions is None:
+        positions = torch.nonzero(flat_labels != IGNORE_INDEX).squeeze(1)
     count = int(positions.numel())
     reduction = "none" if per_row else "sum"
     parts = _sparse_parts(model) if sparse else None
@@ -206,19 +210,32 @@ def masked_lm_nll(
 BLOCKED = torch.finfo(torch.float16).min
 
 
-def document_attention_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, separator: int) -> torch.Tensor:
+def _additive(allowed: torch.Tensor) -> torch.Tensor:
+    """0 where ``allowed``, BLOCKED elsewhere, in the autocast dtype: a float32 mask would
+    promote bf16 attention scores to float32."""
+    device = allowed.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+    zero = torch.zeros((), dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zero, torch.tensor(BLOCKED, dtype=dtype, device=allowed.device))
+
+
+def padding_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The additive [batch, 1, 1, length] form of a 0/1 padding mask. transformers takes a
+    4D mask as it is; given the 0/1 mask it checks ``mask.all()`` first, a host sync on a GPU."""
+    return _additive(attention_mask.bool()[:, None, None, :])
+
+
+def document_attention_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, separator: int) -> torch.Tensor:
     """Additive [batch, 1, length, length] mask letting each token attend only to the real
     tokens of its own document (``--packing``). Chunks hold "[CLS] doc SEP doc SEP ...":
     a document ends at its ``separator``, which belongs to it. (A literal separator token
     typed in a text also ends its document there.)"""
     ends = (input_ids == separator).long()
     document = torch.cumsum(ends, dim=1) - ends
-    allowed = (document[:, :, None] == document[:, None, :]) & attention_mask.bool()[:, None, :]
-    # In the autocast dtype: a float32 mask would promote bf16 attention scores to float32.
-    device = input_ids.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
-    zero = torch.zeros((), dtype=dtype, device=input_ids.device)
-    return torch.where(allowed, zero, torch.tensor(BLOCKED, dtype=dtype, device=input_ids.device))[:, None]
+    allowed = document[:, :, None] == document[:, None, :]
+    if attention_mask is not None:
+        allowed &= attention_mask.bool()[:, None, :]
+    return _additive(allowed)[:, None]
 
 
 class MaskedLMObjective(torch.nn.Module):
@@ -233,7 +250,10 @@ class MaskedLMObjective(torch.nn.Module):
         self.sparse = sparse
         self.separator = separator
 
-    def forward(self, input_ids, attention_mask, labels, per_row: bool = False):  # noqa: D102 - see masked_lm_nll
+    def forward(self, input_ids, attention_mask, labels, per_row: bool = False, positions=None):  # noqa: D102 - see masked_lm_nll
         if self.separator is not None:
             attention_mask = document_attention_mask(input_ids, attention_mask, self.separator)
-        return masked_lm_nll(self.model, input_ids, attention_mask, labels, sparse=self.sparse, per_row=per_row)
+        elif attention_mask is not None and attention_mask.ndim == 2:
+            attention_mask = padding_attention_mask(attention_mask)
+        return masked_lm_nll(self.model, input_ids, attention_mask, labels, sparse=self.sparse, per_row=per_row,
+                             positions=positions)

@@ -4,6 +4,12 @@
 micro-batches divided by the masked-token count of the whole step over all
 processes (torchtune-style): the gradient of the mean loss per masked token,
 however tokens fall across micro-batches and processes.
+
+It queues its work without reading any tensor's value on the host (on a GPU each
+read waits for the GPU to catch up, leaving it idle while the host prepares the next
+step): counts and masked positions come from the host's arrays, copies go through
+pinned memory, and the loss comes back as a :class:`StepOutcome` read when the caller
+chooses (the training loop: one step late). tests/test_optimizer_step.py checks it.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
@@ -36,27 +44,57 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train_step(objective, optimizer, scheduler, accelerator, micro_batches: list) -> tuple[float, int, int]:
-    """One optimizer step on this process's micro-batches; returns the global (nll sum,
-    masked-token count, chunk count)."""
-    world = accelerator.num_processes
-    local = [sum(int((labels != IGNORE_INDEX).sum()) for _, _, labels in micro_batches), sum(len(m[0]) for m in micro_batches)]
-    global_count, global_rows = (int(v) for v in accelerator.reduce(torch.tensor(local, device=accelerator.device), "sum"))
-    local_nll = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+@dataclass(frozen=True)
+class StepOutcome:
+    """A step's global masked-token NLL sum, masked-token count and chunk count. On a GPU
+    they may still be being computed: :meth:`read` waits for the step to finish."""
+
+    nll: torch.Tensor
+    tokens: torch.Tensor | int
+    chunks: torch.Tensor | int
+
+    def read(self) -> tuple[float, int, int]:
+        return float(self.nll), int(self.tokens), int(self.chunks)
+
+
+def device_batch(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], device: torch.device) -> dict[str, torch.Tensor | None]:
+    """A micro-batch as the objective's keyword arguments on ``device``, without waiting
+    for a GPU: the masked positions are found on the host, and the copies go through
+    pinned memory asynchronously (a plain ``.to("cuda")`` from pageable memory waits for
+    the GPU's queue to drain). A chunk batch with no padding gets no attention mask,
+    which also lets SDPA pick its FlashAttention kernel (it takes no mask)."""
+    input_ids, attention, labels = arrays
+    host = {"input_ids": input_ids, "attention_mask": None if attention.all() else attention, "labels": labels,
+            "positions": np.flatnonzero(labels.reshape(-1) != IGNORE_INDEX)}
+    tensors = {k: None if a is None else torch.from_numpy(a) for k, a in host.items()}
+    if device.type != "cuda":
+        return tensors
+    return {k: None if t is None else t.pin_memory().to(device, non_blocking=True) for k, t in tensors.items()}
+
+
+def train_step(objective, optimizer, scheduler, accelerator, micro_batches: list) -> StepOutcome:
+    """One optimizer step on this process's micro-batches, queued without a host sync:
+    counts come from the host arrays and the loss stays on the device until read."""
+    world, device = accelerator.num_processes, accelerator.device
+    tokens = sum(int(np.count_nonzero(labels != IGNORE_INDEX)) for *_, labels in micro_batches)
+    chunks = sum(len(arrays[0]) for arrays in micro_batches)
+    if world > 1:  # the global counts: a collective, left on the device
+        tokens, chunks = accelerator.reduce(torch.tensor([tokens, chunks], device=device), "sum")
+    # DDP averages gradients over processes; scaling by `world` turns that average back
+    # into the sum over the global batch, then / the step's masked-token count.
+    scale = world / (tokens.clamp(min=1) if world > 1 else max(tokens, 1))
+    local_nll = torch.zeros((), dtype=torch.float64, device=device)
     for k, arrays in enumerate(micro_batches):
-        tensors = [torch.from_numpy(a).to(accelerator.device) for a in arrays]
         sync = nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(objective)
         with sync:
-            nll, _ = objective(*tensors)
-            # DDP averages gradients over processes; scaling by `world` turns that
-            # average back into the sum over the global batch, then / token count.
-            accelerator.backward(nll * world / max(global_count, 1))
+            nll, _ = objective(**device_batch(arrays, device))
+            accelerator.backward(nll * scale)
         local_nll += nll.detach().double()
     accelerator.clip_grad_norm_(objective.parameters(), 1.0)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(accelerator.reduce(local_nll, "sum")), global_count, global_rows
+    return StepOutcome(accelerator.reduce(local_nll, "sum") if world > 1 else local_nll, tokens, chunks)
 
 
 def measure_step_seconds(config: TrainConfig, steps: int = 3) -> tuple[float, str]:
@@ -81,10 +119,11 @@ def measure_step_seconds(config: TrainConfig, steps: int = 3) -> tuple[float, st
     labels = torch.where(torch.rand(shape, generator=rng) < config.masking.train_mask_prob(), ids, IGNORE_INDEX)
     batch = [[a.numpy() for a in (ids, torch.ones_like(ids), labels)]] * config.grad_accum
     for _ in range(WARMUP_STEPS_NOT_TIMED):
-        train_step(objective, optimizer, scheduler, accelerator, batch)
+        train_step(objective, optimizer, scheduler, accelerator, batch).read()
     began = time.perf_counter()
     for _ in range(steps):
-        train_step(objective, optimizer, scheduler, accelerator, batch)
+        outcome = train_step(objective, optimizer, scheduler, accelerator, batch)
+    outcome.read()  # on a GPU: the steps have run
     return (time.perf_counter() - began) / steps, precision
 
 

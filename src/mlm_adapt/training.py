@@ -23,7 +23,7 @@ from mlm_adapt.config import TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import Prepared, before_after, evaluate_sets, evaluation_record, prepare
 from mlm_adapt.models import supports_sparse_prediction
-from mlm_adapt.optimizer_step import WARMUP_STEPS_NOT_TIMED, optimisation, train_step
+from mlm_adapt.optimizer_step import WARMUP_STEPS_NOT_TIMED, StepOutcome, optimisation, train_step
 from mlm_adapt.runtime import make_accelerator
 
 log = logging.getLogger("mlm_adapt")
@@ -53,24 +53,32 @@ class RunState:
     history: list[dict] = field(default_factory=list)
     log_history: list[dict] = field(default_factory=list)
 
+    def advance(self) -> None:
+        self.step, self.step_in_epoch = self.step + 1, self.step_in_epoch + 1
+
     def next_epoch(self) -> None:
         self.epoch, self.step_in_epoch, self.epoch_nll, self.epoch_tokens = self.epoch + 1, 0, 0.0, 0
 
 
 @dataclass
 class Timer:
-    """Throughput of optimizer steps alone (no evaluation or checkpointing), after the first few."""
+    """Throughput of optimizer steps alone (no evaluation or checkpointing), after the first
+    few. A step's time runs from the previous read (or ``mark``, set when steps resume)
+    to its own read: on a GPU, the moment it has finished."""
 
     started: float = field(default_factory=time.perf_counter)
+    mark: float | None = None
     steps: int = 0
     timed_seconds: float = 0.0
     timed_samples: int = 0
 
-    def tick(self, samples: int, seconds: float) -> None:
+    def tick(self, samples: int) -> None:
+        now = time.perf_counter()
         self.steps += 1
         if self.steps > WARMUP_STEPS_NOT_TIMED:
-            self.timed_seconds += seconds
+            self.timed_seconds += now - self.mark
             self.timed_samples += samples
+        self.mark = now
 
     def samples_per_second(self) -> float:
         return self.timed_samples / self.timed_seconds if self.timed_seconds > 0 else float("nan")
@@ -121,30 +129,41 @@ def train(config: TrainConfig) -> dict[str, Any]:
     accelerator.init_trackers("mlm-adapt", config=_tracker_config(state.options))
 
     timer = Timer()
+    unread: list[tuple[int, float, StepOutcome]] = []  # steps whose results are not read yet
     batches = source.batches(config, prepared.vocab, accelerator, state.step)
     with closing(batches), checkpoints.StopFlag() as stop, tqdm(total=total_steps, initial=state.step, desc="training", unit="step",
                                    disable=not accelerator.is_main_process) as bar:
         while state.step < total_steps:
-            began = time.perf_counter()
-            nll, tokens, chunks = train_step(objective, optimizer, scheduler, accelerator, next(batches))
-            timer.tick(chunks, time.perf_counter() - began)
-            seen = (len(state.log_history), len(state.history))
-            _advance(state, config, nll, tokens, chunks, scheduler.get_last_lr()[0])
+            if timer.mark is None:
+                timer.mark = time.perf_counter()
+            unread.append((state.step + 1, scheduler.get_last_lr()[0],
+                           train_step(objective, optimizer, scheduler, accelerator, next(batches))))
+            state.advance()
             bar.update(1)
-            bar.set_postfix(loss=f"{nll / max(tokens, 1):.3f}")
             # Evaluate at each epoch's end, every --eval-steps and at the last step. Checkpoint at
             # each epoch's end, every --save-steps and on SIGINT/SIGTERM, but not at the last step:
             # the final model is saved instead (a signal then just lets the run finish).
             epoch_done, last = state.step_in_epoch == steps_per_epoch, state.step == total_steps
-            if epoch_done or last or _every(config.eval_steps, state.step):
+            evaluate = epoch_done or last or _every(config.eval_steps, state.step)
+            interrupted = stop.signal is not None and not last
+            save = not last and (epoch_done or interrupted or _every(config.save_steps, state.step))
+            # A step's loss is read once the next step is queued, so a GPU never idles while the
+            # host reads and logs it; everything is read before evaluating or saving, and in the
+            # untimed first steps (so that the timer's first timed step starts when they end).
+            keep = 0 if evaluate or save or timer.steps < WARMUP_STEPS_NOT_TIMED else 1
+            seen = (len(state.log_history), len(state.history))
+            _read_steps(state, config, unread[: len(unread) - keep], timer, bar)
+            del unread[: len(unread) - keep]
+            if evaluate:
                 results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
                 _record_evaluation(state, evaluation_record(results, config.seed, state.before),
                                    epoch_done, steps_per_epoch)
             if epoch_done:
                 state.next_epoch()
-            interrupted = stop.signal is not None and not last
-            if not last and (epoch_done or interrupted or _every(config.save_steps, state.step)):
+            if save:
                 checkpoints.save_checkpoint(accelerator, config.output, dataclasses.asdict(state), config.keep_checkpoints)
+            if evaluate or save:
+                timer.mark = None  # their time is not the steps'
             _log_to_trackers(accelerator, state, seen)
             if interrupted:
                 raise TrainingInterrupted(
@@ -219,16 +238,19 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
         log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private, local))
 
 
-def _advance(state: RunState, config: TrainConfig, nll: float, tokens: int, chunks: int, lr: float) -> None:
-    state.step += 1
-    state.chunks_trained += chunks
-    state.step_in_epoch += 1
-    loss = nll / max(tokens, 1)
-    _check_finite(loss, state.step, config.output)
-    state.epoch_nll += nll
-    state.epoch_tokens += tokens
-    if state.step % config.logging_steps == 0 or state.step == 1:
-        state.log_history.append({"step": state.step, "loss": loss, "lr": lr})
+def _read_steps(state: RunState, config: TrainConfig, outcomes: list, timer: Timer, bar) -> None:
+    """Add the results of ``outcomes`` ((step, lr, StepOutcome), in order) to the run's state."""
+    for step, lr, outcome in outcomes:
+        nll, tokens, chunks = outcome.read()
+        timer.tick(chunks)
+        state.chunks_trained += chunks
+        loss = nll / max(tokens, 1)
+        _check_finite(loss, step, config.output)
+        state.epoch_nll += nll
+        state.epoch_tokens += tokens
+        if step % config.logging_steps == 0 or step == 1:
+            state.log_history.append({"step": step, "loss": loss, "lr": lr})
+        bar.set_postfix(loss=f"{loss:.3f}")
 
 
 def _record_evaluation(state: RunState, record: dict[str, Any], epoch_done: bool, steps_per_epoch: int) -> None:
