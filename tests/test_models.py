@@ -174,3 +174,46 @@ def test_with_packing_one_document_cannot_see_the_next(family, request):
                      for s in (sep, None))
     assert packed[0].item() == pytest.approx(packed[1].item(), abs=1e-6)  # blind to the second document
     assert plain[0].item() != plain[1].item()  # without packing it reads it (tiny models: a small change)
+
+
+@given(layout=st.lists(st.integers(0, 6), min_size=1, max_size=5), pad=st.integers(0, 4),
+       numbering=st.sampled_from([(0, 0), (2, 1)]))
+def test_packed_positions_restart_with_each_document(layout, pad, numbering):
+    from mlm_adapt.models import document_position_ids
+
+    sep, (offset, pad_position) = 2, numbering
+    ids, expected = [1], [offset]  # [CLS] at the first position
+    for length in layout:
+        ids += [7] * length + [sep]
+        # As read alone: the first document after its [CLS], the others as if after theirs.
+        expected += [offset + 1 + k for k in range(length + 1)]
+    expected += [pad_position] * pad
+    attention = torch.tensor([[1] * (len(ids)) + [0] * pad])
+    ids += [0] * pad
+    got = document_position_ids(torch.tensor([ids]), attention, sep, offset, pad_position)
+    assert got[0].tolist() == expected
+
+
+@pytest.mark.parametrize("family", ["bert_dir", "roberta_dir"])
+def test_a_packed_document_reads_the_same_wherever_it_sits(family, request):
+    """Mask and positions together: a document's loss does not depend on how long the
+    document packed before it is (with the mask alone its positions would shift)."""
+    from mlm_adapt.chunking import frame_ids
+    from mlm_adapt.models import MaskedLMObjective, document_attention_mask
+
+    folder = request.getfixturevalue(family)
+    model, tokenizer = load_model(ModelConfig(str(folder))).eval(), load_tokenizer(ModelConfig(str(folder)))
+    cls, sep, _ = frame_ids(tokenizer)
+    short, long = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("good", "the film was very good indeed"))
+    middle = tokenizer("a long dull plot", add_special_tokens=False)["input_ids"]
+    tail = len(long) - len(short) + 2
+    ids = torch.tensor([[cls, *short, sep, *middle, sep, *[middle[0]] * tail, sep],
+                        [cls, *long, sep, *middle, sep, *[middle[0]] * 2, sep]])
+    labels = torch.full_like(ids, -100)
+    for row, first in enumerate((short, long)):
+        start = 2 + len(first)
+        labels[row, start:start + len(middle)] = ids[row, start:start + len(middle)]  # the middle document
+    packed = MaskedLMObjective(model, separator=sep)(ids, torch.ones_like(ids), labels, per_row=True)[0]
+    assert packed[0].item() == pytest.approx(packed[1].item(), rel=1e-5)
+    mask_only = masked_lm_nll(model, ids, document_attention_mask(ids, None, sep), labels, per_row=True)[0]
+    assert mask_only[0].item() != pytest.approx(mask_only[1].item(), rel=1e-5)  # positions matter

@@ -77,3 +77,29 @@ def test_an_isa_cap_below_bf16_means_emulated_bf16(monkeypatch, variable, cap, n
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     assert runtime.cpu_supports_bf16({variable: cap}) is native
     assert runtime.cpu_supports_bf16({}) is True
+
+
+def test_keep_freed_memory_reuses_the_heap_instead_of_fresh_mappings():
+    import ctypes
+    import platform
+
+    import torch
+
+    from mlm_adapt.runtime import keep_freed_memory
+
+    assert not keep_freed_memory({"MLM_ADAPT_SYSTEM_MALLOC": "1"})
+    assert platform.libc_ver()[0] == "glibc", "this suite's machines (CI included) run glibc"
+    assert keep_freed_memory({})
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    mallinfo2.restype = MallInfo2
+    size = 96 << 20  # over glibc's largest default mmap threshold (32 MB)
+    mapped_before = mallinfo2().hblkhd
+    tensor = torch.ones(size // 4)
+    assert mallinfo2().hblkhd - mapped_before < size  # from the heap, not a fresh mapping
+    del tensor
+    assert mallinfo2().fordblks >= size  # freed, kept for the next step

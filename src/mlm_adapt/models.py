@@ -167,7 +167,7 @@ def supports_sparse_prediction(model) -> bool:
 
 def masked_lm_nll(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, *, sparse: bool = True,
-    per_row: bool = False, positions: torch.Tensor | None = None,
+    per_row: bool = False, positions: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the masked positions, and how many there are; with
     ``per_row``, the sums of each row (for confidence intervals over chunks).
@@ -176,16 +176,17 @@ def masked_lm_nll(
     optimizer step or evaluation set, as perplexity needs. ``positions``: the flat
     indices of the labelled tokens when the caller has them already (the training step
     finds them on the host: ``torch.nonzero`` on a GPU waits for the GPU to catch up).
-    ``attention_mask`` None: every token is real.
+    ``attention_mask`` None: every token is real. ``position_ids`` None: the model's own.
     """
     flat_labels = labels.reshape(-1)
     if positions is None:
         positions = torch.nonzero(flat_labels != IGNORE_INDEX).squeeze(1)
     count = int(positions.numel())
     reduction = "none" if per_row else "sum"
+    extra = {} if position_ids is None else {"position_ids": position_ids}
     parts = _sparse_parts(model) if sparse else None
     if parts is None:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
         losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[positions].float(), flat_labels[positions], reduction=reduction)
     else:
         # Round the number of predicted rows up to a multiple of SPARSE_BUCKET (padding rows
@@ -195,7 +196,7 @@ def masked_lm_nll(
         rows = torch.cat([positions, positions.new_zeros(padded - count)])
         targets = torch.cat([flat_labels[positions], flat_labels.new_full((padded - count,), IGNORE_INDEX)])
         encoder, head = parts
-        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         logits = head(hidden.reshape(-1, hidden.shape[-1])[rows])
         losses = F.cross_entropy(logits.float(), targets, reduction=reduction, ignore_index=IGNORE_INDEX)
     if not per_row:
@@ -230,19 +231,56 @@ def document_attention_mask(input_ids: torch.Tensor, attention_mask: torch.Tenso
     tokens of its own document (``--packing``). Chunks hold "[CLS] doc SEP doc SEP ...":
     a document ends at its ``separator``, which belongs to it. (A literal separator token
     typed in a text also ends its document there.)"""
-    ends = (input_ids == separator).long()
-    document = torch.cumsum(ends, dim=1) - ends
+    document = _document_numbers(input_ids, separator)
     allowed = document[:, :, None] == document[:, None, :]
     if attention_mask is not None:
         allowed &= attention_mask.bool()[:, None, :]
     return _additive(allowed)[:, None]
 
 
+def _document_numbers(input_ids: torch.Tensor, separator: int) -> torch.Tensor:
+    """Each token's document number within its chunk: a separator ends (and belongs to) its document."""
+    ends = (input_ids == separator).long()
+    return torch.cumsum(ends, dim=1) - ends
+
+
+def _document_starts(input_ids: torch.Tensor, separator: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each token's document number, and the index its document starts at."""
+    starts = torch.ones_like(input_ids, dtype=torch.long)
+    starts[:, 1:] = (input_ids[:, :-1] == separator).long()
+    index = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    return _document_numbers(input_ids, separator), torch.cummax(index * starts, dim=1).values
+
+
+def document_position_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, separator: int,
+                          offset: int = 0, pad_position: int = 0) -> torch.Tensor:
+    """Position ids that restart with each document of a packed chunk (``--packing``), so
+    each document sits at the positions it has when the model reads it alone: the first
+    ("[CLS] doc SEP") from 0, the others from 1, as if after their own [CLS]. ``offset``:
+    the family's first position (RoBERTa's is pad id + 1); padding gets ``pad_position``."""
+    document, start = _document_starts(input_ids, separator)
+    index = torch.arange(input_ids.shape[1], device=input_ids.device)
+    positions = index - start + (document > 0).long() + offset
+    if attention_mask is None:
+        return positions
+    return torch.where(attention_mask.bool(), positions, torch.full_like(positions, pad_position))
+
+
+def position_numbering(config) -> tuple[int, int]:
+    """(first position id, padding's position id) of a model family: RoBERTa-style
+    models number positions from pad id + 1 and give padding the pad id."""
+    if config.model_type in _OFFSET_POSITIONS:
+        pad = config.pad_token_id or 0
+        return pad + 1, pad
+    return 0, 0
+
+
 class MaskedLMObjective(torch.nn.Module):
     """``masked_lm_nll`` as a module, so that a DDP/FSDP wrapper (``accelerator.prepare``)
     sees every forward pass: calling the inner encoder directly would bypass the
     wrapper's gradient-synchronisation bookkeeping. With ``separator`` (``--packing``)
-    no token attends across the documents a chunk packs together."""
+    no token attends across the documents a chunk packs together, and each document's
+    positions restart (:func:`document_position_ids`)."""
 
     def __init__(self, model: torch.nn.Module, sparse: bool = True, separator: int | None = None):
         super().__init__()
@@ -251,9 +289,12 @@ class MaskedLMObjective(torch.nn.Module):
         self.separator = separator
 
     def forward(self, input_ids, attention_mask, labels, per_row: bool = False, positions=None):  # noqa: D102 - see masked_lm_nll
+        position_ids = None
         if self.separator is not None:
+            position_ids = document_position_ids(input_ids, attention_mask, self.separator,
+                                                 *position_numbering(self.model.config))
             attention_mask = document_attention_mask(input_ids, attention_mask, self.separator)
         elif attention_mask is not None and attention_mask.ndim == 2:
             attention_mask = padding_attention_mask(attention_mask)
         return masked_lm_nll(self.model, input_ids, attention_mask, labels, sparse=self.sparse, per_row=per_row,
-                             positions=positions)
+                             positions=positions, position_ids=position_ids)

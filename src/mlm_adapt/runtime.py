@@ -8,9 +8,11 @@ products run about 4x faster than fp32 (see docs/performance.md).
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import logging
 import os
+import platform
 from pathlib import Path
 from typing import Mapping
 
@@ -105,3 +107,28 @@ def make_accelerator(choice: str, report_to: str = "none", project_dir: Path | N
         project_dir=str(project_dir) if project_dir else None,
     )
     return accelerator, precision
+
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+KEEP_FREED_MEMORY_OFF = "MLM_ADAPT_SYSTEM_MALLOC"
+
+
+def keep_freed_memory(environ: Mapping[str, str] = os.environ) -> bool:
+    """Have glibc's malloc keep freed memory for reuse instead of returning it to the OS;
+    True when set. A training step allocates and frees the same large tensors every step
+    (vocabulary-sized weight casts and gradients, activations); by default glibc maps each
+    allocation over 32 MB afresh and unmaps it when freed, so every step pays page faults
+    on hundreds of MB: a fresh 94 MB fp32 -> bf16 cast took 16.8 ms against 3.6 ms into
+    reused memory, and DistilBERT's step ran 18-24% faster without them
+    (docs/performance.md). Peak memory is unchanged: the step's peak is reused, not grown.
+    Process-wide and idempotent; skipped off glibc and with MLM_ADAPT_SYSTEM_MALLOC=1."""
+    if environ.get(KEEP_FREED_MEMORY_OFF) == "1" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    # M_MMAP_MAX 0: every allocation from the heap, none mmap()ed; trim threshold 2 GiB (mallopt takes a C int):
+    # glibc gives the heap's top back only beyond that much free memory.
+    return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
