@@ -7,6 +7,7 @@ Text: the demo's BBC News articles plus Rotten Tomatoes reviews (~1.2M words).
 
 Each training variant runs in its own process (clean peak-memory numbers):
   recipe-fp32 / recipe-bf16  Trainer + the course's group_texts + DataCollatorForLanguageModeling
+  recipe-bf16-keep-freed     the same with mlm-adapt's malloc setting (runtime.keep_freed_memory)
   mlm-adapt-*                the training step `mlm-adapt train` runs (sparse MLM head), with the
                              model loaded as `train` loads it (mlm-adapt-bf16, the default on this CPU:
                              eager attention and cpu_dropout), or with torch's dropout and transformers'
@@ -145,8 +146,13 @@ def bench_preprocessing(texts, tok) -> dict:
 
 # --- training variants --------------------------------------------------------------------------
 
-def run_recipe(precision: str, steps: int, batch: int) -> dict:
+def run_recipe(precision: str, steps: int, batch: int, keep_freed: bool = False) -> dict:
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+
+    if keep_freed:
+        from mlm_adapt.runtime import keep_freed_memory
+
+        assert keep_freed_memory()
 
     tok = tokenizer()
     chunks = recipe_preprocess(corpus_texts()[:3000], tok).remove_columns(["word_ids"])
@@ -189,7 +195,7 @@ def run_ours(precision: str, steps: int, batch: int, attn: str, compile_encoder:
     batches = in_memory_batches(split.train, config, MaskingVocab.from_tokenizer(tok), accelerator, 0)
     times = [time.perf_counter()]
     for _ in range(steps):
-        train_step(objective, optimizer, scheduler, accelerator, next(batches))
+        train_step(objective, optimizer, scheduler, accelerator, next(batches)).read()  # on a GPU: wait for it
         times.append(time.perf_counter())
     return {**_result(times, batch), "eval_loss": held_out_loss(net, tok)}
 
@@ -219,6 +225,9 @@ def _result(times: list[float], batch: int) -> dict:
 VARIANTS = {
     "recipe-fp32": lambda s, b: run_recipe("fp32", s, b),
     "recipe-bf16": lambda s, b: run_recipe("bf16", s, b),
+    # The recipe with mlm-adapt's allocator setting (runtime.keep_freed_memory): how much of
+    # mlm-adapt's lead is that setting alone.
+    "recipe-bf16-keep-freed": lambda s, b: run_recipe("bf16", s, b, keep_freed=True),
     "mlm-adapt-fp32": lambda s, b: run_ours("fp32", s, b, "mlm-adapt", False),
     "mlm-adapt-bf16-sdpa": lambda s, b: run_ours("bf16", s, b, "sdpa", False),  # torch's dropout, SDPA
     "mlm-adapt-bf16-eager": lambda s, b: run_ours("bf16", s, b, "eager", False),  # torch's dropout, eager

@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
 
 from mlm_adapt.config import ModelConfig
 from mlm_adapt.errors import MlmAdaptError
@@ -138,24 +137,6 @@ def test_max_chunk_size_accounts_for_roberta_offset(roberta_dir, bert_dir):
     assert max_chunk_size(bert, AutoTokenizer.from_pretrained(bert_dir)) == 128
 
 
-@given(layout=st.lists(st.integers(0, 6), min_size=1, max_size=5), pad=st.integers(0, 4))
-def test_packing_mask_lets_a_token_see_exactly_the_real_tokens_of_its_document(layout, pad):
-    from mlm_adapt.models import BLOCKED, document_attention_mask
-
-    sep = 2
-    ids, owner = [1], [0]  # [CLS] belongs to the first document
-    for doc, length in enumerate(layout):
-        ids += [7] * length + [sep]
-        owner += [doc] * (length + 1)  # its separator ends (and belongs to) the document
-    real = len(ids)
-    ids += [0] * pad
-    mask = document_attention_mask(torch.tensor([ids]), torch.tensor([[1] * real + [0] * pad]), sep)[0, 0]
-    for i in range(real):
-        for j in range(len(ids)):
-            visible = j < real and owner[i] == owner[j]
-            assert mask[i, j].item() == (0.0 if visible else BLOCKED)
-
-
 @pytest.mark.parametrize("family", ["bert_dir", "roberta_dir"])
 def test_with_packing_one_document_cannot_see_the_next(family, request):
     from mlm_adapt.chunking import frame_ids
@@ -176,30 +157,13 @@ def test_with_packing_one_document_cannot_see_the_next(family, request):
     assert plain[0].item() != plain[1].item()  # without packing it reads it (tiny models: a small change)
 
 
-@given(layout=st.lists(st.integers(0, 6), min_size=1, max_size=5), pad=st.integers(0, 4),
-       numbering=st.sampled_from([(0, 0), (2, 1)]))
-def test_packed_positions_restart_with_each_document(layout, pad, numbering):
-    from mlm_adapt.models import document_position_ids
-
-    sep, (offset, pad_position) = 2, numbering
-    ids, expected = [1], [offset]  # [CLS] at the first position
-    for length in layout:
-        ids += [7] * length + [sep]
-        # As read alone: the first document after its [CLS], the others as if after theirs.
-        expected += [offset + 1 + k for k in range(length + 1)]
-    expected += [pad_position] * pad
-    attention = torch.tensor([[1] * (len(ids)) + [0] * pad])
-    ids += [0] * pad
-    got = document_position_ids(torch.tensor([ids]), attention, sep, offset, pad_position)
-    assert got[0].tolist() == expected
-
-
 @pytest.mark.parametrize("family", ["bert_dir", "roberta_dir"])
 def test_a_packed_document_reads_the_same_wherever_it_sits(family, request):
     """Mask and positions together: a document's loss does not depend on how long the
     document packed before it is (with the mask alone its positions would shift)."""
     from mlm_adapt.chunking import frame_ids
-    from mlm_adapt.models import MaskedLMObjective, document_attention_mask
+    from mlm_adapt.models import MaskedLMObjective
+    from mlm_adapt.packing import document_attention_mask
 
     folder = request.getfixturevalue(family)
     model, tokenizer = load_model(ModelConfig(str(folder))).eval(), load_tokenizer(ModelConfig(str(folder)))

@@ -25,6 +25,7 @@ from mlm_adapt import cpu_dropout
 from mlm_adapt.config import ModelConfig
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.masking import IGNORE_INDEX
+from mlm_adapt.packing import document_attention_mask, document_position_ids, padding_attention_mask
 
 log = logging.getLogger("mlm_adapt")
 
@@ -203,67 +204,6 @@ def masked_lm_nll(
         return losses, count
     sums = torch.zeros(input_ids.shape[0], dtype=losses.dtype, device=losses.device)
     return sums.index_add_(0, positions // input_ids.shape[1], losses[:count]), count
-
-
-# Added to the attention scores a token may not see: fp16's lowest finite value, so the mask
-# stays finite in fp16, bf16 and fp32 alike (a row with nothing to see, a pad's, then
-# averages uniformly instead of turning into NaN).
-BLOCKED = torch.finfo(torch.float16).min
-
-
-def _additive(allowed: torch.Tensor) -> torch.Tensor:
-    """0 where ``allowed``, BLOCKED elsewhere, in the autocast dtype: a float32 mask would
-    promote bf16 attention scores to float32."""
-    device = allowed.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
-    zero = torch.zeros((), dtype=dtype, device=allowed.device)
-    return torch.where(allowed, zero, torch.tensor(BLOCKED, dtype=dtype, device=allowed.device))
-
-
-def padding_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """The additive [batch, 1, 1, length] form of a 0/1 padding mask. transformers takes a
-    4D mask as it is; given the 0/1 mask it checks ``mask.all()`` first, a host sync on a GPU."""
-    return _additive(attention_mask.bool()[:, None, None, :])
-
-
-def document_attention_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, separator: int) -> torch.Tensor:
-    """Additive [batch, 1, length, length] mask letting each token attend only to the real
-    tokens of its own document (``--packing``). Chunks hold "[CLS] doc SEP doc SEP ...":
-    a document ends at its ``separator``, which belongs to it. (A literal separator token
-    typed in a text also ends its document there.)"""
-    document = _document_numbers(input_ids, separator)
-    allowed = document[:, :, None] == document[:, None, :]
-    if attention_mask is not None:
-        allowed &= attention_mask.bool()[:, None, :]
-    return _additive(allowed)[:, None]
-
-
-def _document_numbers(input_ids: torch.Tensor, separator: int) -> torch.Tensor:
-    """Each token's document number within its chunk: a separator ends (and belongs to) its document."""
-    ends = (input_ids == separator).long()
-    return torch.cumsum(ends, dim=1) - ends
-
-
-def _document_starts(input_ids: torch.Tensor, separator: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each token's document number, and the index its document starts at."""
-    starts = torch.ones_like(input_ids, dtype=torch.long)
-    starts[:, 1:] = (input_ids[:, :-1] == separator).long()
-    index = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-    return _document_numbers(input_ids, separator), torch.cummax(index * starts, dim=1).values
-
-
-def document_position_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, separator: int,
-                          offset: int = 0, pad_position: int = 0) -> torch.Tensor:
-    """Position ids that restart with each document of a packed chunk (``--packing``), so
-    each document sits at the positions it has when the model reads it alone: the first
-    ("[CLS] doc SEP") from 0, the others from 1, as if after their own [CLS]. ``offset``:
-    the family's first position (RoBERTa's is pad id + 1); padding gets ``pad_position``."""
-    document, start = _document_starts(input_ids, separator)
-    index = torch.arange(input_ids.shape[1], device=input_ids.device)
-    positions = index - start + (document > 0).long() + offset
-    if attention_mask is None:
-        return positions
-    return torch.where(attention_mask.bool(), positions, torch.full_like(positions, pad_position))
 
 
 def position_numbering(config) -> tuple[int, int]:
