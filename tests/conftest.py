@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mlm_adapt import TrainConfig
-    from mlm_adapt.chunking import TokenizedCorpus
+    from mlm_adapt.tokenization import TokenizedCorpus
 
 _CACHE = Path(tempfile.mkdtemp(prefix="mlm-adapt-test-cache-"))
 os.environ.update(
@@ -166,7 +166,7 @@ def synthetic_tokens(doc_lengths: list[int], seed: int = 0) -> "TokenizedCorpus"
     """Random ids and word starts for documents of ``doc_lengths`` tokens; no specials."""
     import numpy as np
 
-    from mlm_adapt.chunking import TokenizedCorpus
+    from mlm_adapt.tokenization import TokenizedCorpus
 
     rng = np.random.default_rng(seed)
     total = sum(doc_lengths)

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from mlm_adapt.chunk_stream import (
     _training_tokens, held_out, read_eval_documents, rebatch, shuffle_buffer, stream_chunks,
 )
-from mlm_adapt.chunking import Chunks, TokenizedCorpus, TextEncoder, chunk_documents, concat_tokens
+from mlm_adapt.chunking import Chunks, chunk_documents
+from mlm_adapt.tokenization import TextEncoder, TokenizedCorpus, concat_tokens
 from mlm_adapt.config import DataConfig, ModelConfig
 from mlm_adapt.corpus import load_corpus
 from mlm_adapt.errors import MlmAdaptError
@@ -227,3 +228,14 @@ def test_prefetch_hands_errors_to_the_consumer_and_stops_when_closed():
     while any(t.name == "mlm-adapt-stream" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(t.name == "mlm-adapt-stream" for t in threading.enumerate())
+
+
+def test_streamed_training_tokens_are_the_same_from_worker_processes(bert_dir, data_root):
+    tokenizer = load_tokenizer(ModelConfig(str(bert_dir)))
+    encoder = TextEncoder.from_tokenizer(tokenizer)
+    corpus = load_corpus(DataConfig(data=str(data_root / "docs.txt"), streaming=True))
+    alone = concat_tokens(list(_training_tokens(corpus, encoder, 1, 40, 0, 1)))
+    spread = concat_tokens(list(_training_tokens(corpus, encoder, 1, 40, 0, 1, num_workers=2)))
+    assert alone.num_documents > 100
+    assert (alone.ids == spread.ids).all() and (alone.offsets == spread.offsets).all()
+    assert (alone.word_starts == spread.word_starts).all()

@@ -15,10 +15,8 @@ from mlm_adapt.chunking import (
     count_chunks,
     split_and_chunk,
     split_documents,
-    tokenize_corpus,
 )
 from mlm_adapt.config import DataConfig
-from mlm_adapt.corpus import load_corpus
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.seeding import Salt
 from conftest import FrameTokenizer, synthetic_tokens
@@ -108,6 +106,24 @@ def test_building_some_rows_equals_selecting_them_from_all(lengths, chunk, remai
     assert ((some.word_ids == NO_WORD) == (picked.word_ids == NO_WORD)).all()
 
 
+@given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]),
+       block=st.integers(1, 5), seed=st.integers(0, 99))
+@settings(max_examples=60, deadline=None)
+def test_chunks_built_a_block_of_rows_at_a_time_equal_one_pass(lengths, chunk, remainder, block, seed):
+    from mlm_adapt import chunking
+
+    tokens = synthetic_tokens(lengths, seed=seed)
+    docs = np.flatnonzero(np.random.default_rng(seed).random(len(lengths)) < 0.7)
+    one_pass = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder)
+    default, chunking.ROWS_PER_BLOCK = chunking.ROWS_PER_BLOCK, block
+    try:
+        blocks = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder)
+    finally:
+        chunking.ROWS_PER_BLOCK = default
+    for name in ("input_ids", "attention_mask", "word_ids"):
+        assert (getattr(one_pass, name) == getattr(blocks, name)).all(), name
+
+
 @given(lengths=st.lists(st.integers(1, 80), min_size=2, max_size=120), seed=st.integers(0, 999))
 @settings(max_examples=40, deadline=None)
 def test_no_chunk_of_an_eval_document_is_trained_on(lengths, seed):
@@ -127,91 +143,3 @@ def test_corpus_shorter_than_one_chunk_is_refused():
     config = DataConfig(data="unused", chunk_size=64, eval_size=5)
     with pytest.raises(MlmAdaptError, match="too short"):
         split_and_chunk(tokens, config, FrameTokenizer, 0)
-
-
-def test_tokenized_stream_matches_plain_tokenizer(bert_dir, data_root):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(bert_dir)
-    corpus = load_corpus(DataConfig(data=str(data_root / "docs.txt")))
-    tokens = tokenize_corpus(corpus, tok)
-    docs = [d for batch in corpus.batches() for d in batch]
-    per_doc = [tok(d, add_special_tokens=False)["input_ids"] for d in docs]
-    assert tokens.num_documents == len(docs)
-    assert tokens.ids.tolist() == sum(per_doc, [])
-
-
-def test_padding_and_truncation_in_tokenizer_json_are_ignored(bert_dir, data_root, tmp_path):
-    # sentence-transformers tokenizer.json files (like the demo's all-MiniLM-L6-v2) pad and
-    # truncate every text to 128 tokens; documents must still be tokenized whole.
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(bert_dir)
-    tok.backend_tokenizer.enable_padding(length=16, pad_id=tok.pad_token_id, pad_token=tok.pad_token)
-    tok.backend_tokenizer.enable_truncation(max_length=16)
-    tok.save_pretrained(tmp_path)
-    padded = AutoTokenizer.from_pretrained(tmp_path)
-    assert padded.backend_tokenizer.padding is not None
-    corpus = load_corpus(DataConfig(data=str(data_root / "docs.txt")))
-    plain = tokenize_corpus(corpus, AutoTokenizer.from_pretrained(bert_dir))
-    tokens = tokenize_corpus(corpus, padded)
-    assert (tokens.ids == plain.ids).all() and (tokens.offsets == plain.offsets).all()
-    assert tokens.lengths().max() > 16 and not tokens.special.any()
-
-
-def test_tokenization_cache_is_reused(bert_dir, data_root, tmp_path, monkeypatch):
-    from transformers import AutoTokenizer
-
-    from mlm_adapt import chunking
-
-    tok = AutoTokenizer.from_pretrained(bert_dir)
-    corpus = load_corpus(DataConfig(data=str(data_root / "docs.txt")))
-    first = tokenize_corpus(corpus, tok, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("*.npz"))) == 1
-    monkeypatch.setattr(chunking, "_tokenize", lambda *a, **k: pytest.fail("tokenized again"))
-    second = tokenize_corpus(corpus, tok, cache_dir=tmp_path)
-    assert (first.ids == second.ids).all() and (first.offsets == second.offsets).all()
-
-
-# Literal special tokens in a corpus, and a character neither vocabulary knows ("ж" is [UNK]
-# for the WordPiece fixture; byte-level BPE has no unknown, so its literal <unk> stands in).
-SPECIAL_TEXT = {
-    "bert_dir": "the film [MASK] was [SEP] good ж [UNK] [CLS] [PAD] plot.",
-    "roberta_dir": "the film <mask> was </s> good <unk> <s> <pad> plot.",
-}
-
-
-@pytest.mark.parametrize("model", sorted(SPECIAL_TEXT))
-def test_every_special_id_in_the_text_is_flagged_and_never_masked(request, model):
-    from transformers import AutoTokenizer
-
-    from mlm_adapt.chunking import TextEncoder
-    from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
-
-    tok = AutoTokenizer.from_pretrained(request.getfixturevalue(model))
-    tokens = TextEncoder.from_tokenizer(tok).encode([SPECIAL_TEXT[model]] * 40)
-    is_special = np.isin(tokens.ids, tok.all_special_ids)
-    assert is_special.sum() >= 5 * 40  # the text really holds them (the fixture could drift)
-    assert (tokens.special == is_special).all()
-    chunks = chunk_documents(tokens, np.arange(tokens.num_documents), 48, tok, "pad")
-    for scheme in ("token", "whole-word"):
-        _, labels = mask_batch(chunks.input_ids, chunks.word_ids, scheme=scheme, prob=0.95,
-                               vocab=MaskingVocab.from_tokenizer(tok), rng=np.random.default_rng(0))
-        chosen = labels != IGNORE_INDEX
-        assert chosen.sum() > 100 and not np.isin(labels[chosen], tok.all_special_ids).any()
-
-
-def test_cached_tokens_are_invalidated_when_the_file_changes(bert_dir, tmp_path):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(bert_dir)
-    data = tmp_path / "docs.txt"
-    data.write_text("the good film.\nthe bad plot.\n", encoding="utf-8")
-    config = DataConfig(data=str(data))
-    first = tokenize_corpus(load_corpus(config), tok, cache_dir=tmp_path / "cache")
-    data.write_text("the good film.\nthe bad plot.\nthe dull cast.\n", encoding="utf-8")
-    second = tokenize_corpus(load_corpus(config), tok, cache_dir=tmp_path / "cache")
-    assert (first.num_documents, second.num_documents) == (2, 3)
-    data.write_text("the good film.\nthe bad cast.\nthe dull plot.\n", encoding="utf-8")  # same size, same line count
-    third = tokenize_corpus(load_corpus(config), tok, cache_dir=tmp_path / "cache")
-    assert third.ids.tolist() == tok("the good film. the bad cast. the dull plot.", add_special_tokens=False)["input_ids"]

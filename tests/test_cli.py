@@ -33,6 +33,7 @@ def _assert_user_error(code: int, err: str, match: str) -> None:
         (["train", "--batch-size", "many"], "valid integer"),
         (["train", "--no-such-flag"], "No such option"),
         (["evaluate", "--eval-mask-prob", "0"], "--eval-mask-prob must be a probability"),
+        (["evaluate", "--num-workers", "-2"], "--num-workers must be 0"),
         (["fill-mask", "no mask here"], "no [MASK] or <mask>"),
     ],
 )

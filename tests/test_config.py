@@ -45,6 +45,8 @@ def test_defaults_are_the_seeds():
         ({"remainder": "keep"}, "--remainder"),
         ({"precision": "fp8"}, "--precision"),
         ({"text_column": "answers..text"}, "--text-column"),
+        ({"num_workers": -1}, "--num-workers"),
+        ({"num_workers": 1.5}, "--num-workers"),
         ({"replay_ratio": 0.0, "general_data": "news.txt"}, "--replay-ratio"),
         ({"replay_ratio": 1.0, "general_data": "news.txt"}, "--replay-ratio"),
         ({"replay_ratio": 0.2}, "--replay-ratio mixes chunks of --general-data"),

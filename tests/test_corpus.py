@@ -109,7 +109,7 @@ def test_hub_dataset_offline_says_so():
 def test_empty_and_whitespace_corpus_is_refused(tmp_path, bert_dir):
     from transformers import AutoTokenizer
 
-    from mlm_adapt.chunking import tokenize_corpus
+    from mlm_adapt.tokenization import tokenize_corpus
 
     tok = AutoTokenizer.from_pretrained(bert_dir)
     for content in ("", "   \n\n\t\n"):

@@ -171,7 +171,8 @@ def test_whole_word_masking_keeps_real_words_whole(request, data_root, model):
 def test_no_word_spans_two_documents(request, model):
     from transformers import AutoTokenizer
 
-    from mlm_adapt.chunking import TextEncoder, chunk_documents
+    from mlm_adapt.chunking import chunk_documents
+    from mlm_adapt.tokenization import TextEncoder
 
     tok = AutoTokenizer.from_pretrained(request.getfixturevalue(model))
     # Documents that end and begin with letters: only the document boundary separates the words.

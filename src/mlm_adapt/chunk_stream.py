@@ -23,14 +23,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from mlm_adapt.chunking import (
-    MAX_EVAL_DOC_SHARE, Chunks, TextEncoder, TokenizedCorpus, choose_rows, chunk_documents, concat_tokens,
-    count_chunks, frame_ids, stream_tail,
-)
+from mlm_adapt.chunking import MAX_EVAL_DOC_SHARE, Chunks, choose_rows, chunk_documents, count_chunks, frame_ids, stream_tail
 from mlm_adapt.config import DataConfig
 from mlm_adapt.corpus import StreamedCorpus
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.seeding import Salt, generator
+from mlm_adapt.tokenization import TextEncoder, TokenizedCorpus, concat_tokens, encode_batches
 
 DOCS_PER_READ = 1_000
 
@@ -74,11 +72,15 @@ def read_eval_documents(corpus: StreamedCorpus, encoder: TextEncoder, eval_token
     return tokens, last
 
 
-def _training_tokens(corpus: StreamedCorpus, encoder: TextEncoder, seed: int, last_eval: int, rank: int, world: int) -> Iterator[TokenizedCorpus]:
+def _training_tokens(corpus: StreamedCorpus, encoder: TextEncoder, seed: int, last_eval: int, rank: int, world: int,
+                     num_workers: int = 0) -> Iterator[TokenizedCorpus]:
     """This process's training documents, tokenized a read at a time."""
-    for indices, texts in _numbered(corpus):
-        keep = (indices % world == rank) & ~((indices <= last_eval) & held_out(seed, indices))
-        yield encoder.encode([t for t, k in zip(texts, keep) if k])
+    def kept() -> Iterator[list[str]]:
+        for indices, texts in _numbered(corpus):
+            keep = (indices % world == rank) & ~((indices <= last_eval) & held_out(seed, indices))
+            yield [t for t, k in zip(texts, keep) if k]
+
+    return encode_batches(encoder, kept(), num_workers)
 
 
 def stream_chunks(batches: Iterable[TokenizedCorpus], chunk_size: int, tokenizer, remainder: str) -> Iterator[Chunks]:
@@ -139,7 +141,7 @@ def training_batches(corpus: StreamedCorpus, tokenizer, config: DataConfig, seed
     def passes() -> Iterator[Chunks]:
         while True:
             found = False
-            tokens = _training_tokens(corpus, encoder, seed, last_eval, rank, world)
+            tokens = _training_tokens(corpus, encoder, seed, last_eval, rank, world, config.num_workers)
             for block in stream_chunks(tokens, config.chunk_size, tokenizer, config.remainder):
                 found = True
                 yield block

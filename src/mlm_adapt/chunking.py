@@ -1,8 +1,7 @@
-"""Tokenizing documents, holding out evaluation documents, and cutting fixed-length chunks.
+"""Holding out evaluation documents and cutting fixed-length chunks.
 
-Documents are tokenized once without special tokens or truncation into flat
-NumPy arrays (token ids, word starts, special-token flags, document offsets).
-Everything after that is array arithmetic: no Python list concatenation, which is
+Documents arrive tokenized (``tokenization``) as flat NumPy arrays (token ids, word
+starts, special-token flags, document offsets). Everything here is array arithmetic: no Python list concatenation, which is
 what makes the seeds' ``sum(lists, [])`` quadratic.
 
 Each chunk is ``[CLS] body [SEP]`` (``<s> body </s>`` for RoBERTa) where the body
@@ -13,43 +12,24 @@ stay marked.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from dataclasses import dataclass
-from itertools import chain
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mlm_adapt.config import DataConfig
-from mlm_adapt.corpus import Corpus
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.seeding import Salt, generator
+from mlm_adapt.tokenization import TokenizedCorpus
 
 # Word ids of special tokens (CLS, SEP, PAD and separators between documents).
 NO_WORD = -1
 # At most this share of documents is held out for evaluation, so a small corpus
 # still leaves most of its text for training.
 MAX_EVAL_DOC_SHARE = 0.1
-
-
-@dataclass(frozen=True)
-class TokenizedCorpus:
-    """All documents' tokens back to back; document ``d`` is ``ids[offsets[d]:offsets[d+1]]``."""
-
-    ids: np.ndarray  # int32
-    word_starts: np.ndarray  # bool: the token begins a word
-    special: np.ndarray  # bool: a special token inside the text (e.g. a literal "[MASK]")
-    offsets: np.ndarray  # int64, one more than the number of documents
-
-    @property
-    def num_documents(self) -> int:
-        return len(self.offsets) - 1
-
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
+# Chunks built per pass: 4096 x 126 positions keep each temporary near 4 MB, which glibc
+# then reuses from its heap instead of mapping (and faulting in) fresh pages.
+ROWS_PER_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -79,103 +59,6 @@ class ChunkedSplit:
     eval: Chunks
     eval_documents: int
     documents: int
-
-
-def tokenize_corpus(corpus: Corpus, tokenizer, cache_dir: Path | None = None, batch_size: int = 1_000) -> TokenizedCorpus:
-    """Tokenize every non-empty document; reuse ``cache_dir`` when the same data and tokenizer were seen."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise MlmAdaptError("this tokenizer has no fast (Rust) version; mlm-adapt needs one for word ids")
-    path = _cache_path(corpus, tokenizer, cache_dir)
-    if path is not None and path.exists():
-        with np.load(path) as cached:
-            return TokenizedCorpus(cached["ids"], cached["word_starts"], cached["special"], cached["offsets"])
-    tokens = _tokenize(corpus, tokenizer, batch_size)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, ids=tokens.ids, word_starts=tokens.word_starts, special=tokens.special, offsets=tokens.offsets)
-        os.replace(tmp, path)
-    return tokens
-
-
-def _tokenize(corpus: Corpus, tokenizer, batch_size: int) -> TokenizedCorpus:
-    encoder = TextEncoder.from_tokenizer(tokenizer)
-    tokens = concat_tokens([encoder.encode(texts) for texts in corpus.batches(batch_size)])
-    if tokens.ids.size == 0:
-        raise MlmAdaptError(f"--data {corpus.source}: the corpus is empty (no document holds any text)")
-    return tokens
-
-
-@dataclass(frozen=True)
-class TextEncoder:
-    """The Rust tokenizer, called directly, and the ids that are never words.
-
-    transformers' wrapper would convert every encoding to Python lists first (and
-    warn about documents longer than model_max_length, which chunking expects). The
-    Rust tokenizer already uses every core (TOKENIZERS_PARALLELISM); about two thirds
-    of tokenization time is spent in it (docs/performance.md).
-    """
-
-    backend: Any
-    special_ids: np.ndarray  # every id in tokenizer.all_special_ids, [UNK] included
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer) -> "TextEncoder":
-        return cls(plain_backend(tokenizer), np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int32))
-
-    def encode(self, texts: list[str]) -> TokenizedCorpus:
-        """One batch of texts as flat arrays; blank texts are skipped (they are not documents)."""
-        encodings = self.backend.encode_batch([t for t in texts if t.strip()], add_special_tokens=False)
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(offsets[-1]))
-        # None (an added special token in the text) becomes NaN in a float array: no per-token
-        # Python. float32 holds word indices exactly up to 2**24 words per document.
-        word_ids = np.array(list(chain.from_iterable(e.word_ids for e in encodings)), dtype=np.float32)
-        # A literal "[MASK]" or "<mask>" can come back with a word id, and [UNK] always does
-        # (the model, not the added-token layer, produces it): the ids decide, as in the
-        # course's collator, so none of them is ever chosen for masking or used as a label.
-        special = np.isnan(word_ids) | np.isin(ids, self.special_ids)
-        starts = np.ones(len(word_ids), dtype=bool)
-        starts[1:] = word_ids[1:] != word_ids[:-1]  # NaN != NaN: specials start their own "word"
-        starts[special] = True
-        starts[offsets[:-1][lengths > 0]] = True  # a document's first token starts a word
-        return TokenizedCorpus(ids, starts, special, offsets)
-
-
-def concat_tokens(parts: list[TokenizedCorpus]) -> TokenizedCorpus:
-    """The documents of ``parts`` back to back, in order."""
-    if not parts:
-        return TokenizedCorpus(np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, bool), np.zeros(1, np.int64))
-    shifts = np.cumsum([0] + [p.ids.size for p in parts[:-1]])
-    offsets = np.concatenate([[0]] + [p.offsets[1:] + shift for p, shift in zip(parts, shifts)])
-    return TokenizedCorpus(
-        np.concatenate([p.ids for p in parts]), np.concatenate([p.word_starts for p in parts]),
-        np.concatenate([p.special for p in parts]), offsets.astype(np.int64),
-    )
-
-
-def plain_backend(tokenizer):
-    """A copy of the Rust tokenizer without the padding and truncation a tokenizer.json
-    may carry (sentence-transformers files pad and cut every text to 128 tokens):
-    transformers' wrapper overrides them on every call, a direct call would not."""
-    from tokenizers import Tokenizer
-
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.no_padding()
-    backend.no_truncation()
-    return backend
-
-
-def _cache_path(corpus: Corpus, tokenizer, cache_dir: Path | None) -> Path | None:
-    fingerprint = getattr(corpus.dataset, "_fingerprint", None)
-    if cache_dir is None or fingerprint is None:
-        return None
-    key = hashlib.sha256()
-    for part in (fingerprint, corpus.column, tokenizer.backend_tokenizer.to_str(), "v3"):
-        key.update(part.encode())
-    return Path(cache_dir) / f"{key.hexdigest()[:32]}.npz"
 
 
 def split_documents(lengths: np.ndarray, eval_tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -213,13 +96,25 @@ def chunk_documents(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, 
     flat token arrays: memory follows the chunks kept, not the corpus size (a
     200 MB file needed 10 GB when the whole stream was materialised first).
     """
-    cls_id, sep_id, pad_id = frame_ids(tokenizer)
-    body = chunk_size - 2
-    stream = _stream_length(tokens, docs)
     rows = np.arange(count_chunks(tokens, docs, chunk_size, remainder)) if rows is None else np.asarray(rows)
+    layout, frame = _layout(tokens, docs), frame_ids(tokenizer)
+    out = Chunks(*(np.empty((len(rows), chunk_size), dtype=np.int64) for _ in range(3)))
+    # A block of rows at a time: one pass over every row allocated ~5x the output in
+    # temporaries, whose first-touch page faults were half of chunking's time.
+    for start in range(0, len(rows), ROWS_PER_BLOCK):
+        block = _chunk_rows(tokens, layout, rows[start:start + ROWS_PER_BLOCK], chunk_size, frame)
+        for name in ("input_ids", "attention_mask", "word_ids"):
+            getattr(out, name)[start:start + len(block)] = getattr(block, name)
+    return out
+
+
+def _chunk_rows(tokens: TokenizedCorpus, layout: "_Layout", rows: np.ndarray, chunk_size: int,
+                frame: tuple[int, int, int]) -> Chunks:
+    cls_id, sep_id, pad_id = frame
+    body = chunk_size - 2
     position = rows[:, None] * body + np.arange(body)[None, :]
-    inside = position < stream
-    source, is_sep = _locate(tokens, docs, np.minimum(position, stream - 1))
+    inside = position < layout.stream
+    source, is_sep = _locate(tokens, layout, np.minimum(position, layout.stream - 1))
     content = np.where(is_sep, sep_id, _at(tokens.ids, source))
     special = is_sep | _at(tokens.special, source) | ~inside
     starts = is_sep | _at(tokens.word_starts, source)
@@ -228,17 +123,30 @@ def chunk_documents(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, 
     return _frame(np.where(inside, content, pad_id), words, inside.sum(axis=1), cls_id, sep_id, pad_id)
 
 
-def _locate(tokens: TokenizedCorpus, docs: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For positions of the stream "doc SEP doc SEP ..." over ``docs``: the index into
-    ``tokens.ids`` of each, and whether it is a separator instead."""
+@dataclass(frozen=True)
+class _Layout:
+    """Where the documents ``docs`` sit in the stream "doc SEP doc SEP ...": document d
+    occupies positions [begin[d], end[d]); position end[d] is the separator before
+    document d + 1; its position p is token p + shift[d] of the flat arrays."""
+
+    begin: np.ndarray
+    end: np.ndarray
+    shift: np.ndarray
+    stream: int
+
+
+def _layout(tokens: TokenizedCorpus, docs: np.ndarray) -> _Layout:
     lengths = tokens.lengths()[docs]
-    # Document d occupies stream positions [begin[d], begin[d] + lengths[d]); the next
-    # position is the separator before document d + 1.
-    begin = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
-    doc = np.searchsorted(begin, position, side="right") - 1
-    offset = position - begin[doc]
-    is_sep = offset >= lengths[doc]
-    source = np.minimum(tokens.offsets[docs][doc] + offset, max(len(tokens.ids) - 1, 0))
+    begin = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
+    return _Layout(begin, begin + lengths, tokens.offsets[docs] - begin, _stream_length(tokens, docs))
+
+
+def _locate(tokens: TokenizedCorpus, layout: _Layout, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For stream positions: the index into ``tokens.ids`` of each, and whether it is a separator instead."""
+    doc = np.searchsorted(layout.begin, position, side="right") - 1
+    is_sep = position >= layout.end[doc]
+    source = position + layout.shift[doc]
+    np.minimum(source, max(len(tokens.ids) - 1, 0), out=source)
     return source, is_sep
 
 
@@ -253,7 +161,7 @@ def stream_tail(tokens: TokenizedCorpus, docs: np.ndarray, start: int, sep_id: i
     position = np.arange(start, _stream_length(tokens, docs))
     if position.size == 0:
         return TokenizedCorpus(np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, bool), np.zeros(2, np.int64))
-    source, is_sep = _locate(tokens, docs, position)
+    source, is_sep = _locate(tokens, _layout(tokens, docs), position)
     return TokenizedCorpus(
         np.where(is_sep, sep_id, _at(tokens.ids, source)).astype(np.int32),
         is_sep | _at(tokens.word_starts, source), is_sep | _at(tokens.special, source),

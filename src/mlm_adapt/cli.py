@@ -50,6 +50,7 @@ EvalSize = Annotated[Optional[int], _option("eval_size", "Evaluation chunks to s
 Encoding = Annotated[Optional[str], _option("encoding", "Text encoding of local files")]
 Streaming = Annotated[Optional[bool], _option("streaming", "Read the data as a stream, never all in memory (needs --max-steps to train)", "--streaming")]
 Packing = Annotated[Optional[bool], _option("packing", "No attention across the documents a chunk packs together (short documents)", "--packing")]
+NumWorkers = Annotated[Optional[int], _option("num_workers", "Processes that tokenize (0: this one, whose tokenizer already uses every core)")]
 ShuffleBuffer = Annotated[Optional[int], _option("shuffle_buffer", "With --streaming: chunks held for shuffling")]
 MaskingOpt = Annotated[Optional[str], _option("masking", "how training inputs are masked", "--masking", choices=cfg.Masking)]
 MaskProb = Annotated[Optional[float], _option(
@@ -87,7 +88,7 @@ def train(
     split: Split = None, text_column: TextColumn = None, chunk_size: ChunkSize = None, remainder: Remainder = None,
     masking: MaskingOpt = None, mask_prob: MaskProb = None, eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None,
     train_size: TrainSize = None, eval_size: EvalSize = None, encoding: Encoding = None,
-    streaming: Streaming = None, shuffle_buffer: ShuffleBuffer = None, packing: Packing = None,
+    streaming: Streaming = None, shuffle_buffer: ShuffleBuffer = None, packing: Packing = None, num_workers: NumWorkers = None,
     epochs: Annotated[Optional[int], _option("epochs", "Passes over the training chunks")] = None,
     max_steps: Annotated[Optional[int], _option("max_steps", "Stop after this many optimizer steps (overrides --epochs)")] = None,
     batch_size: BatchSize = None,
@@ -156,7 +157,8 @@ def evaluate(
     ctx: typer.Context,
     model: Model = None, data: Data = None, split: Split = None, text_column: TextColumn = None,
     chunk_size: ChunkSize = None, remainder: Remainder = None, eval_size: EvalSize = None, encoding: Encoding = None,
-    streaming: Streaming = None, packing: Packing = None, eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None, batch_size: BatchSize = None,
+    streaming: Streaming = None, packing: Packing = None, num_workers: NumWorkers = None,
+    eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None, batch_size: BatchSize = None,
     precision: PrecisionOpt = None, seed: Seed = None, allow_pickle: AllowPickle = None,
     trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
     pseudo: Annotated[bool, typer.Option("--pseudo", help="Pseudo-perplexity instead: every token masked in turn (PLL-word-l2r)")] = False,

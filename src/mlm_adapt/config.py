@@ -92,6 +92,7 @@ class DataConfig:
     streaming: bool = False
     shuffle_buffer: int = 10_000
     packing: bool = False
+    num_workers: int = 0  # tokenizing processes; 0: this one (its Rust tokenizer uses every core)
 
     def __post_init__(self) -> None:
         if not str(self.data).strip():
@@ -103,6 +104,8 @@ class DataConfig:
         _positive("train_size", self.train_size, optional=True)
         _positive("eval_size", self.eval_size)
         _positive("shuffle_buffer", self.shuffle_buffer)
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise MlmAdaptError(f"--num-workers must be 0 (tokenize in this process) or a number of processes, not {self.num_workers!r}")
         if self.streaming and self.train_size not in (None, DEFAULT_TRAIN_SIZE):
             raise MlmAdaptError(
                 "--train-size samples chunks from a corpus held in memory; with --streaming every chunk of the "

@@ -19,12 +19,13 @@ import numpy as np
 
 from mlm_adapt.batching import MicroBatches, in_memory_batches, streamed_batches
 from mlm_adapt.chunk_stream import held_out_stream, training_batches
-from mlm_adapt.chunking import Chunks, split_and_chunk, tokenize_corpus
+from mlm_adapt.chunking import Chunks, split_and_chunk
 from mlm_adapt.config import DataConfig, TrainConfig, cache_home
 from mlm_adapt.corpus import StreamedCorpus, load_corpus
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.masking import MaskingVocab
 from mlm_adapt.seeding import Salt, generator
+from mlm_adapt.tokenization import tokenize_corpus
 
 log = logging.getLogger("mlm_adapt")
 
@@ -99,7 +100,7 @@ def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> Spl
         eval_chunks, eval_documents, last = held_out_stream(corpus, config, tokenizer, seed)
         read = partial(training_batches, corpus, tokenizer, config, seed, last)
         return SplitData(StreamSource(read), eval_chunks, eval_documents)
-    tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_home() / "tokens")
+    tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_home() / "tokens", num_workers=config.num_workers)
     split = split_and_chunk(tokens, config, tokenizer, seed)
     return SplitData(InMemorySource(split.train, split.documents), split.eval, split.eval_documents)
 
