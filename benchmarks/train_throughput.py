@@ -98,50 +98,61 @@ def recipe_preprocess(texts, tok):
     return tokenized.map(group_texts, batched=True, load_from_cache_file=False)
 
 
-def ours_preprocess(texts, tok):
+def ours_preprocess(texts, tok, num_workers: int = 0):
     import datasets
 
-    from mlm_adapt.chunking import split_and_chunk, tokenize_corpus
+    from mlm_adapt.chunking import split_and_chunk
     from mlm_adapt.config import DataConfig
     from mlm_adapt.corpus import Corpus
+    from mlm_adapt.tokenization import tokenize_corpus
 
     corpus = Corpus(datasets.Dataset.from_dict({"text": texts}), "text", "benchmark")
-    tokens = tokenize_corpus(corpus, tok)
+    tokens = tokenize_corpus(corpus, tok, num_workers=num_workers)
     return split_and_chunk(tokens, DataConfig(data="benchmark", chunk_size=CHUNK, train_size=None, eval_size=100), tok, 42)
 
 
-def bench_preprocessing(texts, tok) -> dict:
-    """Cold runs of both pipelines, then mlm-adapt's second run (tokenization cache)."""
+def bench_preprocessing(texts, tok, repeats: int = 3) -> dict:
+    """Both pipelines cold, the Rust tokenizer alone (the two calls mlm-adapt makes: with
+    word ids, and ids only), mlm-adapt with 2 tokenizing processes, interleaved ``repeats``
+    times (medians); then mlm-adapt's second run (tokenization cache)."""
     import tempfile
 
     import datasets
 
-    from mlm_adapt.chunking import tokenize_corpus
     from mlm_adapt.corpus import Corpus
+    from mlm_adapt.tokenization import plain_backend, tokenize_corpus
 
-    from mlm_adapt.chunking import plain_backend
-
-    words = sum(len(t.split()) for t in texts)
     backend = plain_backend(tok)
-    start = time.perf_counter()
-    for i in range(0, len(texts), 1000):  # the Rust tokenizer alone, on both cores: a floor for any pipeline using it
-        backend.encode_batch(texts[i : i + 1000], add_special_tokens=False)
-    floor = time.perf_counter() - start
-    t0 = time.perf_counter()
-    recipe = recipe_preprocess(texts, tok)
-    t1 = time.perf_counter()
-    ours = ours_preprocess(texts, tok)
-    t2 = time.perf_counter()
+
+    def alone(call):
+        for i in range(0, len(texts), 1000):  # on both cores, as mlm-adapt calls it
+            call(texts[i : i + 1000], add_special_tokens=False)
+
+    timed = {"recipe": lambda: recipe_preprocess(texts, tok), "mlm_adapt": lambda: ours_preprocess(texts, tok),
+             "mlm_adapt_2_workers": lambda: ours_preprocess(texts, tok, num_workers=2),
+             "tokenizer_alone": lambda: alone(backend.encode_batch),
+             "tokenizer_ids_only": lambda: alone(backend.encode_batch_fast)}
+    seconds: dict[str, list[float]] = {name: [] for name in timed}
+    for _ in range(repeats):
+        for name, run in timed.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    m = {name: statistics.median(values) for name, values in seconds.items()}
     corpus = Corpus(datasets.Dataset.from_dict({"text": texts}), "text", "benchmark")
     with tempfile.TemporaryDirectory() as cache:
         tokenize_corpus(corpus, tok, cache_dir=Path(cache))
         t3 = time.perf_counter()
         tokenize_corpus(corpus, tok, cache_dir=Path(cache))
         t4 = time.perf_counter()
-    return {"documents": len(texts), "words": words, "recipe_seconds": t1 - t0, "mlm_adapt_seconds": t2 - t1,
-            "mlm_adapt_cached_tokenize_seconds": t4 - t3, "recipe_chunks": len(recipe),
-            "mlm_adapt_chunks": len(ours.train) + len(ours.eval), "speedup": (t1 - t0) / (t2 - t1),
-            "tokenizer_alone_seconds": floor, "speedup_ceiling": (t1 - t0) / floor}
+    ours = ours_preprocess(texts, tok)
+    return {"documents": len(texts), "words": sum(len(t.split()) for t in texts), "repeats": repeats,
+            **{f"{name}_seconds": value for name, value in m.items()},
+            "runs_seconds": seconds, "mlm_adapt_cached_tokenize_seconds": t4 - t3,
+            "recipe_chunks": len(recipe_preprocess(texts, tok)), "mlm_adapt_chunks": len(ours.train) + len(ours.eval),
+            "speedup": m["recipe"] / m["mlm_adapt"], "speedup_2_workers": m["recipe"] / m["mlm_adapt_2_workers"],
+            "speedup_ceiling": m["recipe"] / m["tokenizer_alone"],
+            "share_of_ceiling": m["tokenizer_alone"] / m["mlm_adapt"]}
 
 
 # --- training variants --------------------------------------------------------------------------
@@ -299,7 +310,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each variant (the median is reported)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
-    parser.add_argument("--only", help="comma-separated variants to run (default: all)")
+    parser.add_argument("--only", help="comma-separated variants to run (default: all; '' for preprocessing only)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     args = parser.parse_args()
     if args.variant:  # child process: one variant, JSON on stdout
@@ -315,7 +326,7 @@ def main() -> None:
         "long documents (news x2)": bench_preprocessing(news * 2, tok),
     }
     print(json.dumps(report, indent=1), flush=True)
-    chosen = args.only.split(",") if args.only else list(VARIANTS)
+    chosen = [v for v in args.only.split(",") if v] if args.only is not None else list(VARIANTS)
     unknown = set(chosen) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
@@ -360,12 +371,14 @@ def _markdown(report: dict) -> str:
         lines.append(f"| {name} | {r['samples_per_second']:.2f} ({runs}) | {' | '.join(ratios)} | {r['peak_rss_mb']:.0f} | "
                      f"{r['eval_loss']:.4f} | {bf16_mfu} / {r['mfu_vs_fp32_peak']:.0%} |")
     for corpus, p in report["preprocessing"].items():
-        lines.append(f"\npreprocessing, {corpus}: {p['words']:,} words in {p['documents']:,} documents: recipe "
-                     f"{p['recipe_seconds']:.2f} s, mlm-adapt {p['mlm_adapt_seconds']:.2f} s ({p['speedup']:.1f}x); "
-                     f"mlm-adapt's second run {p['mlm_adapt_cached_tokenize_seconds']:.3f} s to tokenize "
-                     f"({p['recipe_seconds'] / p['mlm_adapt_cached_tokenize_seconds']:.0f}x); the Rust tokenizer "
-                     f"alone {p['tokenizer_alone_seconds']:.2f} s, so no pipeline using it can exceed "
-                     f"{p['speedup_ceiling']:.1f}x here")
+        lines.append(f"\npreprocessing, {corpus}: {p['words']:,} words in {p['documents']:,} documents (medians of "
+                     f"{p['repeats']}): recipe {p['recipe_seconds']:.2f} s, mlm-adapt {p['mlm_adapt_seconds']:.2f} s "
+                     f"({p['speedup']:.1f}x; with 2 tokenizing processes {p['mlm_adapt_2_workers_seconds']:.2f} s, "
+                     f"{p['speedup_2_workers']:.1f}x); the Rust tokenizer alone {p['tokenizer_alone_seconds']:.2f} s with "
+                     f"word ids ({p['speedup_ceiling']:.1f}x ceiling: mlm-adapt at {p['share_of_ceiling']:.0%} of it), "
+                     f"{p['tokenizer_ids_only_seconds']:.2f} s ids only; mlm-adapt's second run "
+                     f"{p['mlm_adapt_cached_tokenize_seconds']:.3f} s to tokenize "
+                     f"({p['recipe_seconds'] / p['mlm_adapt_cached_tokenize_seconds']:.0f}x)")
     compiled = report["training"].get("mlm-adapt-bf16-compile", {})
     if "break_even_samples" in compiled:
         lines.append(f"\n--compile: first step {compiled['first_step_seconds']:.1f} s vs "
