@@ -74,8 +74,8 @@ def test_yaml_config_with_flag_override(capsys, bert_dir, data_root, tmp_path):
     assert "max_steps: 1" in (tmp_path / "o" / "config.yaml").read_text()
 
 
-def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def _cli(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "mlm_adapt", *args], capture_output=True, text=True, env=env, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -119,6 +119,18 @@ def test_train_evaluate_fill_mask_end_to_end(request, data_root, tmp_path, model
     assert filled[0]["text"] == text
     assert set(filled[0]["masks"][0]) == {str(out), str(model_dir)}
     assert all(len(preds) == 3 for preds in filled[0]["masks"][0].values())
+
+
+@pytest.mark.slow
+def test_evaluate_tokenizing_in_worker_processes_gives_the_same_perplexity(bert_dir, data_root, tmp_path):
+    args = ["evaluate", "--model", str(bert_dir), "--data", str(data_root / "docs.txt"), "--chunk-size", "48",
+            "--eval-size", "30", "--json"]
+    # A cache folder per run: the second run must tokenize, not read the first run's tokens.
+    runs = {n: json.loads(_cli(*args, "--num-workers", n, env={"MLM_ADAPT_CACHE": str(tmp_path / n)}).stdout)
+            for n in ("0", "2")}
+    assert list((tmp_path / "2" / "tokens").glob("*.npz"))
+    assert runs["2"]["masked_tokens"] == runs["0"]["masked_tokens"] > 0
+    assert runs["2"]["perplexity"] == pytest.approx(runs["0"]["perplexity"], rel=1e-6)
 
 
 @pytest.mark.slow
