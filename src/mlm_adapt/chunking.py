@@ -1,8 +1,9 @@
 """Holding out evaluation documents and cutting fixed-length chunks.
 
 Documents arrive tokenized (``tokenization``) as flat NumPy arrays (token ids, word
-starts, special-token flags, document offsets). Everything here is array arithmetic: no Python list concatenation, which is
-what makes the seeds' ``sum(lists, [])`` quadratic.
+starts, special-token flags, document offsets). Everything here is array arithmetic:
+no Python list concatenation, which is what makes the seeds' ``sum(lists, [])``
+quadratic.
 
 Each chunk is ``[CLS] body [SEP]`` (``<s> body </s>`` for RoBERTa) where the body
 is ``chunk_size - 2`` tokens of the stream "doc SEP doc SEP doc ...": every chunk
@@ -137,7 +138,7 @@ class _Layout:
 
 def _layout(tokens: TokenizedCorpus, docs: np.ndarray) -> _Layout:
     lengths = tokens.lengths()[docs]
-    begin = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
+    begin = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
     return _Layout(begin, begin + lengths, tokens.offsets[docs] - begin, _stream_length(tokens, docs))
 
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.tokenization import CONTINUATION
 
 SPACE_MARKER = "Ġ"  # byte-level BPE's leading space
-CONTINUATION = "##"  # WordPiece's word-continuing pieces
 
 
 @dataclass(frozen=True)
