@@ -106,6 +106,32 @@ def test_building_some_rows_equals_selecting_them_from_all(lengths, chunk, remai
     assert ((some.word_ids == NO_WORD) == (picked.word_ids == NO_WORD)).all()
 
 
+@given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]), seed=st.integers(0, 99))
+@settings(max_examples=60, deadline=None)
+def test_each_chunk_names_the_document_at_the_middle_of_its_body(lengths, chunk, remainder, seed):
+    from mlm_adapt.tokenization import TokenizedCorpus
+
+    # Every token of document d has id 10 + d, so a chunk's tokens say whose they are.
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = np.repeat(np.arange(len(lengths)), lengths).astype(np.int32) + 10
+    tokens = TokenizedCorpus(ids, np.ones(len(ids), bool), np.zeros(len(ids), bool), offsets)
+    docs = np.flatnonzero(np.random.default_rng(seed).random(len(lengths)) < 0.7)
+    chunks = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder)
+    if not len(chunks):
+        return
+    assert np.isin(chunks.documents, docs).all() and (np.diff(chunks.documents) >= 0).all()
+    middle = (chunk - 2) // 2
+    for row, document in zip(chunks.input_ids[:, 1:-1], chunks.documents):
+        token = row[middle]
+        if token == FrameTokenizer.sep_token_id:  # the separator ending a document belongs to it
+            token = row[middle - 1]
+        expected = token - 10 if token >= 10 else docs[-1]  # past the end (--remainder pad): the last
+        assert document == expected
+    # A document's own chunks all name it; selecting rows keeps their documents.
+    rows = np.arange(0, len(chunks), 2)
+    assert (chunks.select(rows).documents == chunks.documents[rows]).all()
+
+
 @given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]),
        block=st.integers(1, 5), seed=st.integers(0, 99))
 @settings(max_examples=60, deadline=None)

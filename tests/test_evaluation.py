@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlm_adapt.chunking import Chunks
@@ -75,6 +75,38 @@ def test_paired_interval_of_a_model_against_itself_and_a_better_one():
     noisy = nll * np.random.default_rng(3).uniform(0.97, 1.03, size=len(nll))  # no real change
     low, high = perplexity_interval(noisy, tokens, seed=1, baseline=nll)
     assert low < 1.0 < high
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(10, 100), copies=st.integers(2, 6))
+@settings(max_examples=30, deadline=None)
+def test_intervals_resample_documents_not_their_correlated_chunks(seed, n, copies):
+    from mlm_adapt.evaluation import perplexity_interval
+
+    nll, tokens = _rows(seed, n)
+    documents = np.arange(n)
+    # One chunk per document: resampling documents is resampling chunks.
+    assert perplexity_interval(nll, tokens, 7, groups=documents) == perplexity_interval(nll, tokens, 7)
+    # Each document cut into `copies` identical chunks: no more information than one chunk
+    # each, so the document interval is the one-chunk-each interval; chunk by chunk it is
+    # (wrongly) narrower.
+    many = [np.repeat(a, copies) for a in (nll, tokens, documents)]
+    by_document = perplexity_interval(*many[:2], 7, groups=many[2])
+    assert by_document == pytest.approx(perplexity_interval(nll, tokens, 7), rel=1e-9)
+    by_chunk = perplexity_interval(*many[:2], 7)
+    assert by_chunk[1] / by_chunk[0] < by_document[1] / by_document[0]
+    paired = perplexity_interval(many[0] * 0.9, many[1], 7, baseline=many[0], groups=many[2])
+    assert paired[1] < 1.0
+
+
+def test_one_document_falls_back_to_resampling_chunks():
+    from mlm_adapt.evaluation import EvalResult, perplexity_interval, resampled_units
+
+    nll, tokens = _rows(0, 50)
+    same = np.zeros(50, dtype=np.int64)
+    low, high = perplexity_interval(nll, tokens, 3, groups=same)
+    assert (low, high) == perplexity_interval(nll, tokens, 3) and low < high
+    assert resampled_units(EvalResult(nll.sum(), int(tokens.sum()), 0, nll, tokens, same)) == "50 chunks"
+    assert resampled_units(EvalResult(nll.sum(), int(tokens.sum()), 0, nll, tokens, np.arange(50) // 5)) == "10 documents"
 
 
 @pytest.mark.parametrize("sparse", [True, False])

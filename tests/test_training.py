@@ -142,6 +142,8 @@ def test_every_run_reports_intervals_and_whether_the_change_is_noise(bert_run):
     assert low <= metrics["perplexity_after"] / metrics["perplexity_before"] <= high
     assert metrics["change_exceeds_noise"] == (high < 1.0 or low > 1.0)
     assert metrics["change_exceeds_noise"]  # the tiny model learns the tiny grammar
+    count, unit = metrics["interval_resamples"].split()  # held-out documents, not their chunks
+    assert unit == "documents" and 2 <= int(count) <= metrics["eval_documents"]
 
 
 def test_a_task_probe_ends_the_run_and_equals_the_probe_command_on_the_saved_models(bert_dir, data_root, tmp_path):

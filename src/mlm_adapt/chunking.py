@@ -40,15 +40,21 @@ class Chunks:
     input_ids: np.ndarray  # int64 [n, chunk_size]
     attention_mask: np.ndarray  # int64 [n, chunk_size]
     word_ids: np.ndarray  # int64 [n, chunk_size], unique per word within a chunk
+    # int64 [n]: the document at the middle of each chunk's body, numbered as in the
+    # tokenized corpus the chunks were cut from (one ``chunk_documents`` call). Chunks of
+    # one document are correlated, so perplexity intervals resample documents, not chunks.
+    documents: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def select(self, rows: np.ndarray) -> "Chunks":
-        return Chunks(self.input_ids[rows], self.attention_mask[rows], self.word_ids[rows])
+        return Chunks(self.input_ids[rows], self.attention_mask[rows], self.word_ids[rows],
+                      None if self.documents is None else self.documents[rows])
 
     @staticmethod
     def concat(parts: list["Chunks"]) -> "Chunks":
+        """The rows of ``parts`` in order, without ``documents`` (each part numbers its own)."""
         return Chunks(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("input_ids", "attention_mask", "word_ids")))
 
 
@@ -99,7 +105,9 @@ def chunk_documents(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, 
     """
     rows = np.arange(count_chunks(tokens, docs, chunk_size, remainder)) if rows is None else np.asarray(rows)
     layout, frame = _layout(tokens, docs), frame_ids(tokenizer)
-    out = Chunks(*(np.empty((len(rows), chunk_size), dtype=np.int64) for _ in range(3)))
+    middle = np.minimum(rows * (chunk_size - 2) + (chunk_size - 2) // 2, max(layout.stream - 1, 0))
+    documents = np.asarray(docs, dtype=np.int64)[np.searchsorted(layout.begin, middle, side="right") - 1]
+    out = Chunks(*(np.empty((len(rows), chunk_size), dtype=np.int64) for _ in range(3)), documents)
     # A block of rows at a time: one pass over every row allocated ~5x the output in
     # temporaries, whose first-touch page faults were half of chunking's time.
     for start in range(0, len(rows), ROWS_PER_BLOCK):

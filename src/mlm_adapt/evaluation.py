@@ -44,6 +44,7 @@ class MaskedSet:
     attention_mask: np.ndarray
     labels: np.ndarray
     masked_bytes: int = 0  # UTF-8 bytes of text under the masks (vocabulary.token_bytes)
+    documents: np.ndarray | None = None  # each row's document (Chunks.documents): what intervals resample
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -60,10 +61,11 @@ class EvalResult:
     masked_bytes: int = 0
     row_nll: np.ndarray | None = field(default=None, compare=False, repr=False)  # per held-out chunk
     row_tokens: np.ndarray | None = field(default=None, compare=False, repr=False)
+    row_documents: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def interval(self, seed: int) -> tuple[float, float]:
-        """95% bootstrap interval of the perplexity over held-out chunks."""
-        return perplexity_interval(self.row_nll, self.row_tokens, seed)
+        """95% bootstrap interval of the perplexity, resampling held-out documents."""
+        return perplexity_interval(self.row_nll, self.row_tokens, seed, groups=self.row_documents)
 
     @property
     def loss(self) -> float:
@@ -102,7 +104,7 @@ def mask_eval_set(chunks: Chunks, masking: MaskingConfig, vocab: MaskingVocab, s
         rng=generator(seed, Salt.EVAL_MASKS),
     )
     masked_bytes = int(byte_counts[labels[labels != IGNORE_INDEX]].sum()) if byte_counts is not None else 0
-    return MaskedSet(inputs, chunks.attention_mask, labels, masked_bytes)
+    return MaskedSet(inputs, chunks.attention_mask, labels, masked_bytes, chunks.documents)
 
 
 @torch.inference_mode()
@@ -129,18 +131,24 @@ def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) ->
     gathered = accelerator.gather(row_nll).cpu().numpy()
     per_row = gathered[~np.isnan(gathered)]
     tokens = (masked.labels != IGNORE_INDEX).sum(axis=1)
-    return EvalResult(float(per_row.sum()), int(tokens.sum()), masked.masked_bytes, per_row, tokens)
+    return EvalResult(float(per_row.sum()), int(tokens.sum()), masked.masked_bytes, per_row, tokens, masked.documents)
 
 
 def perplexity_interval(row_nll: np.ndarray, row_tokens: np.ndarray, seed: int, *, level: float = 0.95,
-                        resamples: int = 1000, baseline: np.ndarray | None = None) -> tuple[float, float]:
-    """A percentile-bootstrap interval for the perplexity over held-out chunks (rows drawn
-    with replacement, seeded). With ``baseline`` (another model's ``row_nll`` on the same
-    masked rows) it is for the ratio of perplexities, this / baseline, resampling the
-    rows together: the paired comparison before/after needs.
+                        resamples: int = 1000, baseline: np.ndarray | None = None,
+                        groups: np.ndarray | None = None) -> tuple[float, float]:
+    """A percentile-bootstrap interval for the perplexity over held-out chunks, seeded.
+    With ``baseline`` (another model's ``row_nll`` on the same masked rows) it is for the
+    ratio of perplexities, this / baseline, resampling the rows together: the paired
+    comparison before/after needs.
 
-    Chunks of one document are correlated, so this is narrower than an interval over
-    documents would be."""
+    ``groups`` (each row's document): whole groups are drawn with replacement (a cluster
+    bootstrap), since chunks cut from one document are correlated and resampling them one
+    by one understates the spread. Fewer than two groups: the rows are resampled."""
+    if groups is not None and len(np.unique(groups)) >= 2:
+        _, group = np.unique(groups, return_inverse=True)
+        row_nll, row_tokens = np.bincount(group, row_nll), np.bincount(group, row_tokens)
+        baseline = None if baseline is None else np.bincount(group, baseline)
     rng = generator(seed, Salt.BOOTSTRAP, len(row_nll))
     picks = rng.integers(0, len(row_nll), size=(resamples, len(row_nll)))
     tokens = np.maximum(row_tokens[picks].sum(axis=1), 1)
@@ -150,6 +158,12 @@ def perplexity_interval(row_nll: np.ndarray, row_tokens: np.ndarray, seed: int, 
     tail = (1 - level) / 2
     low, high = np.quantile(log_ppl, [tail, 1 - tail])
     return float(np.exp(low)), float(np.exp(high))
+
+
+def resampled_units(result: EvalResult) -> str:
+    """What :func:`perplexity_interval` resamples for ``result``: "N documents" or "N chunks"."""
+    documents = 0 if result.row_documents is None else len(np.unique(result.row_documents))
+    return f"{documents} documents" if documents >= 2 else f"{len(result.row_nll)} chunks"
 
 
 @dataclass
@@ -235,12 +249,14 @@ def evaluation_record(results: dict[str, EvalResult], seed: int, before: dict[st
         prefix = "" if name == "eval" else f"{name}_"
         record |= {f"{prefix}eval_loss": result.loss, f"{prefix}eval_nll_sum": result.nll_sum,
                    f"{prefix}eval_masked_tokens": result.masked_tokens, f"{prefix}perplexity": result.perplexity,
-                   f"{prefix}perplexity_interval": list(result.interval(seed))}
+                   f"{prefix}perplexity_interval": list(result.interval(seed)),
+                   f"{prefix}interval_resamples": resampled_units(result)}
         if before is None:  # the start: its rows are what later evaluations are paired with
             record[f"{prefix}row_nll"] = result.row_nll.tolist()
         elif f"{prefix}row_nll" in before:
             record[f"{prefix}perplexity_change_interval"] = list(perplexity_interval(
-                result.row_nll, result.row_tokens, seed, baseline=np.asarray(before[f"{prefix}row_nll"], dtype=np.float64)))
+                result.row_nll, result.row_tokens, seed, baseline=np.asarray(before[f"{prefix}row_nll"], dtype=np.float64),
+                groups=result.row_documents))
     return record
 
 
@@ -252,6 +268,7 @@ def before_after(before: dict[str, Any], after: dict[str, Any], masked_bytes: in
         "perplexity_before_interval": before["perplexity_interval"], "perplexity_after_interval": after["perplexity_interval"],
         # Resampling the same chunks before and after: does the ratio's interval leave out 1?
         "perplexity_change_interval": [low, high], "change_exceeds_noise": not (low <= 1.0 <= high),
+        "interval_resamples": after.get("interval_resamples", "chunks"),  # checkpoints before it resampled chunks
         "eval_loss_before": before["eval_loss"], "eval_loss_after": after["eval_loss"],
         "eval_masked_tokens": after["eval_masked_tokens"],
         # Per byte of masked text: what compares runs whose tokenizations differ (--add-tokens).

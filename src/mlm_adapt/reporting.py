@@ -259,10 +259,10 @@ def _ci(value: float, interval: list[float]) -> str:
 
 def _verdict(metrics: dict[str, Any]) -> str:
     """One sentence: domain (and general-text) perplexity before -> after, and whether the
-    domain change is beyond what resampling the held-out chunks moves it by."""
+    domain change is beyond what resampling the held-out documents moves it by."""
     low, high = metrics["perplexity_change_interval"]
     text = (f"Domain perplexity {metrics['perplexity_before']:.1f} -> {metrics['perplexity_after']:.1f} "
-            f"(after/before 95% interval {low:.3f}-{high:.3f}: "
+            f"(after/before 95% interval {low:.3f}-{high:.3f}, resampling {metrics['interval_resamples']}: "
             f"{'beyond' if metrics['change_exceeds_noise'] else 'within'} resampling noise)")
     if metrics.get("general_data"):
         text += (f"; general text {metrics['general_perplexity_before']:.1f} -> {metrics['general_perplexity_after']:.1f}"

@@ -31,7 +31,7 @@ class Salt(IntEnum):
     STREAM_SHUFFLE = 0x5E02  # a streamed process's shuffle buffer
     STREAM_MASKS = 0x5E03  # masks of a streamed process's batch
     PROBES = 0xC0DE  # the report's default fill-mask probes
-    BOOTSTRAP = 0xB007  # resampling held-out chunks for confidence intervals
+    BOOTSTRAP = 0xB007  # resampling held-out documents for confidence intervals
     PROBE_ROWS = 0x9201  # which labelled rows a probe uses (--max-rows)
     PROBE_SPLIT = 0x9202  # a probe's train/test split, one per probe seed
     FINETUNE_ORDER = 0x9203  # the order of a fine-tuned probe's training rows, per probe seed

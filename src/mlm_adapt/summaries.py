@@ -109,7 +109,7 @@ def print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     table.add_row("perplexity after", with_interval(metrics["perplexity_after"], metrics["perplexity_after_interval"]))
     low, high = metrics["perplexity_change_interval"]
     verdict = "beyond noise" if metrics["change_exceeds_noise"] else "within noise"
-    table.add_row("after / before (95% interval)", f"[{low:.3f}, {high:.3f}]: {verdict}")
+    table.add_row(f"after / before (95% interval over {metrics['interval_resamples']})", f"[{low:.3f}, {high:.3f}]: {verdict}")
     if metrics.get("general_data"):
         table.add_row("general-text perplexity before", with_interval(metrics["general_perplexity_before"], metrics["general_perplexity_before_interval"]))
         table.add_row("general-text perplexity after", with_interval(metrics["general_perplexity_after"], metrics["general_perplexity_after_interval"]))
