@@ -30,7 +30,7 @@ def print_vocab(result) -> None:
 
 
 def print_probe(report: dict[str, Any]) -> None:
-    from mlm_adapt.reporting import probe_rows
+    from mlm_adapt.model_card import probe_rows
 
     mode = "fine-tuned" if report.get("mode") == "fine-tuned" else "frozen-encoder"
     _probe_table(f"{mode} probe: {report['rows']} rows, {len(report['classes'])} classes, {len(report['seeds'])} seeds",
@@ -136,7 +136,7 @@ def with_interval(value: float, interval: list[float]) -> str:
 
 
 def print_task_probe(task: dict[str, Any]) -> None:
-    from mlm_adapt.reporting import task_probe_rows
+    from mlm_adapt.model_card import task_probe_rows
 
     _probe_table(f"did it help? frozen-encoder probe on {task['data']} ({task['rows']} rows, {len(task['seeds'])} seeds)",
                  "", task_probe_rows(task))
