@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -285,27 +284,9 @@ def demo(
     summaries.print_demo_summary(summary)
 
 
-class _TqdmHandler(logging.Handler):
-    """Messages as plain lines on stderr, written through tqdm so progress bars don't overwrite them."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm.auto import tqdm
-
-        prefix = "warning: " if record.levelno >= logging.WARNING else ""
-        tqdm.write(prefix + record.getMessage(), file=sys.stderr)
-
-
-def _setup_logging() -> None:
-    handler = _TqdmHandler()
-    logger = logging.getLogger("mlm_adapt")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one ``error:`` line and exit status 2."""
-    _setup_logging()
+    summaries.setup_logging()
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:

@@ -6,6 +6,8 @@ over library calls; everything here takes plain results (dicts, dataclasses) and
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +142,22 @@ def print_task_probe(task: dict[str, Any]) -> None:
 
     _probe_table(f"did it help? frozen-encoder probe on {task['data']} ({task['rows']} rows, {len(task['seeds'])} seeds)",
                  "", task_probe_rows(task))
+
+
+class TqdmHandler(logging.Handler):
+    """Messages as plain lines on stderr, written through tqdm so progress bars don't overwrite them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        tqdm.write(prefix + record.getMessage(), file=sys.stderr)
+
+
+def setup_logging() -> None:
+    """The package's log messages as plain lines on stderr (a command's progress and warnings)."""
+    handler = TqdmHandler()
+    logger = logging.getLogger("mlm_adapt")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
