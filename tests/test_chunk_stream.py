@@ -181,6 +181,7 @@ def test_streamed_train_then_evaluate_from_the_command_line(bert_dir, data_root,
     result = json.loads(again.stdout)
     assert result["masked_tokens"] == metrics["eval_masked_tokens"]
     assert result["perplexity"] == pytest.approx(metrics["perplexity_after"], rel=1e-4)
+    assert result["interval_resamples"] == metrics["interval_resamples"] and "documents" in result["interval_resamples"]
     missing = _cli("train", "--model", str(bert_dir), *data, "--output", str(tmp_path / "no"))
     assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
         "error: --streaming needs --max-steps: the length of a stream is not known in advance"]

@@ -108,6 +108,9 @@ def test_train_evaluate_fill_mask_end_to_end(request, data_root, tmp_path, model
     assert evaluated["perplexity"] == pytest.approx(metrics["perplexity_after"], rel=1e-4)
     assert evaluated["masked_bytes"] == metrics["eval_masked_bytes"] > evaluated["masked_tokens"]
     assert evaluated["bits_per_byte"] == pytest.approx(metrics["bits_per_byte_after"], rel=1e-4)
+    # The same bootstrap as the run's: same seed, same held-out documents.
+    assert evaluated["perplexity_interval"] == pytest.approx(metrics["perplexity_after_interval"], rel=1e-4)
+    assert evaluated["interval_resamples"] == metrics["interval_resamples"]
     if "--eval-masking" in extra:  # the options reach the run and its record, and change the held-out set
         recorded = yaml.safe_load((out / "config.yaml").read_text())
         assert (recorded["remainder"], recorded["eval_masking"]) == ("pad", "whole-word")

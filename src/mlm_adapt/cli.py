@@ -164,7 +164,7 @@ def evaluate(
     max_sentences: Annotated[int, typer.Option(help="With --pseudo: held-out chunks scored (each costs one forward per token)")] = 100,
 ) -> None:
     """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
-    from mlm_adapt.evaluation import evaluate as run, pseudo_perplexity
+    from mlm_adapt.evaluation import evaluate as run, evaluation_summary, pseudo_perplexity
 
     config = flat_options.resolve(cfg.EvalConfig, _config_options(ctx))
     if pseudo:
@@ -177,16 +177,16 @@ def evaluate(
         elif _is_main_process():
             out.print(f"pseudo-perplexity {result.perplexity:.4f} over {result.masked_tokens} tokens (PLL-word-l2r)")
         return
-    result = run(config)
-    summary = {"perplexity": result.perplexity, "eval_loss": result.loss, "masked_tokens": result.masked_tokens,
-               "bits_per_byte": result.bits_per_byte, "masked_bytes": result.masked_bytes}
+    summary = evaluation_summary(run(config), config.seed)
     if not _is_main_process():
         return
     if json_out:
         print(json.dumps(summary))
     else:
-        out.print(f"perplexity {result.perplexity:.4f} (eval loss {result.loss:.4f} over {result.masked_tokens} masked tokens; "
-                  f"{result.bits_per_byte:.4f} bits per byte)")
+        low, high = summary["perplexity_interval"]
+        out.print(f"perplexity {summary['perplexity']:.4f} [95% interval {low:.4f}, {high:.4f} over "
+                  f"{summary['interval_resamples']}] (eval loss {summary['eval_loss']:.4f} over "
+                  f"{summary['masked_tokens']} masked tokens; {summary['bits_per_byte']:.4f} bits per byte)")
 
 
 @app.command()

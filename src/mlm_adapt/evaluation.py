@@ -231,6 +231,15 @@ def evaluate(config: EvalConfig) -> EvalResult:
     return evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)
 
 
+def evaluation_summary(result: EvalResult, seed: int) -> dict[str, Any]:
+    """What ``mlm-adapt evaluate`` reports: perplexity with its 95% interval (seeded as a
+    run's, so it equals the run's ``perplexity_after_interval``), loss, tokens and bytes."""
+    return {"perplexity": result.perplexity, "perplexity_interval": list(result.interval(seed)),
+            "interval_resamples": resampled_units(result), "eval_loss": result.loss,
+            "masked_tokens": result.masked_tokens, "bits_per_byte": result.bits_per_byte,
+            "masked_bytes": result.masked_bytes}
+
+
 def evaluate_sets(objective, prepared: Prepared, batch_size: int, accelerator) -> dict[str, EvalResult]:
     """The domain's held-out set ("eval") and, with --general-data, the general one."""
     results = {"eval": evaluate_loss(objective, prepared.eval_set, batch_size, accelerator)}
