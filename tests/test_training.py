@@ -7,6 +7,7 @@ import json
 import pytest
 
 from mlm_adapt import EvalConfig, MaskingConfig, ModelConfig, evaluate, train
+from mlm_adapt.evaluation import resampled_units
 from mlm_adapt.errors import MlmAdaptError
 from conftest import train_config
 
@@ -113,10 +114,11 @@ def test_forgetting_check_equals_evaluate_on_the_general_text(bert_dir, data_roo
     assert all("general_perplexity" in h for h in metrics["history"])
     low, high = metrics["general_perplexity_after_interval"]
     assert low <= metrics["general_perplexity_after"] <= high
-    # The general change is paired like the domain's: same chunks resampled before and after.
+    # The general change is paired like the domain's: same documents resampled before and after.
     low, high = metrics["general_perplexity_change_interval"]
     ratio = metrics["general_perplexity_after"] / metrics["general_perplexity_before"]
     assert low <= ratio <= high and metrics["general_change_exceeds_noise"] == (not low <= 1 <= high)
+    assert metrics["general_interval_resamples"] == resampled_units(alone)
     card = (config.output / "README.md").read_text()
     assert "general text" in card and "forgetting check" in card
 

@@ -275,7 +275,7 @@ def before_after(before: dict[str, Any], after: dict[str, Any], masked_bytes: in
     metrics = {
         "perplexity_before": before["perplexity"], "perplexity_after": after["perplexity"],
         "perplexity_before_interval": before["perplexity_interval"], "perplexity_after_interval": after["perplexity_interval"],
-        # Resampling the same chunks before and after: does the ratio's interval leave out 1?
+        # Resampling the same documents before and after: does the ratio's interval leave out 1?
         "perplexity_change_interval": [low, high], "change_exceeds_noise": not (low <= 1.0 <= high),
         "interval_resamples": after.get("interval_resamples", "chunks"),  # checkpoints before it resampled chunks
         "eval_loss_before": before["eval_loss"], "eval_loss_after": after["eval_loss"],
@@ -289,7 +289,8 @@ def before_after(before: dict[str, Any], after: dict[str, Any], masked_bytes: in
         metrics |= {"general_perplexity_before": before["general_perplexity"], "general_perplexity_after": after["general_perplexity"],
                     "general_perplexity_before_interval": before["general_perplexity_interval"],
                     "general_perplexity_after_interval": after["general_perplexity_interval"],
-                    "general_eval_masked_tokens": after["general_eval_masked_tokens"]}
+                    "general_eval_masked_tokens": after["general_eval_masked_tokens"],
+                    "general_interval_resamples": after.get("general_interval_resamples", "chunks")}
         if "general_perplexity_change_interval" in after:  # absent in checkpoints made before it existed
             low, high = after["general_perplexity_change_interval"]
             metrics |= {"general_perplexity_change_interval": [low, high], "general_change_exceeds_noise": not (low <= 1.0 <= high)}
