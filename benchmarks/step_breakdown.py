@@ -37,24 +37,6 @@ def _median_ms(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1e3, 2)
 
 
-def setup(precision: str):
-    from mlm_adapt.batching import in_memory_batches
-    from mlm_adapt.config import TrainConfig
-    from mlm_adapt.masking import MaskingVocab
-    from mlm_adapt.optimizer_step import optimisation
-    from mlm_adapt.runtime import make_accelerator
-
-    tok = bench.tokenizer()
-    split = bench.ours_preprocess(bench.corpus_texts()[:3000], tok)
-    config = TrainConfig(batch_size=16, precision=precision, lr=2e-5)
-    net = bench.loaded_model()
-    accelerator, _ = make_accelerator(precision)
-    objective, optimizer, scheduler = optimisation(config, net, accelerator, 1000)
-    objective.train()
-    batches = in_memory_batches(split.train, config, MaskingVocab.from_tokenizer(tok), accelerator, 0)
-    return net, objective, optimizer, scheduler, accelerator, batches
-
-
 def timed_step(objective, optimizer, scheduler, accelerator, micro_batches) -> list[float]:
     """optimizer_step.train_step's work, with a clock between its phases."""
     from mlm_adapt.masking import IGNORE_INDEX
@@ -77,7 +59,7 @@ def timed_step(objective, optimizer, scheduler, accelerator, micro_batches) -> l
 
 
 def phases_and_dropout(precision: str, steps: int) -> dict:
-    net, objective, optimizer, scheduler, accelerator, batches = setup(precision)
+    _, net, objective, optimizer, scheduler, accelerator, batches = bench.ours_training(precision, 16, "mlm-adapt", False, 1000)
     embedding = net.get_input_embeddings()
     marks: dict[str, float] = {}
 

@@ -187,14 +187,14 @@ def run_recipe(precision: str, steps: int, batch: int, keep_freed: bool = False)
     return {**_result(times, batch), "eval_loss": held_out_loss(trainer.model, tok)}
 
 
-def run_ours(precision: str, steps: int, batch: int, attn: str, compile_encoder: bool) -> dict:
-    """The step `mlm-adapt train` runs: its optimiser set-up, masking and sparse loss."""
-
+def ours_training(precision: str, batch: int, attn: str, compile_encoder: bool, steps: int):
+    """The set-up `mlm-adapt train` makes: (tokenizer, model, objective, optimizer, scheduler,
+    accelerator, masked batches)."""
+    from mlm_adapt.batching import in_memory_batches
     from mlm_adapt.config import TrainConfig
     from mlm_adapt.masking import MaskingVocab
+    from mlm_adapt.optimizer_step import optimisation
     from mlm_adapt.runtime import make_accelerator
-    from mlm_adapt.batching import in_memory_batches
-    from mlm_adapt.optimizer_step import optimisation, train_step
 
     tok = tokenizer()
     split = ours_preprocess(corpus_texts()[:3000], tok)
@@ -204,6 +204,14 @@ def run_ours(precision: str, steps: int, batch: int, attn: str, compile_encoder:
     objective, optimizer, scheduler = optimisation(config, net, accelerator, steps)
     objective.train()
     batches = in_memory_batches(split.train, config, MaskingVocab.from_tokenizer(tok), accelerator, 0)
+    return tok, net, objective, optimizer, scheduler, accelerator, batches
+
+
+def run_ours(precision: str, steps: int, batch: int, attn: str, compile_encoder: bool) -> dict:
+    """The step `mlm-adapt train` runs: its optimiser set-up, masking and sparse loss."""
+    from mlm_adapt.optimizer_step import train_step
+
+    tok, net, objective, optimizer, scheduler, accelerator, batches = ours_training(precision, batch, attn, compile_encoder, steps)
     times = [time.perf_counter()]
     for _ in range(steps):
         train_step(objective, optimizer, scheduler, accelerator, next(batches)).read()  # on a GPU: wait for it

@@ -145,8 +145,8 @@ def perplexity_interval(row_nll: np.ndarray, row_tokens: np.ndarray, seed: int, 
     ``groups`` (each row's document): whole groups are drawn with replacement (a cluster
     bootstrap), since chunks cut from one document are correlated and resampling them one
     by one understates the spread. Fewer than two groups: the rows are resampled."""
-    if groups is not None and len(np.unique(groups)) >= 2:
-        _, group = np.unique(groups, return_inverse=True)
+    names, group = np.unique(groups, return_inverse=True) if groups is not None else ((), None)
+    if len(names) >= 2:
         row_nll, row_tokens = np.bincount(group, row_nll), np.bincount(group, row_tokens)
         baseline = None if baseline is None else np.bincount(group, baseline)
     rng = generator(seed, Salt.BOOTSTRAP, len(row_nll))
