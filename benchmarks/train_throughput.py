@@ -8,7 +8,8 @@ Text: the demo's BBC News articles plus Rotten Tomatoes reviews (~1.2M words).
 Each training variant runs in its own process (clean peak-memory numbers):
   recipe-fp32 / recipe-bf16  Trainer + the course's group_texts + DataCollatorForLanguageModeling
   recipe-bf16-keep-freed     the same with mlm-adapt's malloc setting (runtime.keep_freed_memory)
-  mlm-adapt-*                the training step `mlm-adapt train` runs (sparse MLM head), with the
+  mlm-adapt-*                the training step `mlm-adapt train` runs (the MLM head and the last layer's
+                             feed-forward block on the masked rows only), with the
                              model loaded as `train` loads it (mlm-adapt-bf16, the default on this CPU:
                              eager attention and cpu_dropout), or with torch's dropout and transformers'
                              eager (-eager) or SDPA (-sdpa) attention
@@ -304,12 +305,15 @@ ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MK
 
 
 def flops_per_sample(sparse: bool, mask_rate: float = 0.15) -> float:
-    """Training FLOPs (forward + backward = 3x forward) of one 128-token DistilBERT-base sample."""
+    """Training FLOPs (forward + backward = 3x forward) of one 128-token DistilBERT-base
+    sample that the variant needs: ``sparse`` (mlm-adapt) runs the MLM head and the last
+    layer's feed-forward block on the predicted rows only (models.masked_lm_nll, last_layer)."""
     d, layers, ff, vocab, n = 768, 6, 3072, 30522, CHUNK
-    per_layer = 2 * n * (4 * d * d + 2 * d * ff) + 2 * 2 * n * n * d
     predicted = n * (mask_rate if sparse else 1.0)
+    attention = 2 * n * 4 * d * d + 2 * 2 * n * n * d  # projections, scores and weighted sum
+    feed_forward = 2 * d * ff * 2
     head = 2 * predicted * (d * d + d * vocab)
-    return 3 * (layers * per_layer + head)
+    return 3 * (layers * attention + (layers - 1) * n * feed_forward + predicted * feed_forward + head)
 
 
 def main() -> None:

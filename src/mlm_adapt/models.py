@@ -5,7 +5,9 @@ the BERT, DistilBERT, RoBERTa (and XLM-R, CamemBERT) and ModernBERT families it
 runs the encoder, then the model's own MLM head only at the masked positions:
 the vocabulary projection is about a third of a DistilBERT forward pass, yet only
 ~15% of positions need it, and the full ``batch x length x vocab`` logits tensor
-is never built. Other architectures fall back to the model's full forward.
+is never built; for the post-LayerNorm families the last layer's position-wise part
+runs on those positions only too (``last_layer``). Other architectures fall back to
+the model's full forward.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 import transformers
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
-from mlm_adapt import cpu_dropout
+from mlm_adapt import cpu_dropout, last_layer
 from mlm_adapt.config import ModelConfig
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.masking import IGNORE_INDEX
@@ -197,13 +199,24 @@ def masked_lm_nll(
         rows = torch.cat([positions, positions.new_zeros(padded - count)])
         targets = torch.cat([flat_labels[positions], flat_labels.new_full((padded - count,), IGNORE_INDEX)])
         encoder, head = parts
-        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        logits = head(hidden.reshape(-1, hidden.shape[-1])[rows])
+        logits = head(_hidden_at(encoder, rows, input_ids=input_ids, attention_mask=attention_mask, **extra))
         losses = F.cross_entropy(logits.float(), targets, reduction=reduction, ignore_index=IGNORE_INDEX)
     if not per_row:
         return losses, count
     sums = torch.zeros(input_ids.shape[0], dtype=losses.dtype, device=losses.device)
     return sums.index_add_(0, positions // input_ids.shape[1], losses[:count]), count
+
+
+def _hidden_at(encoder, rows: torch.Tensor, **inputs) -> torch.Tensor:
+    """The encoder's last hidden state at the flat positions ``rows``; the last layer's
+    position-wise part runs on those rows only where ``last_layer`` knows its layout."""
+    layer = last_layer.last_layer(encoder)
+    if layer is None or rows.numel() >= inputs["input_ids"].numel():  # bucket padding can exceed a tiny batch
+        hidden = encoder(**inputs).last_hidden_state
+        return hidden.reshape(-1, hidden.shape[-1])[rows]
+    with last_layer.skipped(layer) as call:
+        hidden = encoder(**inputs).last_hidden_state  # the last layer's input
+    return last_layer.tail(layer, hidden, rows, call)
 
 
 def position_numbering(config) -> tuple[int, int]:

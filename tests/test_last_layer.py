@@ -1,0 +1,140 @@
+"""The last layer's position-wise part on the predicted rows only (last_layer)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlm_adapt import last_layer
+from mlm_adapt.config import ModelConfig
+from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, masked_lm_nll
+from mlm_adapt.chunking import frame_ids
+
+FAMILIES = ["bert", "distilbert", "roberta"]
+
+
+def _batch(vocab_size: int, seed: int = 0, rows: int = 8, length: int = 48):
+    """Enough positions (384) that the predicted rows, rounded up to 128, are fewer."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (rows, length), generator=g)
+    attention = torch.ones_like(ids)
+    attention[1, 30:] = 0
+    labels = torch.where(torch.rand(ids.shape, generator=g) < 0.2, ids, torch.full_like(ids, -100))
+    labels[attention == 0] = -100
+    return ids, attention, labels
+
+
+def _model(family, request):
+    model = load_model(ModelConfig(str(request.getfixturevalue(f"{family}_dir"))))
+    return model.eval()  # no dropout: both ways must give the same numbers
+
+
+def _encoder(model):
+    return getattr(model, model.base_model_prefix)
+
+
+@pytest.fixture
+def full_layer(monkeypatch):
+    """masked_lm_nll with the whole last layer, as before this module."""
+    def use_full() -> None:
+        monkeypatch.setattr(last_layer, "last_layer", lambda encoder: None)
+    return use_full
+
+
+def _ffn_rows(layer) -> list[int]:
+    """Rows seen by the layer's last feed-forward projection, per call."""
+    seen: list[int] = []
+    linear = layer.ffn.lin2 if hasattr(layer, "ffn") else layer.output.dense
+    linear.register_forward_hook(lambda module, args, out: seen.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
+    return seen
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_feed_forward_runs_on_the_predicted_rows_only(family, request):
+    model = _model(family, request)
+    layer = last_layer.last_layer(_encoder(model))
+    assert layer is not None
+    seen = _ffn_rows(layer)
+    ids, attention, labels = _batch(model.config.vocab_size)
+    with torch.no_grad():
+        _, count = masked_lm_nll(model, ids, attention, labels)
+    assert 0 < count <= 128 < ids.numel()
+    assert seen == [128]  # the predicted rows, rounded up to SPARSE_BUCKET; not 8 x 48
+    assert "forward" not in vars(layer)  # the class's forward is back
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_losses_and_every_gradient_equal_the_full_layer(family, request, full_layer):
+    model = _model(family, request)
+    ids, attention, labels = _batch(model.config.vocab_size, seed=1)
+    results = []
+    for way in ("tail", "full"):
+        if way == "full":
+            full_layer()
+        model.zero_grad()
+        nll, count = masked_lm_nll(model, ids, attention, labels)
+        nll.backward()
+        per_row, _ = masked_lm_nll(model, ids, attention, labels, per_row=True)
+        results.append((nll.item(), count, per_row.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (tail_nll, tail_count, tail_rows, tail_grads), (full_nll, full_count, full_rows, full_grads) = results
+    assert tail_count == full_count
+    assert tail_nll == pytest.approx(full_nll, rel=1e-5)
+    torch.testing.assert_close(tail_rows, full_rows, rtol=1e-5, atol=1e-5)
+    assert tail_grads.keys() == full_grads.keys()
+    for name in full_grads:
+        torch.testing.assert_close(tail_grads[name], full_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_packed_documents_keep_their_own_attention(bert_dir, full_layer):
+    """--packing: the last layer's attention still sees the document masks."""
+    model = load_model(ModelConfig(str(bert_dir))).eval()
+    cls, sep, _ = frame_ids(load_tokenizer(ModelConfig(str(bert_dir))))
+    ids, _, labels = _batch(model.config.vocab_size, seed=2)
+    ids[:, 0] = cls
+    ids[:, 15::16] = sep  # three documents a row
+    labels[ids == sep] = -100
+    labels[:, 0] = -100
+    objective = MaskedLMObjective(model, separator=sep)
+    with torch.no_grad():
+        tail = objective(ids, torch.ones_like(ids), labels, per_row=True)[0]
+        full_layer()
+        full = objective(ids, torch.ones_like(ids), labels, per_row=True)[0]
+        unpacked = MaskedLMObjective(model)(ids, torch.ones_like(ids), labels, per_row=True)[0]
+    torch.testing.assert_close(tail, full, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(tail, unpacked, rtol=1e-3)  # the masks made a difference
+
+
+def test_the_forward_is_restored_when_the_encoder_fails(bert_dir):
+    model = load_model(ModelConfig(str(bert_dir)))
+    layer = last_layer.last_layer(_encoder(model))
+    with pytest.raises(RuntimeError, match="boom"):
+        with last_layer.skipped(layer):
+            assert layer(torch.ones(1, 2, 3)).shape == (1, 2, 3)  # the identity while skipped
+            raise RuntimeError("boom")
+    assert "forward" not in vars(layer)
+    assert layer(torch.zeros(1, 2, model.config.hidden_size)).shape == (1, 2, model.config.hidden_size)
+
+
+def test_layouts_it_does_not_know_keep_the_full_layer(bert_dir, models_root):
+    from test_models import _modernbert_dir
+
+    modernbert = load_model(ModelConfig(str(_modernbert_dir(models_root, bert_dir))))
+    assert last_layer.last_layer(_encoder(modernbert)) is None  # pre-LayerNorm, with a final norm
+    compiled = _encoder(load_model(ModelConfig(str(bert_dir))))
+    compiled.compile()  # lazy: nothing is compiled until it is called
+    assert last_layer.last_layer(compiled) is None
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_sdpa_attention_as_on_a_gpu(family, request, full_layer):
+    """GPUs keep transformers' SDPA attention (models._attention): the tail calls it too."""
+    from transformers import AutoModelForMaskedLM
+
+    folder = request.getfixturevalue(f"{family}_dir")
+    model = AutoModelForMaskedLM.from_pretrained(folder, attn_implementation="sdpa").eval()
+    ids, attention, labels = _batch(model.config.vocab_size, seed=3)
+    with torch.no_grad():
+        tail = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
+        full_layer()
+        full = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
+    torch.testing.assert_close(tail, full, rtol=1e-5, atol=1e-5)
