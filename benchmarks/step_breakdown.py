@@ -13,6 +13,8 @@ compares variants side by side in one process, interleaved:
   masks        cpu_dropout against its previous form (bool mask, randint) and torch's dropout,
                forward + backward, on attention-probability and hidden-state shapes
   packing      forward + backward with --packing's document masks against plain chunks
+  last_layer   whole steps with the last layer's position-wise part on the masked rows only
+               (last_layer, the default) against the full layer, in bf16 and fp32
 
 Model and data as in train_throughput.py (DistilBERT shape, 16 x 128, random weights).
 
@@ -88,6 +90,28 @@ def phases_and_dropout(precision: str, steps: int) -> dict:
         "step_ms": {"dropout on": _median_ms(on.sum(axis=1).tolist()), "dropout off": _median_ms(off.sum(axis=1).tolist())},
         "embedding_backward_ms": _median_ms(embedding_backward),
     }
+
+
+def last_layer_tail(precision: str, steps: int) -> dict:
+    """Whole steps with the last layer's position-wise part on the masked rows (the default,
+    ``last_layer``) against the full last layer, interleaved in one process."""
+    from mlm_adapt import last_layer
+    from mlm_adapt.optimizer_step import train_step
+
+    _, _, objective, optimizer, scheduler, accelerator, batches = bench.ours_training(precision, 16, "mlm-adapt", False, 1000)
+    tail = last_layer.last_layer
+    times: dict[str, list[float]] = {"masked rows": [], "full layer": []}
+    for step in range(2 * steps + 2):
+        mode = "masked rows" if step % 2 == 0 else "full layer"
+        last_layer.last_layer = tail if mode == "masked rows" else (lambda encoder: None)
+        start = time.perf_counter()
+        train_step(objective, optimizer, scheduler, accelerator, next(batches)).read()
+        if step >= 2:
+            times[mode].append(time.perf_counter() - start)
+    last_layer.last_layer = tail
+    row = {f"{mode} step_ms": _median_ms(t) for mode, t in times.items()}
+    row["x full layer"] = round(statistics.median(times["full layer"]) / statistics.median(times["masked rows"]), 3)
+    return row
 
 
 def casts(repeats: int = 5) -> dict:
@@ -171,7 +195,8 @@ def main() -> None:
     report = {"cpu": bench.cpu_description(), "precision": precision,
               "peak_gflops": {"fp32": bench.matmul_peak("float32"), "bf16": bench.bf16_peak()},
               "step": phases_and_dropout(precision, args.steps), "casts": casts(), "masks": masks(),
-              "packing": packing()}
+              "packing": packing(),
+              "last_layer": {p: last_layer_tail(p, args.steps) for p in ("bf16", "fp32") if p == "fp32" or precision == "bf16"}}
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 

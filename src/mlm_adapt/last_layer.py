@@ -7,7 +7,8 @@ and values, but everything after attention (the output projection, the residual
 LayerNorms, the feed-forward block: 2/3 to 3/4 of the layer's matrix FLOPs) is
 per position. So the last layer's attention runs on all positions and the rest on
 the predicted rows: the same numbers at those rows (dropout draws fewer masks), in
-~9% fewer FLOPs for a 6-layer DistilBERT step and ~5% for a 12-layer BERT.
+~8% fewer FLOPs for a 6-layer DistilBERT step and ~5% for a 12-layer BERT
+(docs/performance.md).
 
 The encoder runs as transformers wrote it, with the last layer's forward swapped
 for the identity for that one call (so its input comes out as the "last hidden
