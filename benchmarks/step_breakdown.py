@@ -99,16 +99,16 @@ def last_layer_tail(precision: str, steps: int) -> dict:
     from mlm_adapt.optimizer_step import train_step
 
     _, _, objective, optimizer, scheduler, accelerator, batches = bench.ours_training(precision, 16, "mlm-adapt", False, 1000)
-    tail = last_layer.last_layer
+    tail = last_layer.trimmable
     times: dict[str, list[float]] = {"masked rows": [], "full layer": []}
     for step in range(2 * steps + 2):
         mode = "masked rows" if step % 2 == 0 else "full layer"
-        last_layer.last_layer = tail if mode == "masked rows" else (lambda encoder: None)
+        last_layer.trimmable = tail if mode == "masked rows" else (lambda encoder: None)
         start = time.perf_counter()
         train_step(objective, optimizer, scheduler, accelerator, next(batches)).read()
         if step >= 2:
             times[mode].append(time.perf_counter() - start)
-    last_layer.last_layer = tail
+    last_layer.trimmable = tail
     row = {f"{mode} step_ms": _median_ms(t) for mode, t in times.items()}
     row["x full layer"] = round(statistics.median(times["full layer"]) / statistics.median(times["masked rows"]), 3)
     return row

@@ -37,7 +37,7 @@ def _encoder(model):
 def full_layer(monkeypatch):
     """masked_lm_nll with the whole last layer, as before this module."""
     def use_full() -> None:
-        monkeypatch.setattr(last_layer, "last_layer", lambda encoder: None)
+        monkeypatch.setattr(last_layer, "trimmable", lambda encoder: None)
     return use_full
 
 
@@ -52,7 +52,7 @@ def _ffn_rows(layer) -> list[int]:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_feed_forward_runs_on_the_predicted_rows_only(family, request):
     model = _model(family, request)
-    layer = last_layer.last_layer(_encoder(model))
+    layer = last_layer.trimmable(_encoder(model))
     assert layer is not None
     seen = _ffn_rows(layer)
     ids, attention, labels = _batch(model.config.vocab_size)
@@ -106,7 +106,7 @@ def test_packed_documents_keep_their_own_attention(bert_dir, full_layer):
 
 def test_the_forward_is_restored_when_the_encoder_fails(bert_dir):
     model = load_model(ModelConfig(str(bert_dir)))
-    layer = last_layer.last_layer(_encoder(model))
+    layer = last_layer.trimmable(_encoder(model))
     with pytest.raises(RuntimeError, match="boom"):
         with last_layer.skipped(layer):
             assert layer(torch.ones(1, 2, 3)).shape == (1, 2, 3)  # the identity while skipped
@@ -119,10 +119,10 @@ def test_layouts_it_does_not_know_keep_the_full_layer(bert_dir, models_root):
     from test_models import _modernbert_dir
 
     modernbert = load_model(ModelConfig(str(_modernbert_dir(models_root, bert_dir))))
-    assert last_layer.last_layer(_encoder(modernbert)) is None  # pre-LayerNorm, with a final norm
+    assert last_layer.trimmable(_encoder(modernbert)) is None  # pre-LayerNorm, with a final norm
     compiled = _encoder(load_model(ModelConfig(str(bert_dir))))
     compiled.compile()  # lazy: nothing is compiled until it is called
-    assert last_layer.last_layer(compiled) is None
+    assert last_layer.trimmable(compiled) is None
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
@@ -133,6 +133,22 @@ def test_sdpa_attention_as_on_a_gpu(family, request, full_layer):
     folder = request.getfixturevalue(f"{family}_dir")
     model = AutoModelForMaskedLM.from_pretrained(folder, attn_implementation="sdpa").eval()
     ids, attention, labels = _batch(model.config.vocab_size, seed=3)
+    with torch.no_grad():
+        tail = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
+        full_layer()
+        full = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
+    torch.testing.assert_close(tail, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_a_chunked_feed_forward_gives_the_same_rows(family, request, full_layer):
+    """chunk_size_feed_forward (a memory option) splits the feed-forward along the sequence:
+    the rows' [rows, width] input has no sequence axis, so the tail must not chunk it."""
+    model = _model(family, request)
+    for module in model.modules():
+        if hasattr(module, "chunk_size_feed_forward"):
+            module.chunk_size_feed_forward = 8
+    ids, attention, labels = _batch(model.config.vocab_size, seed=4)
     with torch.no_grad():
         tail = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
         full_layer()

@@ -20,7 +20,7 @@ pre-LayerNorm layers, a wrapped or compiled encoder, decoders) keeps the full la
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
@@ -29,11 +29,10 @@ import torch
 # subclass may behave differently and keeps the full layer.
 _BERT_LAYERS = {"BertLayer", "RobertaLayer", "XLMRobertaLayer", "CamembertLayer"}
 _DISTILBERT_LAYERS = {"TransformerBlock"}
+_CROSS_ATTENTION = {"encoder_hidden_states", "encoder_attention_mask", "past_key_values"}
 
-Tail = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
 
-
-def last_layer(encoder: torch.nn.Module) -> torch.nn.Module | None:
+def trimmable(encoder: torch.nn.Module) -> torch.nn.Module | None:
     """The encoder's last layer when :func:`tail` knows its layout, else None."""
     if getattr(encoder, "_compiled_call_impl", None) is not None:
         return None  # a compiled graph would be traced with (and guard on) the swapped forward
@@ -76,10 +75,9 @@ def tail(layer: torch.nn.Module, hidden: torch.Tensor, rows: torch.Tensor, call:
     if type(layer).__name__ in _DISTILBERT_LAYERS:
         attended, _ = layer.attention(hidden, attention_mask=mask, **kwargs)  # out_lin included
         x = layer.sa_layer_norm(attended.reshape(-1, width)[rows] + at_rows)
-        return layer.output_layer_norm(layer.ffn(x) + x)
+        # ff_chunk: FFN's forward would chunk a [rows, width] input along width (chunk_size_feed_forward)
+        return layer.output_layer_norm(layer.ffn.ff_chunk(x) + x)
     context, _ = layer.attention.self(hidden, attention_mask=mask, **kwargs)
     x = layer.attention.output(context.reshape(-1, width)[rows], at_rows)
     return layer.output(layer.intermediate(x), x)
 
-
-_CROSS_ATTENTION = {"encoder_hidden_states", "encoder_attention_mask", "past_key_values"}

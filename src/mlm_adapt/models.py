@@ -210,7 +210,7 @@ def masked_lm_nll(
 def _hidden_at(encoder, rows: torch.Tensor, **inputs) -> torch.Tensor:
     """The encoder's last hidden state at the flat positions ``rows``; the last layer's
     position-wise part runs on those rows only where ``last_layer`` knows its layout."""
-    layer = last_layer.last_layer(encoder)
+    layer = last_layer.trimmable(encoder)
     if layer is None or rows.numel() >= inputs["input_ids"].numel():  # bucket padding can exceed a tiny batch
         hidden = encoder(**inputs).last_hidden_state
         return hidden.reshape(-1, hidden.shape[-1])[rows]
