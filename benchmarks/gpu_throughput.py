@@ -9,8 +9,9 @@ install it (or carry its wheels) with `pip install --no-deps -e .` for mlm_adapt
 Variants, each shape and variant in its own process (clean peak-memory numbers):
   recipe             Trainer + DataCollatorForLanguageModeling, bf16=True: the course's recipe
   mlm-adapt          optimizer_step.optimisation + train_step on the model as `mlm-adapt train`
-                     loads it (SDPA, sparse MLM head, fused AdamW, bf16 autocast, no host sync)
-  mlm-adapt-compile  the same with --compile
+                     loads it (SDPA, MLM head and the last layer's feed-forward on the masked rows,
+                     fused AdamW, bf16 autocast, no host sync)
+  mlm-adapt-compile  the same with --compile (whose encoder keeps its full last layer)
 Reported: samples/s, tokens/s, MFU (model FLOPs each variant needs, as in
 train_throughput.py, over the measured bf16 matmul peak) and peak GPU memory. Steps are
 timed from the end of the warm-up steps to the end of the last, synchronised only there.
@@ -60,11 +61,14 @@ def dimensions(config) -> tuple[int, int, int]:
 
 
 def flops_per_sample(config, tokens: int, predicted_share: float) -> float:
-    """Training FLOPs (3x forward) of one chunk; the vocabulary projection on ``predicted_share`` of it."""
+    """Training FLOPs (3x forward) of one chunk; the vocabulary projection, and the last
+    layer's position-wise part (last_layer: its feed-forward block, and for BERT its output
+    projection), on ``predicted_share`` of it."""
     d, layers, ff = dimensions(config)
     per_layer = 2 * tokens * (4 * d * d + 2 * d * ff) + 4 * tokens * tokens * d
+    trimmed = 2 * (2 * d * ff + (0 if config.model_type == "distilbert" else d * d))
     head = 2 * tokens * predicted_share * (d * d + d * VOCAB)
-    return 3 * (layers * per_layer + head)
+    return 3 * (layers * per_layer - tokens * (1 - predicted_share) * trimmed + head)
 
 
 def tokenizer():
