@@ -74,6 +74,13 @@ def test_yaml_config_with_flag_override(capsys, bert_dir, data_root, tmp_path):
     assert "max_steps: 1" in (tmp_path / "o" / "config.yaml").read_text()
 
 
+def test_a_fractional_count_in_a_yaml_file_is_a_user_error(capsys, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("chunk_size: 100.5\n")
+    code, _, err = run_main(capsys, "train", "--config", str(config), "--output", str(tmp_path / "o"))
+    _assert_user_error(code, err, "--chunk-size must be a positive number, a whole one, not 100.5")
+
+
 def _cli(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "mlm_adapt", *args], capture_output=True, text=True, env=env, timeout=300)

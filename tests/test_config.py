@@ -11,6 +11,7 @@ import pytest
 from mlm_adapt.config import (
     DataConfig,
     MaskingConfig,
+    ProbeConfig,
     TrainConfig,
 )
 from mlm_adapt.options import from_options
@@ -47,6 +48,11 @@ def test_defaults_are_the_seeds():
         ({"text_column": "answers..text"}, "--text-column"),
         ({"num_workers": -1}, "--num-workers"),
         ({"num_workers": 1.5}, "--num-workers"),
+        ({"chunk_size": 100.5}, "--chunk-size must be a positive number, a whole one"),
+        ({"epochs": 1.5}, "--epochs"),
+        ({"max_steps": 2.0}, "--max-steps"),
+        ({"batch_size": True}, "--batch-size"),
+        ({"add_tokens": 0.5}, "--add-tokens"),
         ({"replay_ratio": 0.0, "general_data": "news.txt"}, "--replay-ratio"),
         ({"replay_ratio": 1.0, "general_data": "news.txt"}, "--replay-ratio"),
         ({"replay_ratio": 0.2}, "--replay-ratio mixes chunks of --general-data"),
@@ -79,3 +85,12 @@ def test_derived_step_counts():
 def test_output_is_a_path():
     assert isinstance(TrainConfig(output="x").output, Path)
     assert DataConfig(data="x.txt").data == "x.txt"
+
+
+def test_whole_numbers_of_any_integer_type_are_counts():
+    import numpy as np
+
+    config = from_options(TrainConfig, {"chunk_size": np.int64(64), "epochs": np.int32(2)})
+    assert config.data.chunk_size == 64 and config.epochs == 2
+    with pytest.raises(MlmAdaptError, match="--seeds"):
+        ProbeConfig(seeds=2.5)

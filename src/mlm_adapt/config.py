@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import typing
 from dataclasses import dataclass, field
@@ -44,11 +45,18 @@ def _choice(name: str, value: str, literal) -> None:
         raise MlmAdaptError(f"--{_flag(name)} must be one of {', '.join(allowed)}, not {value!r}")
 
 
-def _positive(name: str, value: int | float | None, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
+def _positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise MlmAdaptError(f"--{_flag(name)} must be a positive number, not {value!r}")
+
+
+def _count(name: str, value: int | None, *, optional: bool = False) -> None:
+    """A positive whole number (sizes, steps, counts): ``chunk_size: 100.5`` in a YAML file
+    is refused here, not deep in the chunking arithmetic."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise MlmAdaptError(f"--{_flag(name)} must be a positive number, a whole one, not {value!r}")
 
 
 def _probability(name: str, value: float | None) -> None:
@@ -98,12 +106,12 @@ class DataConfig:
         if not str(self.data).strip():
             raise MlmAdaptError("--data must name a dataset id, a file or a directory")
         _choice("remainder", self.remainder, Remainder)
-        _positive("chunk_size", self.chunk_size)
+        _count("chunk_size", self.chunk_size)
         if self.chunk_size < 4:
             raise MlmAdaptError("--chunk-size must be at least 4 (two special tokens plus text)")
-        _positive("train_size", self.train_size, optional=True)
-        _positive("eval_size", self.eval_size)
-        _positive("shuffle_buffer", self.shuffle_buffer)
+        _count("train_size", self.train_size, optional=True)
+        _count("eval_size", self.eval_size)
+        _count("shuffle_buffer", self.shuffle_buffer)
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise MlmAdaptError(f"--num-workers must be 0 (tokenize in this process) or a number of processes, not {self.num_workers!r}")
         if self.streaming and self.train_size not in (None, DEFAULT_TRAIN_SIZE):
@@ -150,7 +158,7 @@ class EvalConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        _positive("batch_size", self.batch_size)
+        _count("batch_size", self.batch_size)
         _choice("precision", self.precision, Precision)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise MlmAdaptError(f"--seed must be a non-negative integer, not {self.seed!r}")
@@ -193,14 +201,12 @@ class TrainConfig(EvalConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "output", Path(self.output))
-        _positive("epochs", self.epochs)
-        _positive("max_steps", self.max_steps, optional=True)
-        _positive("save_steps", self.save_steps, optional=True)
-        _positive("eval_steps", self.eval_steps, optional=True)
-        _positive("keep_checkpoints", self.keep_checkpoints, optional=True)
-        if self.add_tokens is not None and (isinstance(self.add_tokens, bool) or not isinstance(self.add_tokens, int)
-                                            or self.add_tokens <= 0):
-            raise MlmAdaptError(f"--add-tokens must be a positive number of words, not {self.add_tokens!r}")
+        _count("epochs", self.epochs)
+        _count("max_steps", self.max_steps, optional=True)
+        _count("save_steps", self.save_steps, optional=True)
+        _count("eval_steps", self.eval_steps, optional=True)
+        _count("keep_checkpoints", self.keep_checkpoints, optional=True)
+        _count("add_tokens", self.add_tokens, optional=True)
         if self.add_tokens is not None and self.add_tokens_file is not None:
             raise MlmAdaptError("--add-tokens picks the words from the data; --add-tokens-file names them: pick one")
         if self.add_tokens_file is not None:
@@ -219,8 +225,8 @@ class TrainConfig(EvalConfig):
             raise MlmAdaptError("--streaming needs --max-steps: the length of a stream is not known in advance")
         if self.resume and self.overwrite:
             raise MlmAdaptError("--resume continues the run in --output; --overwrite would start afresh: pick one")
-        _positive("grad_accum", self.grad_accum)
-        _positive("logging_steps", self.logging_steps)
+        _count("grad_accum", self.grad_accum)
+        _count("logging_steps", self.logging_steps)
         _positive("lr", self.lr)
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise MlmAdaptError(f"--weight-decay must be zero or positive, not {self.weight_decay!r}")
@@ -283,8 +289,8 @@ class VocabConfig:
     max_documents: int = 100_000
 
     def __post_init__(self) -> None:
-        _positive("top", self.top)
-        _positive("max_documents", self.max_documents)
+        _count("top", self.top)
+        _count("max_documents", self.max_documents)
 
 
 @dataclass(frozen=True)
@@ -306,14 +312,14 @@ class ProbeConfig:
     precision: Precision = "auto"
 
     def __post_init__(self) -> None:
-        _positive("seeds", self.seeds)
-        _positive("finetune_epochs", self.finetune_epochs)
+        _count("seeds", self.seeds)
+        _count("finetune_epochs", self.finetune_epochs)
         _positive("finetune_lr", self.finetune_lr)
-        _positive("batch_size", self.batch_size)
+        _count("batch_size", self.batch_size)
         _choice("precision", self.precision, Precision)
         _probability("test_share", self.test_share)
-        _positive("max_rows", self.max_rows)
-        _positive("max_length", self.max_length)
+        _count("max_rows", self.max_rows)
+        _count("max_length", self.max_length)
         if self.data.streaming:
             raise MlmAdaptError("the probe reads its labelled data in memory; drop --streaming")
         if Path(self.data.data).suffix.lower() in (".txt", ".text") or Path(self.data.data).is_dir():
