@@ -41,6 +41,16 @@ def full_layer(monkeypatch):
     return use_full
 
 
+def _assert_rows_match_the_full_layer(model, full_layer, seed: int) -> None:
+    """Per-chunk losses with the trimmed last layer equal the full layer's."""
+    ids, attention, labels = _batch(model.config.vocab_size, seed=seed)
+    with torch.no_grad():
+        tail = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
+        full_layer()
+        full = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
+    torch.testing.assert_close(tail, full, rtol=1e-5, atol=1e-5)
+
+
 def _ffn_rows(layer) -> list[int]:
     """Rows seen by the layer's last feed-forward projection, per call."""
     seen: list[int] = []
@@ -132,12 +142,7 @@ def test_sdpa_attention_as_on_a_gpu(family, request, full_layer):
 
     folder = request.getfixturevalue(f"{family}_dir")
     model = AutoModelForMaskedLM.from_pretrained(folder, attn_implementation="sdpa").eval()
-    ids, attention, labels = _batch(model.config.vocab_size, seed=3)
-    with torch.no_grad():
-        tail = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
-        full_layer()
-        full = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
-    torch.testing.assert_close(tail, full, rtol=1e-5, atol=1e-5)
+    _assert_rows_match_the_full_layer(model, full_layer, seed=3)
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
@@ -148,9 +153,4 @@ def test_a_chunked_feed_forward_gives_the_same_rows(family, request, full_layer)
     for module in model.modules():
         if hasattr(module, "chunk_size_feed_forward"):
             module.chunk_size_feed_forward = 8
-    ids, attention, labels = _batch(model.config.vocab_size, seed=4)
-    with torch.no_grad():
-        tail = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
-        full_layer()
-        full = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
-    torch.testing.assert_close(tail, full, rtol=1e-5, atol=1e-5)
+    _assert_rows_match_the_full_layer(model, full_layer, seed=4)
