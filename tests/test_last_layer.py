@@ -7,7 +7,7 @@ import torch
 
 from mlm_adapt import last_layer
 from mlm_adapt.config import ModelConfig
-from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, masked_lm_nll
+from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, masked_lm_nll, trims_last_layer
 from mlm_adapt.chunking import frame_ids
 
 FAMILIES = ["bert", "distilbert", "roberta"]
@@ -130,9 +130,11 @@ def test_layouts_it_does_not_know_keep_the_full_layer(bert_dir, models_root):
 
     modernbert = load_model(ModelConfig(str(_modernbert_dir(models_root, bert_dir))))
     assert last_layer.trimmable(_encoder(modernbert)) is None  # pre-LayerNorm, with a final norm
-    compiled = _encoder(load_model(ModelConfig(str(bert_dir))))
-    compiled.compile()  # lazy: nothing is compiled until it is called
-    assert last_layer.trimmable(compiled) is None
+    assert not trims_last_layer(modernbert)
+    model = load_model(ModelConfig(str(bert_dir)))
+    assert trims_last_layer(model)
+    _encoder(model).compile()  # lazy: nothing is compiled until it is called
+    assert last_layer.trimmable(_encoder(model)) is None and not trims_last_layer(model)
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert"])

@@ -72,6 +72,7 @@ def test_whole_word_roberta_bf16(roberta_dir, data_root, tmp_path):
                      masking=MaskingConfig(masking="whole-word"), precision="bf16", epochs=1)
     metrics = train(config)
     assert metrics["precision"] == "bf16"
+    assert metrics["sparse_prediction"] and metrics["last_layer_on_masked_rows"]
     assert metrics["perplexity_after"] < metrics["perplexity_before"]
 
 

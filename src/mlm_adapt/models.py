@@ -168,6 +168,12 @@ def supports_sparse_prediction(model) -> bool:
     return _sparse_parts(model) is not None
 
 
+def trims_last_layer(model) -> bool:
+    """Whether the loss runs the last layer's position-wise part on the masked rows only."""
+    parts = _sparse_parts(model)
+    return parts is not None and last_layer.trimmable(parts[0]) is not None
+
+
 def masked_lm_nll(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, *, sparse: bool = True,
     per_row: bool = False, positions: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,

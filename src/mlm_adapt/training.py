@@ -22,7 +22,7 @@ from mlm_adapt import artifacts, checkpoints, hub, options as flat_options, prob
 from mlm_adapt.config import TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import Prepared, before_after, evaluate_sets, evaluation_record, prepare
-from mlm_adapt.models import supports_sparse_prediction
+from mlm_adapt.models import supports_sparse_prediction, trims_last_layer
 from mlm_adapt.optimizer_step import WARMUP_STEPS_NOT_TIMED, StepOutcome, optimisation, train_step
 from mlm_adapt.runtime import make_accelerator
 
@@ -287,6 +287,7 @@ def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer:
         "precision": precision,
         "processes": world,
         "sparse_prediction": supports_sparse_prediction(prepared.model),
+        "last_layer_on_masked_rows": trims_last_layer(prepared.model),
         "history": state.history,
         "log_history": state.log_history,
     }
