@@ -305,15 +305,12 @@ ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MK
 
 
 def flops_per_sample(sparse: bool, mask_rate: float = 0.15) -> float:
-    """Training FLOPs (forward + backward = 3x forward) of one 128-token DistilBERT-base
-    sample that the variant needs: ``sparse`` (mlm-adapt) runs the MLM head and the last
-    layer's feed-forward block on the predicted rows only (models.masked_lm_nll, last_layer)."""
-    d, layers, ff, vocab, n = 768, 6, 3072, 30522, CHUNK
-    predicted = n * (mask_rate if sparse else 1.0)
-    attention = 2 * n * 4 * d * d + 2 * 2 * n * n * d  # projections, scores and weighted sum
-    feed_forward = 2 * d * ff * 2
-    head = 2 * predicted * (d * d + d * vocab)
-    return 3 * (layers * attention + (layers - 1) * n * feed_forward + predicted * feed_forward + head)
+    """Training FLOPs of one 128-token DistilBERT-base sample that the variant needs
+    (gpu_throughput.flops_per_sample's count): ``sparse`` (mlm-adapt) runs the MLM head and
+    the last layer's feed-forward block on the predicted rows only."""
+    from gpu_throughput import flops_per_sample as count, model_config
+
+    return count(model_config("distilbert", smoke=False), CHUNK, mask_rate if sparse else 1.0)
 
 
 def main() -> None:
