@@ -108,7 +108,8 @@ def test_building_some_rows_equals_selecting_them_from_all(lengths, chunk, remai
 
 @given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]), seed=st.integers(0, 99))
 @settings(max_examples=60, deadline=None)
-def test_each_chunk_names_the_document_at_the_middle_of_its_body(lengths, chunk, remainder, seed):
+def test_each_position_names_its_document(lengths, chunk, remainder, seed):
+    from mlm_adapt.chunking import NO_DOCUMENT
     from mlm_adapt.tokenization import TokenizedCorpus
 
     # Every token of document d has id 10 + d, so a chunk's tokens say whose they are.
@@ -116,18 +117,24 @@ def test_each_chunk_names_the_document_at_the_middle_of_its_body(lengths, chunk,
     ids = np.repeat(np.arange(len(lengths)), lengths).astype(np.int32) + 10
     tokens = TokenizedCorpus(ids, np.ones(len(ids), bool), np.zeros(len(ids), bool), offsets)
     docs = np.flatnonzero(np.random.default_rng(seed).random(len(lengths)) < 0.7)
-    chunks = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder)
+    chunks = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder, with_documents=True)
+    assert chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder).documents is None  # training chunks
     if not len(chunks):
         return
-    assert np.isin(chunks.documents, docs).all() and (np.diff(chunks.documents) >= 0).all()
+    assert (chunks.documents[:, [0, -1]] == NO_DOCUMENT).all()  # CLS and the closing SEP
+    body = chunks.documents[:, 1:-1]
+    assert np.isin(body, docs).all() and (np.diff(body.reshape(-1)) >= 0).all()
+    expected = np.where(chunks.input_ids[:, 1:-1] >= 10, chunks.input_ids[:, 1:-1] - 10, -1)
+    assert (body[expected >= 0] == expected[expected >= 0]).all()  # every token's own document
+    # The document at the middle of each body, as chunks were counted for before pieces.
     middle = (chunk - 2) // 2
-    for row, document in zip(chunks.input_ids[:, 1:-1], chunks.documents):
+    for row, document in zip(chunks.input_ids[:, 1:-1], body[:, middle]):
         token = row[middle]
         if token == FrameTokenizer.sep_token_id:  # the separator ending a document belongs to it
             token = row[middle - 1]
         expected = token - 10 if token >= 10 else docs[-1]  # past the end (--remainder pad): the last
         assert document == expected
-    # A document's own chunks all name it; selecting rows keeps their documents.
+    # Selecting rows keeps their documents.
     rows = np.arange(0, len(chunks), 2)
     assert (chunks.select(rows).documents == chunks.documents[rows]).all()
 
@@ -140,13 +147,13 @@ def test_chunks_built_a_block_of_rows_at_a_time_equal_one_pass(lengths, chunk, r
 
     tokens = synthetic_tokens(lengths, seed=seed)
     docs = np.flatnonzero(np.random.default_rng(seed).random(len(lengths)) < 0.7)
-    one_pass = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder)
+    one_pass = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder, with_documents=True)
     default, chunking.ROWS_PER_BLOCK = chunking.ROWS_PER_BLOCK, block
     try:
-        blocks = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder)
+        blocks = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder, with_documents=True)
     finally:
         chunking.ROWS_PER_BLOCK = default
-    for name in ("input_ids", "attention_mask", "word_ids"):
+    for name in ("input_ids", "attention_mask", "word_ids", "documents"):
         assert (getattr(one_pass, name) == getattr(blocks, name)).all(), name
 
 

@@ -109,6 +109,68 @@ def test_one_document_falls_back_to_resampling_chunks():
     assert resampled_units(EvalResult(nll.sum(), int(tokens.sum()), 0, nll, tokens, np.arange(50) // 5)) == "10 documents"
 
 
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 12), width=st.integers(3, 20), documents=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_pieces_are_the_runs_of_one_document_within_a_row(seed, rows, width, documents):
+    from mlm_adapt.evaluation import pieces
+
+    rng = np.random.default_rng(seed)
+    masked = rng.random((rows, width)) < 0.4
+    token_nll = np.where(masked, rng.uniform(0.1, 9, (rows, width)), 0.0)
+    # Documents run on through the stream: non-decreasing along rows and from row to row.
+    numbering = np.cumsum(rng.random(rows * width) < 0.15).reshape(rows, width) if documents else None
+    nll, tokens, docs, owners = pieces(token_nll, masked, numbering)
+    assert nll.sum() == pytest.approx(token_nll.sum()) and tokens.sum() == masked.sum()
+    if not documents:
+        assert docs is None and (owners == np.arange(rows)).all() and (tokens == masked.sum(axis=1)).all()
+        return
+    expected: dict[tuple[int, int], list[float]] = {}
+    for r, c in zip(*np.nonzero(masked)):
+        expected.setdefault((int(r), int(numbering[r, c])), []).append(token_nll[r, c])
+    assert list(zip(owners.tolist(), docs.tolist())) == list(expected)  # one piece per (row, document), in order
+    assert nll == pytest.approx([sum(v) for v in expected.values()])
+    assert tokens.tolist() == [len(v) for v in expected.values()]
+
+
+def test_a_document_cut_across_chunks_is_resampled_whole():
+    from mlm_adapt.evaluation import EvalResult, pieces, perplexity_interval, resampled_units
+
+    # Documents of 6, 6 and 4 masked tokens in rows of 4: row 1 ends document 0 and starts 1.
+    numbering = np.repeat(np.arange(3), 6)[:16].reshape(4, 4)
+    masked = np.ones((4, 4), dtype=bool)
+    token_nll = np.repeat([1.0, 2.0, 4.0], 6)[:16].reshape(4, 4)
+    nll, tokens, docs, owners = pieces(token_nll, masked, numbering)
+    assert docs.tolist() == [0, 0, 1, 1, 2] and owners.tolist() == [0, 1, 1, 2, 3]
+    result = EvalResult(float(nll.sum()), int(tokens.sum()), 0, nll, tokens, docs, owners)
+    by_document = perplexity_interval(np.array([6.0, 12.0, 16.0]), np.array([6, 6, 4]), 5)
+    assert result.interval(5) == by_document and resampled_units(result) == "3 documents"
+    row_nll, row_tokens, row_documents = result.by_row(5)  # a fifth chunk with nothing masked
+    assert row_nll.tolist() == [4.0, 6.0, 8.0, 16.0, 0.0] and row_tokens.tolist() == [4, 4, 4, 4, 0]
+    assert row_documents.tolist() == [0, 1, 1, 2, 2]
+
+
+def test_a_checkpoint_from_before_pieces_still_gets_its_change_interval():
+    from mlm_adapt.evaluation import EvalResult, evaluation_record, perplexity_interval, pieces
+
+    rng = np.random.default_rng(1)
+    masked = rng.random((30, 10)) < 0.3
+    masked[:, 0] = True  # something masked in every chunk
+    numbering = np.repeat(np.arange(15), 20).reshape(30, 10)
+    before_nll, after_nll = (np.where(masked, rng.uniform(1, 5, masked.shape), 0.0) for _ in range(2))
+    results = [EvalResult(float(t.sum()), int(masked.sum()), 0, *pieces(t, masked, numbering)) for t in (before_nll, after_nll)]
+    now = evaluation_record({"eval": results[0]}, 3)
+    assert len(now["piece_nll"]) == len(results[0].piece_nll) and "row_nll" not in now
+    paired = evaluation_record({"eval": results[1]}, 3, before=now)["perplexity_change_interval"]
+    assert paired == list(perplexity_interval(results[1].piece_nll, results[1].piece_tokens, 3,
+                                              baseline=results[0].piece_nll, groups=results[1].piece_documents))
+    # An older checkpoint kept the NLL per chunk: the pairing falls back to chunks.
+    old = {k: v for k, v in now.items() if k != "piece_nll"} | {"row_nll": before_nll.sum(axis=1).tolist()}
+    legacy = evaluation_record({"eval": results[1]}, 3, before=old)["perplexity_change_interval"]
+    assert legacy == list(perplexity_interval(after_nll.sum(axis=1), masked.sum(axis=1), 3,
+                                              baseline=before_nll.sum(axis=1), groups=numbering[:, -1]))
+    assert evaluation_record({"eval": results[1]}, 3, before={}).keys() == now.keys() - {"piece_nll"}
+
+
 @pytest.mark.parametrize("sparse", [True, False])
 def test_per_row_sums_add_up_to_the_batch_sum(bert_dir, sparse):
     import torch
@@ -128,3 +190,7 @@ def test_per_row_sums_add_up_to_the_batch_sum(bert_dir, sparse):
     assert same == count and rows.shape == (6,) and rows[2] == 0
     assert float(rows.sum()) == pytest.approx(float(total), rel=1e-5)
     assert float(rows[3]) == pytest.approx(float(third), rel=1e-5)
+    with torch.inference_mode():
+        tokens, same = masked_lm_nll(model, ids, torch.ones_like(ids), labels, sparse=sparse, per_token=True)
+    assert same == count and tokens.shape == ids.shape and (tokens[labels == -100] == 0).all()
+    assert (tokens[labels != -100] > 0).all() and torch.allclose(tokens.sum(dim=1), rows)

@@ -167,4 +167,5 @@ def held_out_stream(corpus: StreamedCorpus, config: DataConfig, tokenizer, seed:
             "chunk; add text, lower --chunk-size, or use --remainder pad"
         )
     rows = choose_rows(total, config.eval_size, seed, Salt.EVAL_ROWS)
-    return chunk_documents(tokens, docs, config.chunk_size, tokenizer, config.remainder, rows), tokens.num_documents, last
+    chunks = chunk_documents(tokens, docs, config.chunk_size, tokenizer, config.remainder, rows, with_documents=True)
+    return chunks, tokens.num_documents, last

@@ -25,6 +25,8 @@ from mlm_adapt.tokenization import TokenizedCorpus
 
 # Word ids of special tokens (CLS, SEP, PAD and separators between documents).
 NO_WORD = -1
+# Chunks.documents at the CLS and closing SEP columns.
+NO_DOCUMENT = -1
 # At most this share of documents is held out for evaluation, so a small corpus
 # still leaves most of its text for training.
 MAX_EVAL_DOC_SHARE = 0.1
@@ -40,9 +42,11 @@ class Chunks:
     input_ids: np.ndarray  # int64 [n, chunk_size]
     attention_mask: np.ndarray  # int64 [n, chunk_size]
     word_ids: np.ndarray  # int64 [n, chunk_size], unique per word within a chunk
-    # int64 [n]: the document at the middle of each chunk's body, numbered as in the
-    # tokenized corpus the chunks were cut from (one ``chunk_documents`` call). Chunks of
-    # one document are correlated, so perplexity intervals resample documents, not chunks.
+    # int64 [n, chunk_size]: each position's document, numbered as in the tokenized corpus
+    # the chunks were cut from (one ``chunk_documents`` call); a separator counts for the
+    # document it ends, padding past the corpus's end for the last, and CLS and the closing
+    # SEP are NO_DOCUMENT. Built for held-out chunks only: tokens of one document are
+    # correlated, so perplexity intervals resample documents, not chunks or tokens.
     documents: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -96,8 +100,9 @@ def count_chunks(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, rem
 
 
 def chunk_documents(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, tokenizer,
-                    remainder: str, rows: np.ndarray | None = None) -> Chunks:
-    """``[CLS] body [SEP]`` chunks of the stream "doc SEP doc SEP ..." over ``docs``.
+                    remainder: str, rows: np.ndarray | None = None, *, with_documents: bool = False) -> Chunks:
+    """``[CLS] body [SEP]`` chunks of the stream "doc SEP doc SEP ..." over ``docs``;
+    ``with_documents``: with each position's document (``Chunks.documents``).
 
     Only the chunks numbered ``rows`` (all by default) are built, straight from the
     flat token arrays: memory follows the chunks kept, not the corpus size (a
@@ -105,31 +110,37 @@ def chunk_documents(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, 
     """
     rows = np.arange(count_chunks(tokens, docs, chunk_size, remainder)) if rows is None else np.asarray(rows)
     layout, frame = _layout(tokens, docs), frame_ids(tokenizer)
-    middle = np.minimum(rows * (chunk_size - 2) + (chunk_size - 2) // 2, max(layout.stream - 1, 0))
-    documents = np.asarray(docs, dtype=np.int64)[np.searchsorted(layout.begin, middle, side="right") - 1]
-    out = Chunks(*(np.empty((len(rows), chunk_size), dtype=np.int64) for _ in range(3)), documents)
+    numbering = np.asarray(docs, dtype=np.int64) if with_documents else None
+    names = ("input_ids", "attention_mask", "word_ids") + (("documents",) if with_documents else ())
+    out = Chunks(*(np.empty((len(rows), chunk_size), dtype=np.int64) for _ in range(3)),
+                 np.empty((len(rows), chunk_size), dtype=np.int64) if with_documents else None)
     # A block of rows at a time: one pass over every row allocated ~5x the output in
     # temporaries, whose first-touch page faults were half of chunking's time.
     for start in range(0, len(rows), ROWS_PER_BLOCK):
-        block = _chunk_rows(tokens, layout, rows[start:start + ROWS_PER_BLOCK], chunk_size, frame)
-        for name in ("input_ids", "attention_mask", "word_ids"):
+        block = _chunk_rows(tokens, layout, rows[start:start + ROWS_PER_BLOCK], chunk_size, frame, numbering)
+        for name in names:
             getattr(out, name)[start:start + len(block)] = getattr(block, name)
     return out
 
 
 def _chunk_rows(tokens: TokenizedCorpus, layout: "_Layout", rows: np.ndarray, chunk_size: int,
-                frame: tuple[int, int, int]) -> Chunks:
+                frame: tuple[int, int, int], numbering: np.ndarray | None) -> Chunks:
     cls_id, sep_id, pad_id = frame
     body = chunk_size - 2
     position = rows[:, None] * body + np.arange(body)[None, :]
     inside = position < layout.stream
-    source, is_sep = _locate(tokens, layout, np.minimum(position, layout.stream - 1))
+    source, is_sep, doc = _locate(tokens, layout, np.minimum(position, max(layout.stream - 1, 0)))
     content = np.where(is_sep, sep_id, _at(tokens.ids, source))
     special = is_sep | _at(tokens.special, source) | ~inside
     starts = is_sep | _at(tokens.word_starts, source)
     words = np.cumsum(starts, axis=1)  # unique per word within a chunk, which is all masking needs
     words[special] = NO_WORD
-    return _frame(np.where(inside, content, pad_id), words, inside.sum(axis=1), cls_id, sep_id, pad_id)
+    chunks = _frame(np.where(inside, content, pad_id), words, inside.sum(axis=1), cls_id, sep_id, pad_id)
+    if numbering is None:
+        return chunks
+    documents = np.full(chunks.input_ids.shape, NO_DOCUMENT, dtype=np.int64)
+    documents[:, 1:-1] = numbering[doc]
+    return Chunks(chunks.input_ids, chunks.attention_mask, chunks.word_ids, documents)
 
 
 @dataclass(frozen=True)
@@ -150,13 +161,14 @@ def _layout(tokens: TokenizedCorpus, docs: np.ndarray) -> _Layout:
     return _Layout(begin, begin + lengths, tokens.offsets[docs] - begin, _stream_length(tokens, docs))
 
 
-def _locate(tokens: TokenizedCorpus, layout: _Layout, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For stream positions: the index into ``tokens.ids`` of each, and whether it is a separator instead."""
+def _locate(tokens: TokenizedCorpus, layout: _Layout, position: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For stream positions: the index into ``tokens.ids`` of each, whether it is a
+    separator instead, and which of the layout's documents (or the separator) it is in."""
     doc = np.searchsorted(layout.begin, position, side="right") - 1
     is_sep = position >= layout.end[doc]
     source = position + layout.shift[doc]
     np.minimum(source, max(len(tokens.ids) - 1, 0), out=source)
-    return source, is_sep
+    return source, is_sep, doc
 
 
 def _at(values: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -170,7 +182,7 @@ def stream_tail(tokens: TokenizedCorpus, docs: np.ndarray, start: int, sep_id: i
     position = np.arange(start, _stream_length(tokens, docs))
     if position.size == 0:
         return TokenizedCorpus(np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, bool), np.zeros(2, np.int64))
-    source, is_sep = _locate(tokens, _layout(tokens, docs), position)
+    source, is_sep, _ = _locate(tokens, _layout(tokens, docs), position)
     return TokenizedCorpus(
         np.where(is_sep, sep_id, _at(tokens.ids, source)).astype(np.int32),
         is_sep | _at(tokens.word_starts, source), is_sep | _at(tokens.special, source),
@@ -220,7 +232,8 @@ def split_and_chunk(tokens: TokenizedCorpus, config: DataConfig, tokenizer, seed
                 f"{config.chunk_size}-token chunk; add text, lower --chunk-size, or use --remainder pad"
             )
         rows = choose_rows(total, size, seed, salt)
-        sides.append(chunk_documents(tokens, docs, config.chunk_size, tokenizer, config.remainder, rows))
+        sides.append(chunk_documents(tokens, docs, config.chunk_size, tokenizer, config.remainder, rows,
+                                     with_documents=side == "evaluation"))
     logging.getLogger(__name__).info("held out %d of %d documents", len(eval_docs), tokens.num_documents)
     return ChunkedSplit(train=sides[0], eval=sides[1], eval_documents=len(eval_docs), documents=tokens.num_documents)
 

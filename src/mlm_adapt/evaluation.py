@@ -44,7 +44,7 @@ class MaskedSet:
     attention_mask: np.ndarray
     labels: np.ndarray
     masked_bytes: int = 0  # UTF-8 bytes of text under the masks (vocabulary.token_bytes)
-    documents: np.ndarray | None = None  # each row's document (Chunks.documents): what intervals resample
+    documents: np.ndarray | None = None  # each position's document (Chunks.documents): what intervals resample
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -56,16 +56,34 @@ class MaskedSet:
 
 @dataclass(frozen=True)
 class EvalResult:
+    """An evaluation's totals, and the NLL and masked-token count of each piece of a
+    held-out chunk that one document's text fills (``pieces``): a chunk cut across two
+    documents is two pieces. Without documents a piece is a whole chunk. The intervals
+    resample the pieces' documents."""
+
     nll_sum: float
     masked_tokens: int
     masked_bytes: int = 0
-    row_nll: np.ndarray | None = field(default=None, compare=False, repr=False)  # per held-out chunk
-    row_tokens: np.ndarray | None = field(default=None, compare=False, repr=False)
-    row_documents: np.ndarray | None = field(default=None, compare=False, repr=False)
+    piece_nll: np.ndarray | None = field(default=None, compare=False, repr=False)
+    piece_tokens: np.ndarray | None = field(default=None, compare=False, repr=False)
+    piece_documents: np.ndarray | None = field(default=None, compare=False, repr=False)
+    piece_rows: np.ndarray | None = field(default=None, compare=False, repr=False)  # each piece's chunk
 
     def interval(self, seed: int) -> tuple[float, float]:
         """95% bootstrap interval of the perplexity, resampling held-out documents."""
-        return perplexity_interval(self.row_nll, self.row_tokens, seed, groups=self.row_documents)
+        return perplexity_interval(self.piece_nll, self.piece_tokens, seed, groups=self.piece_documents)
+
+    def by_row(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(NLL, masked tokens, a document) of each of the ``rows`` held-out chunks: the
+        pieces summed per chunk, each chunk counted for its last piece's document (a chunk
+        with nothing masked for the chunk's before it: held-out rows run in stream order)."""
+        documents = None
+        if self.piece_documents is not None:
+            documents = np.full(rows, -1, dtype=np.int64)
+            documents[self.piece_rows] = self.piece_documents  # in row order: the last piece's stays
+            documents = np.maximum.accumulate(documents)
+        return (np.bincount(self.piece_rows, self.piece_nll, minlength=rows),
+                np.bincount(self.piece_rows, self.piece_tokens, minlength=rows), documents)
 
     @property
     def loss(self) -> float:
@@ -110,13 +128,14 @@ def mask_eval_set(chunks: Chunks, masking: MaskingConfig, vocab: MaskingVocab, s
 @torch.inference_mode()
 def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) -> EvalResult:
     """Summed NLL and masked-token count over ``masked``, each process taking its share of
-    rows; with each row's NLL (``row_nll``, in row order) for :func:`perplexity_interval`."""
+    rows; with each piece's NLL (:func:`pieces`) for :func:`perplexity_interval`."""
     was_training = objective.training
     objective.eval()
     shards = np.array_split(np.arange(len(masked)), accelerator.num_processes)
     rows = shards[accelerator.process_index]
-    # Padded to the largest shard (NaN marks padding) so every process gathers one shape.
-    row_nll = torch.full((len(shards[0]),), float("nan"), dtype=torch.float64, device=accelerator.device)
+    # Padded to the largest shard (NaN rows) so every process gathers one shape.
+    token_nll = torch.full((len(shards[0]), masked.labels.shape[1]), float("nan"), dtype=torch.float64,
+                           device=accelerator.device)
     # Every process runs as many forward passes as the largest shard needs: a wrapped
     # model's forward can be collective (DDP broadcasts buffers, FSDP gathers weights).
     # A process out of rows repeats row 0 with every label ignored.
@@ -125,22 +144,39 @@ def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) ->
         labels = masked.labels[real] if len(real) else np.full_like(masked.labels[:1], IGNORE_INDEX)
         batch = real if len(real) else np.zeros(1, dtype=np.int64)
         tensors = [torch.from_numpy(a).to(accelerator.device) for a in (masked.input_ids[batch], masked.attention_mask[batch], labels)]
-        nll, _ = objective(*tensors, per_row=True)
-        row_nll[start : start + len(real)] = nll[: len(real)].double()
+        nll, _ = objective(*tensors, per_token=True)
+        token_nll[start : start + len(real)] = nll[: len(real)].double()
     objective.train(was_training)
-    gathered = accelerator.gather(row_nll).cpu().numpy()
-    per_row = gathered[~np.isnan(gathered)]
-    tokens = (masked.labels != IGNORE_INDEX).sum(axis=1)
-    return EvalResult(float(per_row.sum()), int(tokens.sum()), masked.masked_bytes, per_row, tokens, masked.documents)
+    gathered = accelerator.gather(token_nll).cpu().numpy()
+    per_token = gathered[~np.isnan(gathered).all(axis=1)]  # a real row holds zeros where nothing is masked
+    piece_nll, piece_tokens, piece_documents, piece_rows = pieces(per_token, masked.labels != IGNORE_INDEX, masked.documents)
+    return EvalResult(float(piece_nll.sum()), int(piece_tokens.sum()), masked.masked_bytes,
+                      piece_nll, piece_tokens, piece_documents, piece_rows)
+
+
+def pieces(token_nll: np.ndarray, masked: np.ndarray, documents: np.ndarray | None):
+    """(NLL, masked tokens, document, row) of each run of masked positions that one
+    document fills within one row, in row order; ``documents`` None: one piece per row
+    (document None). A cluster bootstrap over documents then draws each document's text
+    whole, wherever the chunking cut it, instead of counting each chunk for one document."""
+    if documents is None:
+        return token_nll.sum(axis=1), masked.sum(axis=1), None, np.arange(len(masked))
+    row, column = np.nonzero(masked)
+    document = documents[row, column]
+    starts = np.ones(len(row), dtype=bool)
+    starts[1:] = (row[1:] != row[:-1]) | (document[1:] != document[:-1])
+    piece = np.cumsum(starts) - 1
+    return (np.bincount(piece, token_nll[row, column]), np.bincount(piece).astype(np.int64), document[starts],
+            row[starts])
 
 
 def perplexity_interval(row_nll: np.ndarray, row_tokens: np.ndarray, seed: int, *, level: float = 0.95,
                         resamples: int = 1000, baseline: np.ndarray | None = None,
                         groups: np.ndarray | None = None) -> tuple[float, float]:
-    """A percentile-bootstrap interval for the perplexity over held-out chunks, seeded.
-    With ``baseline`` (another model's ``row_nll`` on the same masked rows) it is for the
-    ratio of perplexities, this / baseline, resampling the rows together: the paired
-    comparison before/after needs.
+    """A percentile-bootstrap interval for the perplexity over held-out rows (chunks, or
+    the pieces of chunks :func:`pieces` cuts), seeded. With ``baseline`` (another model's
+    ``row_nll`` on the same masked rows) it is for the ratio of perplexities, this /
+    baseline, resampling the rows together: the paired comparison before/after needs.
 
     ``groups`` (each row's document): whole groups are drawn with replacement (a cluster
     bootstrap), since chunks cut from one document are correlated and resampling them one
@@ -162,8 +198,8 @@ def perplexity_interval(row_nll: np.ndarray, row_tokens: np.ndarray, seed: int, 
 
 def resampled_units(result: EvalResult) -> str:
     """What :func:`perplexity_interval` resamples for ``result``: "N documents" or "N chunks"."""
-    documents = 0 if result.row_documents is None else len(np.unique(result.row_documents))
-    return f"{documents} documents" if documents >= 2 else f"{len(result.row_nll)} chunks"
+    documents = 0 if result.piece_documents is None else len(np.unique(result.piece_documents))
+    return f"{documents} documents" if documents >= 2 else f"{len(result.piece_nll)} chunks"  # one document: a piece a chunk
 
 
 @dataclass
@@ -250,9 +286,9 @@ def evaluate_sets(objective, prepared: Prepared, batch_size: int, accelerator) -
 
 def evaluation_record(results: dict[str, EvalResult], seed: int, before: dict[str, Any] | None = None) -> dict[str, Any]:
     """One evaluation as JSON-ready keys: per set (``general_`` prefix for the general one)
-    the NLL sum, masked tokens, loss, perplexity and its 95% interval, and its per-chunk
-    NLL (``row_nll``); given the record before training, the interval of each set's
-    perplexity ratio now / before, resampling the same chunks together."""
+    the NLL sum, masked tokens, loss, perplexity and its 95% interval, and its NLL per
+    piece (``piece_nll``, :func:`pieces`); given the record before training, the interval
+    of each set's perplexity ratio now / before, resampling the same documents together."""
     record: dict[str, Any] = {}
     for name, result in results.items():
         prefix = "" if name == "eval" else f"{name}_"
@@ -260,12 +296,17 @@ def evaluation_record(results: dict[str, EvalResult], seed: int, before: dict[st
                    f"{prefix}eval_masked_tokens": result.masked_tokens, f"{prefix}perplexity": result.perplexity,
                    f"{prefix}perplexity_interval": list(result.interval(seed)),
                    f"{prefix}interval_resamples": resampled_units(result)}
-        if before is None:  # the start: its rows are what later evaluations are paired with
-            record[f"{prefix}row_nll"] = result.row_nll.tolist()
-        elif f"{prefix}row_nll" in before:
+        if before is None:  # the start: its pieces are what later evaluations are paired with
+            record[f"{prefix}piece_nll"] = result.piece_nll.tolist()
+        elif f"{prefix}piece_nll" in before:
             record[f"{prefix}perplexity_change_interval"] = list(perplexity_interval(
-                result.row_nll, result.row_tokens, seed, baseline=np.asarray(before[f"{prefix}row_nll"], dtype=np.float64),
-                groups=result.row_documents))
+                result.piece_nll, result.piece_tokens, seed, groups=result.piece_documents,
+                baseline=np.asarray(before[f"{prefix}piece_nll"], dtype=np.float64)))
+        elif f"{prefix}row_nll" in before:  # a checkpoint from before pieces: its NLL per chunk
+            baseline = np.asarray(before[f"{prefix}row_nll"], dtype=np.float64)
+            nll, tokens, documents = result.by_row(len(baseline))
+            record[f"{prefix}perplexity_change_interval"] = list(perplexity_interval(
+                nll, tokens, seed, groups=documents, baseline=baseline))
     return record
 
 

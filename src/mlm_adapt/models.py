@@ -176,10 +176,12 @@ def trims_last_layer(model) -> bool:
 
 def masked_lm_nll(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, *, sparse: bool = True,
-    per_row: bool = False, positions: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+    per_row: bool = False, per_token: bool = False, positions: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the masked positions, and how many there are; with
-    ``per_row``, the sums of each row (for confidence intervals over chunks).
+    ``per_row``, the sums of each row; with ``per_token``, each position's (zero where
+    nothing is masked), shaped as ``input_ids``: what confidence intervals resample.
 
     Summing (not averaging) lets callers normalise by the token count of a whole
     optimizer step or evaluation set, as perplexity needs. ``positions``: the flat
@@ -191,7 +193,7 @@ def masked_lm_nll(
     if positions is None:
         positions = torch.nonzero(flat_labels != IGNORE_INDEX).squeeze(1)
     count = int(positions.numel())
-    reduction = "none" if per_row else "sum"
+    reduction = "none" if per_row or per_token else "sum"
     extra = {} if position_ids is None else {"position_ids": position_ids}
     parts = _sparse_parts(model) if sparse else None
     if parts is None:
@@ -207,10 +209,11 @@ def masked_lm_nll(
         encoder, head = parts
         logits = head(_hidden_at(encoder, rows, input_ids=input_ids, attention_mask=attention_mask, **extra))
         losses = F.cross_entropy(logits.float(), targets, reduction=reduction, ignore_index=IGNORE_INDEX)
-    if not per_row:
+    if not (per_row or per_token):
         return losses, count
-    sums = torch.zeros(input_ids.shape[0], dtype=losses.dtype, device=losses.device)
-    return sums.index_add_(0, positions // input_ids.shape[1], losses[:count]), count
+    dense = torch.zeros(input_ids.numel(), dtype=losses.dtype, device=losses.device)
+    dense = dense.index_copy_(0, positions, losses[:count]).view(input_ids.shape)
+    return (dense if per_token else dense.sum(dim=1)), count
 
 
 def _hidden_at(encoder, rows: torch.Tensor, **inputs) -> torch.Tensor:
@@ -247,7 +250,8 @@ class MaskedLMObjective(torch.nn.Module):
         self.sparse = sparse
         self.separator = separator
 
-    def forward(self, input_ids, attention_mask, labels, per_row: bool = False, positions=None):  # noqa: D102 - see masked_lm_nll
+    def forward(self, input_ids, attention_mask, labels, per_row: bool = False, per_token: bool = False,  # noqa: D102 - see masked_lm_nll
+                positions=None):
         position_ids = None
         if self.separator is not None:
             position_ids = document_position_ids(input_ids, attention_mask, self.separator,
@@ -256,4 +260,4 @@ class MaskedLMObjective(torch.nn.Module):
         elif attention_mask is not None and attention_mask.ndim == 2:
             attention_mask = padding_attention_mask(attention_mask)
         return masked_lm_nll(self.model, input_ids, attention_mask, labels, sparse=self.sparse, per_row=per_row,
-                             positions=positions, position_ids=position_ids)
+                             per_token=per_token, positions=positions, position_ids=position_ids)

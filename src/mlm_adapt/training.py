@@ -105,7 +105,7 @@ def _start_or_resume(config, accelerator, objective, prepared: Prepared) -> RunS
     log.info("perplexity before training: %.3f on %d masked tokens", before.perplexity, before.masked_tokens)
     if "general" in results:
         log.info("general-text perplexity before training: %.3f", results["general"].perplexity)
-    # Its per-chunk rows stay in the checkpoint: the end's before/after interval resamples them (by document).
+    # Its NLL per piece of chunk stays in the checkpoint: the end's before/after interval resamples them (by document).
     return RunState(options=options, before=evaluation_record(results, config.seed))
 
 
