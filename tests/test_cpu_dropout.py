@@ -61,3 +61,17 @@ def test_models_match_transformers_eager_attention(fixture, request):
                               reference(input_ids=ids, attention_mask=mask).logits, atol=1e-5)
     ours.train()  # and in training: dropout active, so two passes differ
     assert not torch.equal(ours(input_ids=ids, attention_mask=mask).logits, ours(input_ids=ids, attention_mask=mask).logits)
+
+
+@pytest.mark.parametrize("accelerator", [False, True])
+def test_cheaper_dropout_only_where_the_model_trains_on_a_cpu(bert_dir, monkeypatch, accelerator):
+    from mlm_adapt import models
+    from mlm_adapt.config import ModelConfig
+
+    # CUDA, MPS or XPU: transformers' SDPA with torch's dropout (cpu_dropout's int64 words
+    # are a CPU trick; MPS need not have them).
+    monkeypatch.setattr(models, "has_accelerator_device", lambda: accelerator)
+    model = models.load_model(ModelConfig(str(bert_dir)))
+    assert (model.config._attn_implementation == "mlm_adapt_eager") == (not accelerator)
+    assert any(type(m) is torch.nn.Dropout for m in model.modules()) == accelerator
+    assert any(isinstance(m, CpuDropout) for m in model.modules()) == (not accelerator)

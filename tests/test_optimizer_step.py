@@ -34,6 +34,15 @@ def test_device_batch_finds_the_masked_positions_on_the_host(padded):
     assert torch.equal(batch["input_ids"], torch.from_numpy(ids)) and torch.equal(batch["labels"], torch.from_numpy(labels))
 
 
+def test_device_batch_lands_on_an_accelerator_that_is_not_cuda():
+    # Apple's MPS and Intel's XPU take no pinned copies; the inputs must still reach the
+    # device the model is on ("meta" stands in for one on a CPU-only machine).
+    ids, attention, labels = _micro_batch(50, 3, 16, padded=True)
+    batch = device_batch((ids, attention, labels), torch.device("meta"))
+    assert {k: t.device.type for k, t in batch.items()} == dict.fromkeys(batch, "meta")
+    assert batch["positions"].shape == (int((labels != IGNORE_INDEX).sum()),)
+
+
 @pytest.mark.parametrize("fixture", ["bert_dir", "roberta_dir", "distilbert_dir"])
 def test_the_objective_on_a_device_batch_equals_it_on_the_plain_tensors(fixture, request):
     model_dir = request.getfixturevalue(fixture)

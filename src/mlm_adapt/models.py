@@ -28,6 +28,7 @@ from mlm_adapt.config import ModelConfig
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.masking import IGNORE_INDEX
 from mlm_adapt.packing import document_attention_mask, document_position_ids, padding_attention_mask
+from mlm_adapt.runtime import has_accelerator_device
 
 log = logging.getLogger("mlm_adapt")
 
@@ -131,8 +132,9 @@ def load_model(cfg: ModelConfig) -> torch.nn.Module:
 def _attention(config) -> str | None:
     """Plain ("eager") attention on CPUs, with cpu_dropout's cheaper masks: eager is ~6%
     faster than SDPA's CPU kernels for 128-token chunks in bf16 (docs/performance.md).
-    GPUs keep transformers' default (SDPA, whose dropout is already fused)."""
-    if torch.cuda.is_available() or config.model_type not in ("bert", "roberta", "xlm-roberta", "camembert", "distilbert"):
+    GPUs (CUDA, and Apple's MPS, where int64 random words are not a given) keep
+    transformers' default (SDPA, whose dropout is already fused)."""
+    if has_accelerator_device() or config.model_type not in ("bert", "roberta", "xlm-roberta", "camembert", "distilbert"):
         return None
     cpu_dropout.register()
     return cpu_dropout.ATTENTION

@@ -62,14 +62,17 @@ def device_batch(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], device: torc
     for a GPU: the masked positions are found on the host, and the copies go through
     pinned memory asynchronously (a plain ``.to("cuda")`` from pageable memory waits for
     the GPU's queue to drain). A chunk batch with no padding gets no attention mask,
-    which also lets SDPA pick its FlashAttention kernel (it takes no mask)."""
+    which also lets SDPA pick its FlashAttention kernel (it takes no mask). Other
+    accelerators (Apple's MPS, Intel's XPU) get a plain copy."""
     input_ids, attention, labels = arrays
     host = {"input_ids": input_ids, "attention_mask": None if attention.all() else attention, "labels": labels,
             "positions": np.flatnonzero(labels.reshape(-1) != IGNORE_INDEX)}
     tensors = {k: None if a is None else torch.from_numpy(a) for k, a in host.items()}
-    if device.type != "cuda":
+    if device.type == "cpu":
         return tensors
-    return {k: None if t is None else t.pin_memory().to(device, non_blocking=True) for k, t in tensors.items()}
+    if device.type == "cuda":
+        return {k: None if t is None else t.pin_memory().to(device, non_blocking=True) for k, t in tensors.items()}
+    return {k: None if t is None else t.to(device) for k, t in tensors.items()}
 
 
 def train_step(objective, optimizer, scheduler, accelerator, micro_batches: list) -> StepOutcome:

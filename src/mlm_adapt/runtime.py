@@ -77,7 +77,7 @@ def detect_precision(choice: str) -> str:
     return choose_precision(choice, cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_bf16=cpu_bf16)
 
 
-def _has_accelerator_device() -> bool:
+def has_accelerator_device() -> bool:
     """A GPU (CUDA, ROCm, XPU, MPS, ...) torch can use."""
     accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
     return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
@@ -101,7 +101,7 @@ def make_accelerator(choice: str, report_to: str = "none", project_dir: Path | N
     accelerator = Accelerator(
         # accelerate >= 1.x launches data-parallel CPU processes (torchrun, gloo) only
         # with cpu=True; without it each process silently trained alone.
-        cpu=not _has_accelerator_device(),
+        cpu=not has_accelerator_device(),
         mixed_precision=_ACCELERATE_NAMES[precision],
         log_with=None if report_to == "none" else report_to,
         project_dir=str(project_dir) if project_dir else None,
