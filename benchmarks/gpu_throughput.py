@@ -3,8 +3,15 @@
 Shapes (issue 13): the distilbert-base and bert-base architectures (random weights, the
 30,522-token uncased vocabulary) at batch 64 x 128 and 32 x 512 tokens. The tokens are
 random too: speed does not depend on them, so nothing is downloaded and the demo's
-files are not needed. mlm_adapt itself imports `datasets`: on a machine without it,
-install it (or carry its wheels) with `pip install --no-deps -e .` for mlm_adapt.
+files are not needed. Neither is `datasets` (the step's modules do not import it) nor
+an install: on a machine with torch, transformers and accelerate (the device tool's
+GPUs), from the repository's root, the shapes split over calls of at most 10 minutes
+(how long each takes on a GPU is not known yet):
+
+    PYTHONPATH=src PYTHONUNBUFFERED=1 python benchmarks/gpu_throughput.py --shapes distilbert-128,distilbert-512 --out $OUT/gpu-a.json
+    PYTHONPATH=src PYTHONUNBUFFERED=1 python benchmarks/gpu_throughput.py --shapes bert-128,bert-512 --out $OUT/gpu-b.json
+
+(checked on a CPU with `datasets` hidden: `--smoke`, 2026-11-23).
 
 Variants, each shape and variant in its own process (clean peak-memory numbers):
   recipe             Trainer + DataCollatorForLanguageModeling, bf16=True: the course's recipe
