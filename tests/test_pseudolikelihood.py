@@ -70,3 +70,46 @@ def test_evaluate_pseudo_on_the_command_line(capsys, bert_dir, data_root):
     assert result["scored_tokens"] > 4 * 20 and result["pseudo_perplexity"] == pytest.approx(math.exp(result["pseudo_nll"]))
     code, _, err = run_main(capsys, "evaluate", "--pseudo", "--max-sentences", "0")
     assert code == 2 and "--max-sentences must be a positive number" in err
+
+
+def test_each_token_keeps_its_own_score_for_the_interval(bert_dir, data_root):
+    from mlm_adapt.config import DataConfig, ModelConfig
+    from mlm_adapt.data import load_split
+    from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer
+    from mlm_adapt.pseudolikelihood import pseudo_token_nll
+
+    config = ModelConfig(str(bert_dir))
+    tokenizer, network = load_tokenizer(config), load_model(config).eval()
+    chunks = load_split(DataConfig(data=str(data_root / "docs.txt"), chunk_size=24, eval_size=3), tokenizer, 0, 128).eval
+    chunks = chunks.select(np.arange(2))
+    tokens = pseudo_token_nll(MaskedLMObjective(network), chunks, tokenizer.mask_token_id, "cpu", batch_size=7)
+    assert tokens.shape == chunks.input_ids.shape and ((tokens > 0) == (chunks.word_ids >= 0)).all()
+    # Token by token, as the one-forward-per-token loop scores them (batches of 7 cut across rows).
+    ids, words, attention = chunks.input_ids[1], chunks.word_ids[1], chunks.attention_mask[1]
+    copies, _ = masked_copies(ids, words, tokenizer.mask_token_id)
+    single = np.zeros(len(ids))
+    for copy, p in zip(copies, np.flatnonzero(words >= 0)):
+        with torch.inference_mode():
+            logits = network(input_ids=torch.from_numpy(copy)[None], attention_mask=torch.from_numpy(attention)[None]).logits
+        single[p] = -float(torch.log_softmax(logits[0, p].float(), dim=-1)[ids[p]])
+    assert tokens[1] == pytest.approx(single, rel=1e-4, abs=1e-6)
+
+
+def test_pseudo_perplexity_comes_with_an_interval_over_documents(capsys, bert_dir, data_root):
+    import json
+
+    from conftest import run_main
+
+    code, out, err = run_main(capsys, "evaluate", "--model", str(bert_dir), "--data", str(data_root / "docs.txt"),
+                              "--chunk-size", "32", "--eval-size", "10", "--precision", "fp32", "--pseudo",
+                              "--max-sentences", "4", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    low, high = result["pseudo_perplexity_interval"]
+    assert low < result["pseudo_perplexity"] < high
+    count, unit = result["interval_resamples"].split()
+    assert unit in ("documents", "chunks") and int(count) >= 2
+    code, out, err = run_main(capsys, "evaluate", "--model", str(bert_dir), "--data", str(data_root / "docs.txt"),
+                              "--chunk-size", "32", "--eval-size", "10", "--precision", "fp32", "--pseudo",
+                              "--max-sentences", "4")
+    assert code == 0 and "95% interval" in out and f"over {result['interval_resamples']}" in out

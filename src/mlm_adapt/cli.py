@@ -164,18 +164,20 @@ def evaluate(
     max_sentences: Annotated[int, typer.Option(help="With --pseudo: held-out chunks scored (each costs one forward per token)")] = 100,
 ) -> None:
     """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
-    from mlm_adapt.evaluation import evaluate as run, evaluation_summary, pseudo_perplexity
+    from mlm_adapt.evaluation import evaluate as run, evaluation_summary, pseudo_perplexity, pseudo_summary
 
     config = flat_options.resolve(cfg.EvalConfig, _config_options(ctx))
     if pseudo:
         if max_sentences < 1:
             raise MlmAdaptError(f"--max-sentences must be a positive number, not {max_sentences}")
         result = pseudo_perplexity(config, max_sentences)
-        summary = {"pseudo_perplexity": result.perplexity, "pseudo_nll": result.loss, "scored_tokens": result.masked_tokens}
+        summary = pseudo_summary(result, config.seed)
         if json_out and _is_main_process():
             print(json.dumps(summary))
         elif _is_main_process():
-            out.print(f"pseudo-perplexity {result.perplexity:.4f} over {result.masked_tokens} tokens (PLL-word-l2r)")
+            low, high = summary["pseudo_perplexity_interval"]
+            out.print(f"pseudo-perplexity {summary['pseudo_perplexity']:.4f} [95% interval {low:.4f}, {high:.4f} over "
+                      f"{summary['interval_resamples']}] over {summary['scored_tokens']} tokens (PLL-word-l2r)")
         return
     summary = evaluation_summary(run(config), config.seed)
     if not _is_main_process():

@@ -29,7 +29,7 @@ from mlm_adapt.chunking import Chunks, frame_ids
 from mlm_adapt.config import DataConfig, EvalConfig, MaskingConfig
 from mlm_adapt.data import SplitData, load_split, with_replay
 from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size
-from mlm_adapt.pseudolikelihood import pseudo_nll
+from mlm_adapt.pseudolikelihood import pseudo_token_nll
 from mlm_adapt.runtime import make_accelerator
 from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
 from mlm_adapt.seeding import Salt, generator
@@ -254,9 +254,11 @@ def pseudo_perplexity(config: EvalConfig, max_chunks: int = 100, word_l2r: bool 
     prepared = prepare(config, accelerator)
     objective = accelerator.prepare(prepared.objective())
     chunks = prepared.data.eval.select(np.arange(min(max_chunks, len(prepared.data.eval))))
-    nll, count = pseudo_nll(objective, chunks, prepared.tokenizer.mask_token_id, accelerator.device,
-                            config.batch_size, word_l2r)
-    return EvalResult(nll, count)
+    token_nll = pseudo_token_nll(objective, chunks, prepared.tokenizer.mask_token_id, accelerator.device,
+                                 config.batch_size, word_l2r)
+    piece_nll, piece_tokens, piece_documents, piece_rows = pieces(token_nll, chunks.word_ids >= 0, chunks.documents)
+    return EvalResult(float(piece_nll.sum()), int(piece_tokens.sum()), 0, piece_nll, piece_tokens, piece_documents,
+                      piece_rows)
 
 
 def evaluate(config: EvalConfig) -> EvalResult:
@@ -274,6 +276,13 @@ def evaluation_summary(result: EvalResult, seed: int) -> dict[str, Any]:
             "interval_resamples": resampled_units(result), "eval_loss": result.loss,
             "masked_tokens": result.masked_tokens, "bits_per_byte": result.bits_per_byte,
             "masked_bytes": result.masked_bytes}
+
+
+def pseudo_summary(result: EvalResult, seed: int) -> dict[str, Any]:
+    """What ``mlm-adapt evaluate --pseudo`` reports: pseudo-perplexity with its 95% interval."""
+    return {"pseudo_perplexity": result.perplexity, "pseudo_perplexity_interval": list(result.interval(seed)),
+            "interval_resamples": resampled_units(result), "pseudo_nll": result.loss,
+            "scored_tokens": result.masked_tokens}
 
 
 def evaluate_sets(objective, prepared: Prepared, batch_size: int, accelerator) -> dict[str, EvalResult]:

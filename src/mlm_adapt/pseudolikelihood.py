@@ -37,24 +37,33 @@ def masked_copies(input_ids: np.ndarray, word_ids: np.ndarray, mask_id: int,
     return inputs, labels
 
 
-@torch.inference_mode()
 def pseudo_nll(objective, chunks: Chunks, mask_id: int, device, batch_size: int = 64,
                word_l2r: bool = True) -> tuple[float, int]:
     """Summed negative pseudo-log-likelihood of every scored token of ``chunks``, and their
     count: ``exp(nll / count)`` is the pseudo-perplexity."""
+    token_nll = pseudo_token_nll(objective, chunks, mask_id, device, batch_size, word_l2r)
+    return float(token_nll.sum()), int((chunks.word_ids >= 0).sum())
+
+
+@torch.inference_mode()
+def pseudo_token_nll(objective, chunks: Chunks, mask_id: int, device, batch_size: int = 64,
+                     word_l2r: bool = True) -> np.ndarray:
+    """Each scored token's negative pseudo-log-likelihood, shaped as ``chunks.input_ids``
+    (float64, zero at special positions): what intervals resample (``evaluation.pieces``)."""
     objective.eval()
-    total, count = 0.0, 0
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    token_nll = np.zeros(chunks.input_ids.shape, dtype=np.float64)
+    pending: list[tuple[np.ndarray, ...]] = []
     for row in range(len(chunks)):
         inputs, labels = masked_copies(chunks.input_ids[row], chunks.word_ids[row], mask_id, word_l2r)
         attention = np.repeat(chunks.attention_mask[row][None, :], len(inputs), axis=0)
-        pending.append((inputs, attention, labels))
+        scored = np.flatnonzero(chunks.word_ids[row] >= 0)  # each copy's labelled position, in order
+        pending.append((inputs, attention, labels, np.full(len(scored), row), scored))
         if sum(len(p[0]) for p in pending) >= batch_size or row == len(chunks) - 1:
-            joined = [np.concatenate(part) for part in zip(*pending)]
-            for start in range(0, len(joined[0]), batch_size):
+            *joined, rows, positions = [np.concatenate(part) for part in zip(*pending)]
+            for start in range(0, len(rows), batch_size):
                 tensors = [torch.from_numpy(a[start:start + batch_size]).to(device) for a in joined]
-                nll, n = objective(*tensors)
-                total += float(nll)
-                count += n
+                nll, _ = objective(*tensors, per_row=True)  # one labelled token a copy
+                part = slice(start, start + batch_size)
+                token_nll[rows[part], positions[part]] = nll.double().cpu().numpy()
             pending = []
-    return total, count
+    return token_nll
