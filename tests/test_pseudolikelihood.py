@@ -57,14 +57,19 @@ def test_batched_pseudo_nll_equals_the_slow_loop(request, data_root, model, word
     assert fast[0] == pytest.approx(slow[0], rel=1e-5)
 
 
+def _evaluate_pseudo(capsys, bert_dir, data_root, *extra: str):
+    from conftest import run_main
+
+    return run_main(capsys, "evaluate", "--model", str(bert_dir), "--data", str(data_root / "docs.txt"), "--chunk-size",
+                    "32", "--eval-size", "10", "--precision", "fp32", "--pseudo", "--max-sentences", "4", *extra)
+
+
 def test_evaluate_pseudo_on_the_command_line(capsys, bert_dir, data_root):
     import json
 
     from conftest import run_main
 
-    code, out, err = run_main(capsys, "evaluate", "--model", str(bert_dir), "--data", str(data_root / "docs.txt"),
-                              "--chunk-size", "32", "--eval-size", "10", "--precision", "fp32", "--pseudo",
-                              "--max-sentences", "4", "--json")
+    code, out, err = _evaluate_pseudo(capsys, bert_dir, data_root, "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["scored_tokens"] > 4 * 20 and result["pseudo_perplexity"] == pytest.approx(math.exp(result["pseudo_nll"]))
@@ -98,18 +103,12 @@ def test_each_token_keeps_its_own_score_for_the_interval(bert_dir, data_root):
 def test_pseudo_perplexity_comes_with_an_interval_over_documents(capsys, bert_dir, data_root):
     import json
 
-    from conftest import run_main
-
-    code, out, err = run_main(capsys, "evaluate", "--model", str(bert_dir), "--data", str(data_root / "docs.txt"),
-                              "--chunk-size", "32", "--eval-size", "10", "--precision", "fp32", "--pseudo",
-                              "--max-sentences", "4", "--json")
+    code, out, err = _evaluate_pseudo(capsys, bert_dir, data_root, "--json")
     assert code == 0, err
     result = json.loads(out)
     low, high = result["pseudo_perplexity_interval"]
     assert low < result["pseudo_perplexity"] < high
     count, unit = result["interval_resamples"].split()
     assert unit in ("documents", "chunks") and int(count) >= 2
-    code, out, err = run_main(capsys, "evaluate", "--model", str(bert_dir), "--data", str(data_root / "docs.txt"),
-                              "--chunk-size", "32", "--eval-size", "10", "--precision", "fp32", "--pseudo",
-                              "--max-sentences", "4")
+    code, out, err = _evaluate_pseudo(capsys, bert_dir, data_root)
     assert code == 0 and "95% interval" in out and f"over {result['interval_resamples']}" in out
