@@ -67,14 +67,15 @@ def test_a_document_cut_across_chunks_is_resampled_whole():
 
 def test_a_checkpoint_from_before_pieces_still_gets_its_change_interval():
     from mlm_adapt.evaluation import EvalResult, evaluation_record
-    from mlm_adapt.intervals import perplexity_interval, pieces
+    from mlm_adapt.intervals import perplexity_interval
 
     rng = np.random.default_rng(1)
     masked = rng.random((30, 10)) < 0.3
     masked[:, 0] = True  # something masked in every chunk
     numbering = np.repeat(np.arange(15), 20).reshape(30, 10)
     before_nll, after_nll = (np.where(masked, rng.uniform(1, 5, masked.shape), 0.0) for _ in range(2))
-    results = [EvalResult(float(t.sum()), int(masked.sum()), 0, *pieces(t, masked, numbering)) for t in (before_nll, after_nll)]
+    results = [EvalResult.from_tokens(t, masked, numbering) for t in (before_nll, after_nll)]
+    assert results[0].nll_sum == pytest.approx(before_nll.sum()) and results[0].masked_tokens == masked.sum()
     now = evaluation_record({"eval": results[0]}, 3)
     assert len(now["piece_nll"]) == len(results[0].piece_nll) and "row_nll" not in now
     paired = evaluation_record({"eval": results[1]}, 3, before=now)["perplexity_change_interval"]

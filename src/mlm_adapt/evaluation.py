@@ -70,6 +70,14 @@ class EvalResult:
     piece_documents: np.ndarray | None = field(default=None, compare=False, repr=False)
     piece_rows: np.ndarray | None = field(default=None, compare=False, repr=False)  # each piece's chunk
 
+    @classmethod
+    def from_tokens(cls, token_nll: np.ndarray, scored: np.ndarray, documents: np.ndarray | None,
+                    masked_bytes: int = 0) -> "EvalResult":
+        """The result of per-position NLLs ``token_nll`` at the ``scored`` positions of
+        held-out chunks whose positions belong to ``documents`` (``Chunks.documents``)."""
+        nll, tokens, owners, rows = pieces(token_nll, scored, documents)
+        return cls(float(nll.sum()), int(tokens.sum()), masked_bytes, nll, tokens, owners, rows)
+
     def interval(self, seed: int) -> tuple[float, float]:
         """95% bootstrap interval of the perplexity, resampling held-out documents."""
         return perplexity_interval(self.piece_nll, self.piece_tokens, seed, groups=self.piece_documents)
@@ -150,9 +158,7 @@ def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) ->
     objective.train(was_training)
     gathered = accelerator.gather(token_nll).cpu().numpy()
     per_token = gathered[~np.isnan(gathered).all(axis=1)]  # a real row holds zeros where nothing is masked
-    piece_nll, piece_tokens, piece_documents, piece_rows = pieces(per_token, masked.labels != IGNORE_INDEX, masked.documents)
-    return EvalResult(float(piece_nll.sum()), int(piece_tokens.sum()), masked.masked_bytes,
-                      piece_nll, piece_tokens, piece_documents, piece_rows)
+    return EvalResult.from_tokens(per_token, masked.labels != IGNORE_INDEX, masked.documents, masked.masked_bytes)
 
 
 def resampled_units(result: EvalResult) -> str:
@@ -215,9 +221,7 @@ def pseudo_perplexity(config: EvalConfig, max_chunks: int = 100, word_l2r: bool 
     chunks = prepared.data.eval.select(np.arange(min(max_chunks, len(prepared.data.eval))))
     token_nll = pseudo_token_nll(objective, chunks, prepared.tokenizer.mask_token_id, accelerator.device,
                                  config.batch_size, word_l2r)
-    piece_nll, piece_tokens, piece_documents, piece_rows = pieces(token_nll, chunks.word_ids >= 0, chunks.documents)
-    return EvalResult(float(piece_nll.sum()), int(piece_tokens.sum()), 0, piece_nll, piece_tokens, piece_documents,
-                      piece_rows)
+    return EvalResult.from_tokens(token_nll, chunks.word_ids >= 0, chunks.documents)
 
 
 def evaluate(config: EvalConfig) -> EvalResult:
