@@ -101,3 +101,25 @@ def test_train_step_reads_no_tensor_value_on_the_host(bert_dir, roberta_dir, mon
             assert math.isfinite(nll) and nll > 0
             assert tokens == sum(int((labels != IGNORE_INDEX).sum()) for *_, labels in micro_batches)
             assert chunks == 8
+
+
+def test_the_step_and_the_evaluation_sum_in_the_devices_dtype(bert_dir, monkeypatch):
+    """On MPS (no float64) loss sums accumulate in float32: asked for here on the CPU."""
+    from mlm_adapt import evaluation, optimizer_step
+
+    config = train_config(bert_dir, "unused", "unused")
+    model = load_model(config.model)
+    accelerator, _ = make_accelerator("fp32")
+    objective, optimizer, scheduler = optimisation(config, model, accelerator, 2)
+    ids, attention, labels = _micro_batch(model.config.vocab_size, 6, 24, padded=True, seed=3)
+    masked = evaluation.MaskedSet(ids, attention, labels)
+    exact = evaluation.evaluate_loss(objective, masked, 4, accelerator)
+    asked = []
+    for module in (optimizer_step, evaluation):
+        monkeypatch.setattr(module, "accumulation_dtype", lambda device: asked.append(device) or torch.float32)
+    single = evaluation.evaluate_loss(objective, masked, 4, accelerator)
+    # Each token's loss is float32 already: held in float32, it sums to the same number.
+    assert single.masked_tokens == exact.masked_tokens and single.nll_sum == pytest.approx(exact.nll_sum, rel=1e-9)
+    outcome = train_step(objective, optimizer, scheduler, accelerator, [_micro_batch(model.config.vocab_size, 4, 24, False)])
+    assert outcome.nll.dtype == torch.float32 and math.isfinite(outcome.read()[0])
+    assert asked == [accelerator.device] * 2

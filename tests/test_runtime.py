@@ -103,3 +103,12 @@ def test_keep_freed_memory_reuses_the_heap_instead_of_fresh_mappings():
     assert mallinfo2().hblkhd - mapped_before < size  # from the heap, not a fresh mapping
     del tensor
     assert mallinfo2().fordblks >= size  # freed, kept for the next step
+
+
+def test_loss_sums_are_float64_except_on_apples_mps():
+    import torch
+
+    from mlm_adapt.runtime import accumulation_dtype
+
+    assert accumulation_dtype(torch.device("cpu")) == accumulation_dtype(torch.device("cuda", 0)) == torch.float64
+    assert accumulation_dtype(torch.device("mps")) == torch.float32  # MPS has no float64

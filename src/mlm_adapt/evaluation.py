@@ -31,7 +31,7 @@ from mlm_adapt.data import SplitData, load_split, with_replay
 from mlm_adapt.intervals import perplexity_interval, pieces
 from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size
 from mlm_adapt.pseudolikelihood import pseudo_token_nll
-from mlm_adapt.runtime import make_accelerator
+from mlm_adapt.runtime import accumulation_dtype, make_accelerator
 from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
 from mlm_adapt.seeding import Salt, generator
 from mlm_adapt.vocabulary import bits_per_byte, token_bytes
@@ -143,8 +143,8 @@ def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) ->
     shards = np.array_split(np.arange(len(masked)), accelerator.num_processes)
     rows = shards[accelerator.process_index]
     # Padded to the largest shard (NaN rows) so every process gathers one shape.
-    token_nll = torch.full((len(shards[0]), masked.labels.shape[1]), float("nan"), dtype=torch.float64,
-                           device=accelerator.device)
+    token_nll = torch.full((len(shards[0]), masked.labels.shape[1]), float("nan"),
+                           dtype=accumulation_dtype(accelerator.device), device=accelerator.device)
     # Every process runs as many forward passes as the largest shard needs: a wrapped
     # model's forward can be collective (DDP broadcasts buffers, FSDP gathers weights).
     # A process out of rows repeats row 0 with every label ignored.
@@ -154,9 +154,9 @@ def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) ->
         batch = real if len(real) else np.zeros(1, dtype=np.int64)
         tensors = [torch.from_numpy(a).to(accelerator.device) for a in (masked.input_ids[batch], masked.attention_mask[batch], labels)]
         nll, _ = objective(*tensors, per_token=True)
-        token_nll[start : start + len(real)] = nll[: len(real)].double()
+        token_nll[start : start + len(real)] = nll[: len(real)].to(token_nll.dtype)
     objective.train(was_training)
-    gathered = accelerator.gather(token_nll).cpu().numpy()
+    gathered = accelerator.gather(token_nll).cpu().double().numpy()
     per_token = gathered[~np.isnan(gathered).all(axis=1)]  # a real row holds zeros where nothing is masked
     return EvalResult.from_tokens(per_token, masked.labels != IGNORE_INDEX, masked.documents, masked.masked_bytes)
 

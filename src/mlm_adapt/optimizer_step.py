@@ -26,7 +26,7 @@ from transformers import get_linear_schedule_with_warmup
 from mlm_adapt.config import TrainConfig
 from mlm_adapt.masking import IGNORE_INDEX
 from mlm_adapt.models import MaskedLMObjective
-from mlm_adapt.runtime import keep_freed_memory, make_accelerator
+from mlm_adapt.runtime import accumulation_dtype, keep_freed_memory, make_accelerator
 
 log = logging.getLogger("mlm_adapt")
 
@@ -86,13 +86,13 @@ def train_step(objective, optimizer, scheduler, accelerator, micro_batches: list
     # DDP averages gradients over processes; scaling by `world` turns that average back
     # into the sum over the global batch, then / the step's masked-token count.
     scale = world / (tokens.clamp(min=1) if world > 1 else max(tokens, 1))
-    local_nll = torch.zeros((), dtype=torch.float64, device=device)
+    local_nll = torch.zeros((), dtype=accumulation_dtype(device), device=device)
     for k, arrays in enumerate(micro_batches):
         sync = nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(objective)
         with sync:
             nll, _ = objective(**device_batch(arrays, device))
             accelerator.backward(nll * scale)
-        local_nll += nll.detach().double()
+        local_nll += nll.detach().to(local_nll.dtype)
     accelerator.clip_grad_norm_(objective.parameters(), 1.0)
     optimizer.step()
     scheduler.step()

@@ -49,7 +49,7 @@ def pseudo_nll(objective, chunks: Chunks, mask_id: int, device, batch_size: int 
 def pseudo_token_nll(objective, chunks: Chunks, mask_id: int, device, batch_size: int = 64,
                      word_l2r: bool = True) -> np.ndarray:
     """Each scored token's negative pseudo-log-likelihood, shaped as ``chunks.input_ids``
-    (float64, zero at special positions): what intervals resample (``evaluation.pieces``)."""
+    (float64, zero at special positions): what intervals resample (``intervals.pieces``)."""
     objective.eval()
     token_nll = np.zeros(chunks.input_ids.shape, dtype=np.float64)
     pending: list[tuple[np.ndarray, ...]] = []
@@ -64,6 +64,6 @@ def pseudo_token_nll(objective, chunks: Chunks, mask_id: int, device, batch_size
                 tensors = [torch.from_numpy(a[start:start + batch_size]).to(device) for a in joined]
                 nll, _ = objective(*tensors, per_row=True)  # one labelled token a copy
                 part = slice(start, start + batch_size)
-                token_nll[rows[part], positions[part]] = nll.double().cpu().numpy()
+                token_nll[rows[part], positions[part]] = nll.cpu().double().numpy()  # MPS has no float64
             pending = []
     return token_nll

@@ -77,6 +77,12 @@ def detect_precision(choice: str) -> str:
     return choose_precision(choice, cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_bf16=cpu_bf16)
 
 
+def accumulation_dtype(device: torch.device) -> torch.dtype:
+    """The dtype loss sums accumulate in on ``device``: float64, except on Apple's MPS,
+    which has no float64 (a float64 tensor there raises)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def has_accelerator_device() -> bool:
     """A GPU (CUDA, ROCm, XPU, MPS, ...) torch can use."""
     accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
