@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mlm_adapt.masking import IGNORE_INDEX
-from mlm_adapt.pseudolikelihood import masked_copies, pseudo_nll
+from mlm_adapt.pseudolikelihood import masked_copies, pseudo_token_nll
 
 
 def test_each_scored_position_gets_one_copy_masking_the_rest_of_its_word():
@@ -51,7 +51,9 @@ def test_batched_pseudo_nll_equals_the_slow_loop(request, data_root, model, word
     tokenizer, network = load_tokenizer(config), load_model(config).eval()
     chunks = load_split(DataConfig(data=str(data_root / "docs.txt"), chunk_size=24, eval_size=3), tokenizer, 0, 128).eval
     chunks = chunks.select(np.arange(3))
-    fast = pseudo_nll(MaskedLMObjective(network), chunks, tokenizer.mask_token_id, "cpu", batch_size=16, word_l2r=word_l2r)
+    tokens = pseudo_token_nll(MaskedLMObjective(network), chunks, tokenizer.mask_token_id, "cpu", batch_size=16,
+                              word_l2r=word_l2r)
+    fast = float(tokens.sum()), int((tokens > 0).sum())  # every scored token has a positive NLL
     slow = _reference(network, chunks, tokenizer.mask_token_id, word_l2r)
     assert fast[1] == slow[1] == int((chunks.word_ids >= 0).sum())
     assert fast[0] == pytest.approx(slow[0], rel=1e-5)
@@ -81,8 +83,6 @@ def test_each_token_keeps_its_own_score_for_the_interval(bert_dir, data_root):
     from mlm_adapt.config import DataConfig, ModelConfig
     from mlm_adapt.data import load_split
     from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer
-    from mlm_adapt.pseudolikelihood import pseudo_token_nll
-
     config = ModelConfig(str(bert_dir))
     tokenizer, network = load_tokenizer(config), load_model(config).eval()
     chunks = load_split(DataConfig(data=str(data_root / "docs.txt"), chunk_size=24, eval_size=3), tokenizer, 0, 128).eval

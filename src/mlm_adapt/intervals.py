@@ -13,7 +13,8 @@ import numpy as np
 from mlm_adapt.seeding import Salt, generator
 
 
-def pieces(token_nll: np.ndarray, masked: np.ndarray, documents: np.ndarray | None):
+def pieces(token_nll: np.ndarray, masked: np.ndarray,
+           documents: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """(NLL, masked tokens, document, row) of each run of masked positions that one
     document fills within one row, in row order; ``documents`` None: one piece per row
     (document None). A cluster bootstrap over documents then draws each document's text

@@ -37,19 +37,12 @@ def masked_copies(input_ids: np.ndarray, word_ids: np.ndarray, mask_id: int,
     return inputs, labels
 
 
-def pseudo_nll(objective, chunks: Chunks, mask_id: int, device, batch_size: int = 64,
-               word_l2r: bool = True) -> tuple[float, int]:
-    """Summed negative pseudo-log-likelihood of every scored token of ``chunks``, and their
-    count: ``exp(nll / count)`` is the pseudo-perplexity."""
-    token_nll = pseudo_token_nll(objective, chunks, mask_id, device, batch_size, word_l2r)
-    return float(token_nll.sum()), int((chunks.word_ids >= 0).sum())
-
-
 @torch.inference_mode()
 def pseudo_token_nll(objective, chunks: Chunks, mask_id: int, device, batch_size: int = 64,
                      word_l2r: bool = True) -> np.ndarray:
     """Each scored token's negative pseudo-log-likelihood, shaped as ``chunks.input_ids``
-    (float64, zero at special positions): what intervals resample (``intervals.pieces``)."""
+    (float64, zero at special positions): its sum over the scored count is the log of the
+    pseudo-perplexity; intervals resample it by document (``intervals.pieces``)."""
     objective.eval()
     token_nll = np.zeros(chunks.input_ids.shape, dtype=np.float64)
     pending: list[tuple[np.ndarray, ...]] = []
