@@ -156,3 +156,73 @@ def test_a_chunked_feed_forward_gives_the_same_rows(family, request, full_layer)
         if hasattr(module, "chunk_size_feed_forward"):
             module.chunk_size_feed_forward = 8
     _assert_rows_match_the_full_layer(model, full_layer, seed=4)
+
+
+def _rows_seen(linear) -> list[int]:
+    seen: list[int] = []
+    linear.register_forward_hook(lambda module, args, out: seen.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
+    return seen
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_queries_are_the_predicted_rows_stacked_per_chunk(family, request):
+    """On a CPU the last layer's query projection sees each chunk's predicted rows, padded
+    to the most any chunk has (rounded up to QUERY_BUCKET); keys and values see every position."""
+    model = _model(family, request)
+    attention = last_layer.trimmable(_encoder(model)).attention
+    attention = getattr(attention, "self", attention)  # BERT's self-attention; DistilBERT's is the attention
+    query, key = last_layer._projections(attention)[:2]
+    queries, keys = _rows_seen(query), _rows_seen(key)
+    ids, attention_mask, labels = _batch(model.config.vocab_size, seed=5)
+    with torch.no_grad():
+        masked_lm_nll(model, ids, attention_mask, labels)
+    per_chunk = (labels != -100).sum(dim=1)
+    depth = -(-int(per_chunk.max()) // last_layer.QUERY_BUCKET) * last_layer.QUERY_BUCKET
+    assert queries[-1] == ids.shape[0] * depth < ids.numel()
+    assert keys[-1] == ids.numel()
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_all_position_queries_as_on_an_accelerator(family, request, full_layer, monkeypatch):
+    """Accelerators keep every query (a per-chunk count would sync the host): same rows."""
+    model = _model(family, request)
+    monkeypatch.setattr(last_layer, "queries_on_rows", lambda device: False)
+    attention = last_layer.trimmable(_encoder(model)).attention
+    queries = _rows_seen(last_layer._projections(getattr(attention, "self", attention))[0])
+    _assert_rows_match_the_full_layer(model, full_layer, seed=6)
+    assert queries[0] == 8 * 48
+
+
+def test_rows_in_any_order_give_the_same_outputs(bert_dir):
+    """tail's contract: the rows' outputs in the rows' order, whatever that order is."""
+    model = load_model(ModelConfig(str(bert_dir))).eval()
+    encoder = _encoder(model)
+    layer = last_layer.trimmable(encoder)
+    ids, attention, _ = _batch(model.config.vocab_size, seed=7)
+    with torch.no_grad(), last_layer.skipped(layer) as call:
+        hidden = encoder(input_ids=ids, attention_mask=attention).last_hidden_state
+    rows = torch.tensor([5, 100, 101, 7, 383, 0, 250, 48])
+    shuffled = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        in_order = last_layer.tail(layer, hidden, rows, call)
+        padded = last_layer.tail(layer, hidden, torch.cat([rows[shuffled], torch.zeros(4, dtype=torch.long)]), call, count=8)
+        full = layer(hidden, attention_mask=call["attention_mask"])
+        full = (full[0] if isinstance(full, tuple) else full).reshape(-1, hidden.shape[-1])[rows]
+    torch.testing.assert_close(in_order, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(padded[:8], in_order[shuffled], rtol=1e-5, atol=1e-5)
+    assert padded.shape == (12, hidden.shape[-1])
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_a_batch_with_nothing_masked_and_a_chunk_without_masks(family, request, full_layer):
+    model = _model(family, request)
+    ids, attention, labels = _batch(model.config.vocab_size, seed=8)
+    labels[2] = -100  # a chunk with no query
+    with torch.no_grad():
+        nll, count = masked_lm_nll(model, ids, attention, torch.full_like(labels, -100))
+        assert (nll.item(), count) == (0.0, 0)
+        tail = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
+        full_layer()
+        full = masked_lm_nll(model, ids, attention, labels, per_row=True)[0]
+    torch.testing.assert_close(tail, full, rtol=1e-5, atol=1e-5)
+    assert tail[2] == 0

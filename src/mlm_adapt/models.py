@@ -209,7 +209,7 @@ def masked_lm_nll(
         rows = torch.cat([positions, positions.new_zeros(padded - count)])
         targets = torch.cat([flat_labels[positions], flat_labels.new_full((padded - count,), IGNORE_INDEX)])
         encoder, head = parts
-        logits = head(_hidden_at(encoder, rows, input_ids=input_ids, attention_mask=attention_mask, **extra))
+        logits = head(_hidden_at(encoder, rows, count, input_ids=input_ids, attention_mask=attention_mask, **extra))
         losses = F.cross_entropy(logits.float(), targets, reduction=reduction, ignore_index=IGNORE_INDEX)
     if not (per_row or per_token):
         return losses, count
@@ -218,16 +218,17 @@ def masked_lm_nll(
     return (dense if per_token else dense.sum(dim=1)), count
 
 
-def _hidden_at(encoder, rows: torch.Tensor, **inputs) -> torch.Tensor:
-    """The encoder's last hidden state at the flat positions ``rows``; the last layer's
-    position-wise part runs on those rows only where ``last_layer`` knows its layout."""
+def _hidden_at(encoder, rows: torch.Tensor, count: int, **inputs) -> torch.Tensor:
+    """The encoder's last hidden state at the flat positions ``rows`` (the first ``count``
+    distinct, the rest padding); the last layer's queries and position-wise part run on
+    those rows only where ``last_layer`` knows its layout."""
     layer = last_layer.trimmable(encoder)
     if layer is None or rows.numel() >= inputs["input_ids"].numel():  # bucket padding can exceed a tiny batch
         hidden = encoder(**inputs).last_hidden_state
         return hidden.reshape(-1, hidden.shape[-1])[rows]
     with last_layer.skipped(layer) as call:
         hidden = encoder(**inputs).last_hidden_state  # the last layer's input
-    return last_layer.tail(layer, hidden, rows, call)
+    return last_layer.tail(layer, hidden, rows, call, count)
 
 
 def position_numbering(config) -> tuple[int, int]:
