@@ -67,13 +67,14 @@ def dimensions(config) -> tuple[int, int, int]:
     return config.hidden_size, config.num_hidden_layers, config.intermediate_size
 
 
-def flops_per_sample(config, tokens: int, predicted_share: float) -> float:
+def flops_per_sample(config, tokens: int, predicted_share: float, queries_on_rows: bool = False) -> float:
     """Training FLOPs (3x forward) of one chunk; the vocabulary projection, and the last
-    layer's position-wise part (last_layer: its feed-forward block, and for BERT its output
-    projection), on ``predicted_share`` of it."""
+    layer's output projection and feed-forward block (last_layer), on ``predicted_share``
+    of it; with ``queries_on_rows`` (last_layer.queries_on_rows: CPUs) the last layer's
+    query projection and attention products too."""
     d, layers, ff = dimensions(config)
     per_layer = 2 * tokens * (4 * d * d + 2 * d * ff) + 4 * tokens * tokens * d
-    trimmed = 2 * (2 * d * ff + (0 if config.model_type == "distilbert" else d * d))
+    trimmed = 2 * (2 * d * ff + d * d) + (2 * d * d + 4 * tokens * d if queries_on_rows else 0)
     head = 2 * tokens * predicted_share * (d * d + d * VOCAB)
     return 3 * (layers * per_layer - tokens * (1 - predicted_share) * trimmed + head)
 
@@ -185,7 +186,10 @@ def run_variant(variant: str, shape: str, steps: int, smoke: bool) -> dict:
         result = run_ours(arch, batch, length, steps, smoke, compile_encoder=variant == "mlm-adapt-compile")
     samples = (steps - WARMUP) * batch
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
-    flops = flops_per_sample(model_config(arch, smoke), length, result["predicted_share"])
+    from mlm_adapt.last_layer import queries_on_rows
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    flops = flops_per_sample(model_config(arch, smoke), length, result["predicted_share"], queries_on_rows(device))
     return {"samples_per_second": samples / result["seconds"], "tokens_per_second": samples * length / result["seconds"],
             "achieved_tflops": flops * samples / result["seconds"] / 1e12, "peak_gpu_mb": peak}
 

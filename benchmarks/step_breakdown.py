@@ -13,7 +13,7 @@ compares variants side by side in one process, interleaved:
   masks        cpu_dropout against its previous form (bool mask, randint) and torch's dropout,
                forward + backward, on attention-probability and hidden-state shapes
   packing      forward + backward with --packing's document masks against plain chunks
-  last_layer   whole steps with the last layer's position-wise part on the masked rows only
+  last_layer   whole steps with the last layer's queries and position-wise part on the masked rows only
                (last_layer, the default) against the full layer, in bf16 and fp32
 
 Model and data as in train_throughput.py (DistilBERT shape, 16 x 128, random weights).
@@ -93,8 +93,8 @@ def phases_and_dropout(precision: str, steps: int) -> dict:
 
 
 def last_layer_tail(precision: str, steps: int) -> dict:
-    """Whole steps with the last layer's position-wise part on the masked rows (the default,
-    ``last_layer``) against the full last layer, interleaved in one process."""
+    """Whole steps with the last layer's queries and position-wise part on the masked rows
+    (the default, ``last_layer``) against the full last layer, interleaved in one process."""
     from mlm_adapt import last_layer
     from mlm_adapt.optimizer_step import train_step
 

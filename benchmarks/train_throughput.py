@@ -307,10 +307,10 @@ ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MK
 def flops_per_sample(sparse: bool, mask_rate: float = 0.15) -> float:
     """Training FLOPs of one 128-token DistilBERT-base sample that the variant needs
     (gpu_throughput.flops_per_sample's count): ``sparse`` (mlm-adapt) runs the MLM head and
-    the last layer's feed-forward block on the predicted rows only."""
+    the last layer's queries and position-wise part on the predicted rows only (on a CPU)."""
     from gpu_throughput import flops_per_sample as count, model_config
 
-    return count(model_config("distilbert", smoke=False), CHUNK, mask_rate if sparse else 1.0)
+    return count(model_config("distilbert", smoke=False), CHUNK, mask_rate if sparse else 1.0, queries_on_rows=sparse)
 
 
 def main() -> None:
