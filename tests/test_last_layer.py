@@ -51,12 +51,23 @@ def _assert_rows_match_the_full_layer(model, full_layer, seed: int) -> None:
     torch.testing.assert_close(tail, full, rtol=1e-5, atol=1e-5)
 
 
-def _ffn_rows(layer) -> list[int]:
-    """Rows seen by the layer's last feed-forward projection, per call."""
+def _rows_seen(linear) -> list[int]:
+    """Rows (positions) ``linear`` sees, per call from now on."""
     seen: list[int] = []
-    linear = layer.ffn.lin2 if hasattr(layer, "ffn") else layer.output.dense
     linear.register_forward_hook(lambda module, args, out: seen.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
     return seen
+
+
+def _query_and_key(model):
+    """The last layer's query and key projections."""
+    attention = last_layer.trimmable(_encoder(model)).attention
+    attention = getattr(attention, "self", attention)  # BERT's self-attention; DistilBERT's is the attention
+    return last_layer._projections(attention)[:2]
+
+
+def _ffn_rows(layer) -> list[int]:
+    """Rows seen by the layer's last feed-forward projection, per call."""
+    return _rows_seen(layer.ffn.lin2 if hasattr(layer, "ffn") else layer.output.dense)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -158,20 +169,12 @@ def test_a_chunked_feed_forward_gives_the_same_rows(family, request, full_layer)
     _assert_rows_match_the_full_layer(model, full_layer, seed=4)
 
 
-def _rows_seen(linear) -> list[int]:
-    seen: list[int] = []
-    linear.register_forward_hook(lambda module, args, out: seen.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
-    return seen
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_queries_are_the_predicted_rows_stacked_per_chunk(family, request):
     """On a CPU the last layer's query projection sees each chunk's predicted rows, padded
     to the most any chunk has (rounded up to QUERY_BUCKET); keys and values see every position."""
     model = _model(family, request)
-    attention = last_layer.trimmable(_encoder(model)).attention
-    attention = getattr(attention, "self", attention)  # BERT's self-attention; DistilBERT's is the attention
-    query, key = last_layer._projections(attention)[:2]
+    query, key = _query_and_key(model)
     queries, keys = _rows_seen(query), _rows_seen(key)
     ids, attention_mask, labels = _batch(model.config.vocab_size, seed=5)
     with torch.no_grad():
@@ -187,8 +190,7 @@ def test_all_position_queries_as_on_an_accelerator(family, request, full_layer, 
     """Accelerators keep every query (a per-chunk count would sync the host): same rows."""
     model = _model(family, request)
     monkeypatch.setattr(last_layer, "queries_on_rows", lambda device: False)
-    attention = last_layer.trimmable(_encoder(model)).attention
-    queries = _rows_seen(last_layer._projections(getattr(attention, "self", attention))[0])
+    queries = _rows_seen(_query_and_key(model)[0])
     _assert_rows_match_the_full_layer(model, full_layer, seed=6)
     assert queries[0] == 8 * 48
 
