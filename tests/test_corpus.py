@@ -191,3 +191,59 @@ def test_a_script_based_hub_dataset_is_named_as_such(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", scripted)
     with pytest.raises(MlmAdaptError, match="eli5_category: this Hub dataset is script-based.*hf://datasets/"):
         load_corpus(DataConfig(data="eli5_category"))
+
+
+def _compressed_latin1(path, docs):
+    """``docs`` in Latin-1, written through the compression ``path``'s suffix names."""
+    import bz2
+    import csv
+    import gzip
+    import io
+    import json
+    import lzma
+
+    if ".csv" in path.name:
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([["text"], *[[d] for d in docs]])
+        text = buffer.getvalue()
+    elif ".jsonl" in path.name:
+        text = "".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs)
+    else:
+        text = "\n".join(docs) + "\n"
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[path.suffix]
+    with opener(path, "wb") as fh:
+        fh.write(text.encode("latin-1"))
+    return path
+
+
+@pytest.mark.parametrize("name", ["latin.jsonl.gz", "latin.csv.gz", "latin.txt.bz2", "latin.jsonl.xz"])
+@pytest.mark.parametrize("streaming", [False, True], ids=["in-memory", "streamed"])
+def test_compressed_text_in_another_encoding_is_a_user_error(tmp_path, name, streaming):
+    docs = ["Un café très sympa.", "Naïve résumé, crème brûlée."] * 3
+    path = _compressed_latin1(tmp_path / name, docs)
+    with pytest.raises(MlmAdaptError, match=rf"--data .*{name}: not valid utf-8 text.*--encoding latin-1"):
+        _docs(DataConfig(data=str(path), streaming=streaming))
+    if ".txt" in name:  # datasets reads compressed text files as UTF-8 only: said, not a traceback
+        with pytest.raises(MlmAdaptError, match="compressed .txt files are read as UTF-8 only.*iconv"):
+            _docs(DataConfig(data=str(path), encoding="latin-1", streaming=streaming))
+    else:
+        assert _docs(DataConfig(data=str(path), encoding="latin-1", streaming=streaming)) == docs
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["in-memory", "streamed"])
+def test_a_decoding_error_found_while_reading_is_a_user_error(tmp_path, monkeypatch, streaming):
+    # What a remote file (hf://...json.gz) meets: no check before datasets reads it.
+    from mlm_adapt import corpus
+
+    monkeypatch.setattr(corpus, "_check_readable_text", lambda *args: None)
+    path = _compressed_latin1(tmp_path / "latin.jsonl.gz", ["Un café très sympa."] * 4)
+    with pytest.raises(MlmAdaptError, match="not valid utf-8 text; pass --encoding"):
+        _docs(DataConfig(data=str(path), streaming=streaming))
+
+
+def test_evaluate_on_compressed_latin1_exits_2_with_one_error_line(tmp_path, bert_dir, capsys):
+    from conftest import run_main
+
+    path = _compressed_latin1(tmp_path / "latin.jsonl.gz", ["Un café très sympa, the film was good."] * 40)
+    code, _, err = run_main(capsys, "evaluate", "--model", str(bert_dir), "--data", str(path), "--chunk-size", "16")
+    assert code == 2 and err.strip().startswith("error: --data") and "--encoding" in err and "Traceback" not in err

@@ -54,31 +54,53 @@ def fake_hub(monkeypatch):
     return FakeApi
 
 
-def test_offline_mode_is_named(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+@pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", "on"])
+def test_offline_mode_is_named(monkeypatch, value):
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
     with pytest.raises(MlmAdaptError, match="offline mode is on"):
         hub.check_access("me/adapted")
 
 
-def test_not_logged_in_says_how_to_log_in(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_TOKEN", "")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no saved token here
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: fails at once, no network
-    with pytest.raises(MlmAdaptError, match="not logged in.*hf auth login") as info:
-        hub.check_access("me/adapted")
-    assert "hf_" not in str(info.value)
+@pytest.mark.parametrize("value", ["true", "yes", "ON"])
+def test_offline_mode_is_named_when_a_model_or_dataset_cannot_be_loaded(monkeypatch, value):
+    from mlm_adapt.config import DataConfig, ModelConfig
+    from mlm_adapt.corpus import load_corpus
+    from mlm_adapt.models import load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    with pytest.raises(MlmAdaptError, match="offline mode is on"):
+        load_tokenizer(ModelConfig("no-such-user/no-such-model"))
+    with pytest.raises(MlmAdaptError, match="offline mode is on"):
+        load_corpus(DataConfig(data="no-such-user/no-such-dataset"))
 
 
-def test_unreachable_hub_is_a_network_error_not_a_login_error(monkeypatch, tmp_path):
+def _check_access_in_a_fresh_process(tmp_path, **env: str) -> str:
+    """``hub.check_access`` where huggingface_hub reads ``env`` at import, as a user's
+    process does (it freezes HF_HUB_OFFLINE then: setting it in this process changes nothing)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from mlm_adapt import hub\n"
+            "try:\n    hub.check_access('me/adapted')\nexcept Exception as exc:\n    print(type(exc).__name__, exc)")
+    environ = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9", **env}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=environ)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_not_logged_in_says_how_to_log_in(tmp_path):
+    out = _check_access_in_a_fresh_process(tmp_path, HF_TOKEN="")  # no saved token in HF_HOME
+    assert out.startswith("MlmAdaptError") and "not logged in" in out and "hf auth login" in out, out
+
+
+def test_unreachable_hub_is_a_network_error_not_a_login_error(tmp_path):
+    # Offline mode off in the process itself, so the client really connects to a dead port.
     secret = "hf_NotARealTokenButSecret123"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_TOKEN", secret)
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    with pytest.raises(MlmAdaptError, match="cannot reach the Hub.*network") as info:
-        hub.check_access("me/adapted")
-    assert secret not in str(info.value) and "not logged in" not in str(info.value)
+    out = _check_access_in_a_fresh_process(tmp_path, HF_TOKEN=secret)
+    assert out.startswith("MlmAdaptError") and "cannot reach the Hub" in out and "network" in out, out
+    assert "OfflineModeIsEnabled" not in out and "offline" not in out  # the real connection error, named
+    assert secret not in out and "not logged in" not in out
 
 
 def test_rejected_token(fake_hub, monkeypatch):

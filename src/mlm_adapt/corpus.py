@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +21,7 @@ import datasets
 
 from mlm_adapt.config import DataConfig
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.hub import offline_mode
 
 BUILDERS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 # datasets decompresses these on the fly (docs.jsonl.gz reads as docs.jsonl).
@@ -42,10 +43,13 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    encoding: str = "utf-8"
+
     def batches(self, batch_size: int = 1_000) -> Iterator[list[str]]:
         """Documents in order, a batch at a time; list values joined by a space (seed 001)."""
-        for batch in self.dataset.select_columns([_head(self.dataset, self.column)]).iter(batch_size=batch_size):
-            yield column_texts(batch, self.column)
+        with decoded(self.source, self.encoding):
+            for batch in self.dataset.select_columns([_head(self.dataset, self.column)]).iter(batch_size=batch_size):
+                yield column_texts(batch, self.column)
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,28 @@ class StreamedCorpus:
     column: str
     source: str
 
+    encoding: str = "utf-8"
+
     def batches(self, batch_size: int = 1_000) -> Iterator[list[str]]:
-        for batch in self.dataset.iter(batch_size=batch_size):
-            yield column_texts(batch, self.column)
+        with decoded(self.source, self.encoding):
+            for batch in self.dataset.iter(batch_size=batch_size):
+                yield column_texts(batch, self.column)
+
+
+@contextmanager
+def decoded(source: str, encoding: str) -> Iterator[None]:
+    """Text that is not in ``--encoding`` found while reading (a remote or compressed file
+    that could not be checked in advance) is the user's error, not a traceback. datasets
+    wraps it in its own error type while generating a dataset: the cause is looked for."""
+    try:
+        yield
+    except Exception as exc:
+        cause = exc
+        while cause is not None and not isinstance(cause, UnicodeDecodeError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise encoding_error(source, encoding) from None
 
 
 def column_texts(batch: dict[str, list], column: str) -> list[str]:
@@ -116,10 +139,11 @@ def load_corpus(config: DataConfig) -> Corpus | StreamedCorpus:
     else:
         dataset = _load_hub(config)
     if config.streaming:
-        return StreamedCorpus(dataset, config.text_column, config.data)
-    corpus = Corpus(dataset, config.text_column, config.data)
+        return StreamedCorpus(dataset, config.text_column, config.data, config.encoding)
+    corpus = Corpus(dataset, config.text_column, config.data, config.encoding)
     if len(dataset):  # a path that does not resolve fails now, not after a long tokenization
-        column_texts(dataset.select_columns([_head(dataset, config.text_column)])[:1], config.text_column)
+        with decoded(config.data, config.encoding):
+            column_texts(dataset.select_columns([_head(dataset, config.text_column)])[:1], config.text_column)
     return corpus
 
 
@@ -142,12 +166,17 @@ def _compressed(name: str) -> bool:
     return name.lower().endswith(COMPRESSIONS)
 
 
-def _builder_for(name: str) -> str | None:
-    """The datasets builder for a file name, looking through a compression suffix."""
+def _builder_suffix(name: str) -> str:
+    """A file name's format suffix, looking through a compression suffix (.jsonl for docs.jsonl.gz)."""
     lower = name.lower()
     for suffix in COMPRESSIONS:
         lower = lower.removesuffix(suffix)
-    return BUILDERS.get(Path(lower).suffix)
+    return Path(lower).suffix
+
+
+def _builder_for(name: str) -> str | None:
+    """The datasets builder for a file name, looking through a compression suffix."""
+    return BUILDERS.get(_builder_suffix(name))
 
 
 def _text_options(builder: str, encoding: str) -> dict:
@@ -165,7 +194,8 @@ def _load_remote(config: DataConfig) -> datasets.Dataset | datasets.IterableData
         known = ", ".join(sorted(BUILDERS))
         raise MlmAdaptError(f"--data {config.data}: a data file URL must end in one of {known} (optionally .gz, .bz2, .xz, .zst)")
     try:
-        return _load(config, builder, data_files=[config.data], **_text_options(builder, config.encoding))
+        with decoded(config.data, config.encoding):
+            return _load(config, builder, data_files=[config.data], **_text_options(builder, config.encoding))
     except MlmAdaptError:
         raise
     except Exception as exc:  # network, HTTP and parser errors of many types
@@ -185,10 +215,16 @@ def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
             raise MlmAdaptError(f"--data {path}: unknown file type {path.suffix!r}; use one of {known} or a directory")
         files, kwargs = [str(path)], _text_options(builder, config.encoding)
     for file in files:
-        if not _compressed(file):  # a compressed file's text is checked by datasets as it reads
-            _check_readable_text(Path(file), config.encoding, builder)
+        _check_readable_text(Path(file), config.encoding, builder)
+        if builder == "text" and _compressed(file) and codecs.lookup(config.encoding).name != "utf-8":
+            # datasets 4-5's text builder opens a compressed file as UTF-8 whatever its
+            # encoding option says (its JSON and CSV builders honour it).
+            raise MlmAdaptError(f"--data {file}: compressed .txt files are read as UTF-8 only (a limitation of the "
+                                f"datasets library), not {config.encoding}; decompress the file, or convert it to "
+                                f"UTF-8 (iconv -f {config.encoding} -t utf-8)")
     try:
-        return _load(config, builder, data_files=files, **kwargs)
+        with decoded(str(path), config.encoding):
+            return _load(config, builder, data_files=files, **kwargs)
     except MlmAdaptError:
         raise
     except (ValueError, KeyError) as exc:
@@ -218,31 +254,50 @@ def _load(config: DataConfig, *args, **kwargs) -> datasets.Dataset | datasets.It
 
 
 def _check_readable_text(path: Path, encoding: str, builder: str) -> None:
-    """Refuse unreadable, binary or wrongly encoded files before ``datasets`` sees them."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(_SNIFF_BYTES)
-    except OSError as exc:
-        raise MlmAdaptError(f"--data {path}: cannot read the file ({exc.strerror})") from None
-    if path.suffix.lower() not in _TEXT_LIKE:
+    """Refuse unreadable, binary or wrongly encoded files before ``datasets`` sees them; a
+    compressed file (``docs.jsonl.gz``) is checked as the text it decompresses to."""
+    if _builder_suffix(path.name) not in _TEXT_LIKE:
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            raise MlmAdaptError(f"--data {path}: cannot read the file ({exc.strerror})") from None
         return
-    if b"\x00" in head and not encoding.lower().startswith("utf-16"):
-        raise MlmAdaptError(f"--data {path}: this looks like binary data, not text (it holds NUL bytes)")
     try:
         decoder = codecs.getincrementaldecoder(encoding)()
     except LookupError:
         raise MlmAdaptError(f"--encoding {encoding!r} is not a known text encoding") from None
     offset = 0
-    with path.open("rb") as fh:  # one block at a time: never the whole file in memory
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as exc:
-                raise MlmAdaptError(
-                    f"--data {path}: not valid {encoding} text (byte {offset + exc.start}); "
-                    "pass --encoding with the file's encoding, e.g. --encoding latin-1"
-                ) from None
-            offset += len(block)
+    try:
+        with _open_decompressed(path) as fh:  # one block at a time: never the whole file in memory
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                if offset == 0 and b"\x00" in block[:_SNIFF_BYTES] and not encoding.lower().startswith("utf-16"):
+                    raise MlmAdaptError(f"--data {path}: this looks like binary data, not text (it holds NUL bytes)")
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    raise encoding_error(str(path), encoding, offset + exc.start) from None
+                offset += len(block)
+    except (OSError, EOFError) as exc:  # unreadable, or a corrupt archive (gzip raises BadGzipFile, an OSError)
+        raise MlmAdaptError(f"--data {path}: cannot read the file ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _open_decompressed(path: Path):
+    """``path`` opened for reading bytes, through its compression (gzip, bz2, xz, zstd)."""
+    if not _compressed(path.name):
+        return path.open("rb")
+    import fsspec
+
+    try:
+        return fsspec.open(str(path), "rb", compression="infer").open()
+    except ValueError as exc:  # no decompressor installed (zstandard for .zst)
+        raise MlmAdaptError(f"--data {path}: cannot decompress ({exc})") from None
+
+
+def encoding_error(source: str, encoding: str, offset: int | None = None) -> MlmAdaptError:
+    """The one message for text that is not in ``--encoding``."""
+    where = f" (byte {offset}{' of the decompressed text' if _compressed(source) else ''})" if offset is not None else ""
+    return MlmAdaptError(f"--data {source}: not valid {encoding} text{where}; pass --encoding with the file's "
+                         "encoding, e.g. --encoding latin-1")
 
 
 def _diagnose(path: Path, builder: str, exc: Exception) -> MlmAdaptError:
@@ -272,7 +327,7 @@ def _load_hub(config: DataConfig) -> datasets.Dataset:
 
 
 def _hub_error(config: DataConfig, exc: Exception) -> MlmAdaptError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    offline = offline_mode("HF_DATASETS_OFFLINE")
     text = f"{type(exc).__name__}: {exc}".splitlines()[0]
     if "scripts are no longer supported" in text:
         return MlmAdaptError(
@@ -282,7 +337,7 @@ def _hub_error(config: DataConfig, exc: Exception) -> MlmAdaptError:
         )
     if "split" in text.lower() and "unknown" in text.lower():
         return MlmAdaptError(f"--split {config.split!r} is not a split of {config.data}: {text}")
-    where = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the Hub may be unreachable or the id wrong"
+    where = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the Hub may be unreachable or the id wrong"
     return MlmAdaptError(
         f"--data {config.data}: could not load this dataset ({where}; {text}). "
         "Check the id, or work offline with a local .txt/.jsonl/.csv/.parquet file or directory."

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mlm_adapt.disclosure import redact
 from mlm_adapt.errors import MlmAdaptError
 
 # What stays local: checkpoints (optimizer state, large) and mlm-adapt's bookkeeping.
@@ -20,8 +21,15 @@ IGNORE = ["checkpoints/*", ".mlm-adapt-manifest.json", ".staging-*", "logs/*"]
 TEXT_SUFFIXES = {".json", ".yaml", ".yml", ".md", ".html", ".txt"}
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE") == "1"
+def offline_mode(*library_variables: str) -> bool:
+    """Whether offline mode is on, read as huggingface_hub reads it (``1``, ``true``, ``yes``,
+    ``on``, any case) from ``HF_HUB_OFFLINE`` and the calling library's own variables
+    (``HF_DATASETS_OFFLINE``, ``TRANSFORMERS_OFFLINE``). Read now, not at import: the
+    libraries freeze theirs when first imported, which is when this process started."""
+    from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
+
+    names = ("HF_HUB_OFFLINE", *library_variables)
+    return any((os.environ.get(name) or "").upper() in ENV_VARS_TRUE_VALUES for name in names)
 
 
 def check_access(repo_id: str) -> str:
@@ -29,8 +37,8 @@ def check_access(repo_id: str) -> str:
     login that cannot write to ``repo_id``'s namespace. Returns the user name."""
     if "/" in repo_id.strip("/") and len(repo_id.split("/")) != 2:
         raise MlmAdaptError(f"--push-to-hub {repo_id!r} is not a repo id like 'user/name'")
-    if _offline():
-        raise MlmAdaptError("--push-to-hub needs the Hub, but offline mode is on (HF_HUB_OFFLINE=1)")
+    if offline_mode():
+        raise MlmAdaptError(f"--push-to-hub needs the Hub, but offline mode is on (HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']})")
     from huggingface_hub import HfApi
 
     try:
@@ -83,15 +91,15 @@ def _check_write_access(info: dict, namespace: str) -> None:
 def push_folder(output: Path, repo_id: str, private: bool, local_paths: tuple[str, ...] = ()) -> str:
     """Create (or reuse) ``repo_id`` and upload the model folder; returns the commit URL.
 
-    What is uploaded is a copy in which every one of ``local_paths`` (the model, data and
-    output folders of the run) that exists here is written as its name alone: the
-    config, metrics and report name them in full for local use, and a Hub repo must not
-    publish ``/home/USER/...``."""
+    What is uploaded is a copy in which every one of ``local_paths`` (``disclosure.local_paths``
+    of the run's options and output folder) is written as its name alone: config.yaml and
+    metrics.json name them in full for local use, and a Hub repo must not publish
+    ``/home/USER/...``."""
     from huggingface_hub import HfApi
 
     api = HfApi()
     with tempfile.TemporaryDirectory(prefix=".push-", dir=Path(output).parent) as staging:
-        _stage_public_copy(Path(output), Path(staging), _redactions(local_paths))
+        _stage_public_copy(Path(output), Path(staging), local_paths)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             info = api.upload_folder(folder_path=staging, repo_id=repo_id, ignore_patterns=IGNORE,
@@ -101,19 +109,7 @@ def push_folder(output: Path, repo_id: str, private: bool, local_paths: tuple[st
     return str(getattr(info, "commit_url", info))
 
 
-def _redactions(local_paths: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(full path, name) pairs, longest first so a file's path goes before its folder's."""
-    pairs = {}
-    for spec in local_paths:
-        path = Path(spec).expanduser()
-        if path.exists():
-            for form in {str(spec), str(path), str(path.resolve())}:
-                if form not in (".", "/"):
-                    pairs[form] = path.resolve().name
-    return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
-
-
-def _stage_public_copy(output: Path, staging: Path, redactions: list[tuple[str, str]]) -> None:
+def _stage_public_copy(output: Path, staging: Path, local_paths: tuple[str, ...]) -> None:
     """The files ``IGNORE`` does not name: text copied with paths redacted, the rest
     hard-linked (or copied). Checkpoints are not staged only to be skipped by the upload."""
     for source in output.rglob("*"):
@@ -123,10 +119,7 @@ def _stage_public_copy(output: Path, staging: Path, redactions: list[tuple[str, 
         target = staging / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.suffix in TEXT_SUFFIXES:
-            text = source.read_text(encoding="utf-8")
-            for full, name in redactions:
-                text = text.replace(full, name)
-            target.write_text(text, encoding="utf-8")
+            target.write_text(redact(source.read_text(encoding="utf-8"), local_paths), encoding="utf-8")
         else:
             try:
                 os.link(source, target)

@@ -12,11 +12,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-
-def public_name(spec: str) -> str:
-    """A Hub id as it is; a local file or folder by its name alone (a card is for publishing)."""
-    path = Path(spec).expanduser()
-    return path.resolve().name if path.exists() else spec
+from mlm_adapt.disclosure import public_name
 
 
 def model_card(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) -> str:

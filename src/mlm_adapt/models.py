@@ -13,7 +13,6 @@ the model's full forward.
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,6 +25,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 from mlm_adapt import cpu_dropout, last_layer
 from mlm_adapt.config import ModelConfig
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.hub import offline_mode
 from mlm_adapt.masking import IGNORE_INDEX
 from mlm_adapt.packing import document_attention_mask, document_position_ids, padding_attention_mask
 from mlm_adapt.runtime import has_accelerator_device
@@ -57,8 +57,7 @@ def quiet_transformers() -> Iterator[None]:
 def _hub_hint(name: str, exc: Exception) -> str:
     if Path(name).expanduser().exists():
         return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
-    why = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the Hub may be unreachable or the id wrong"
+    why = "offline mode is on (HF_HUB_OFFLINE)" if offline_mode("TRANSFORMERS_OFFLINE") else "the Hub may be unreachable or the id wrong"
     return f"{why}; check the id, or pass a local directory saved with save_pretrained"
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from mlm_adapt.chunking import NO_WORD, Chunks
+from mlm_adapt.disclosure import local_paths, public_options, redact
 from mlm_adapt.model_card import model_card, task_probe_intro, task_probe_rows, verdict, with_interval_text
 from mlm_adapt.seeding import Salt, generator
 
@@ -166,11 +167,15 @@ def probe_predictions(config, trained_model, tokenizer, eval_chunks: Chunks, top
 
 
 def write_run_report(folder: Path, config, metrics: dict[str, Any], trained_model, tokenizer, eval_chunks: Chunks) -> None:
-    """Model card, curves and HTML report of a finished run, into ``folder``."""
+    """Model card, curves and HTML report of a finished run, into ``folder``. Both are for
+    sharing (a user may upload the folder by hand): no local path appears in either."""
     from mlm_adapt.options import to_options
 
     probes = probe_predictions(config, trained_model, tokenizer, eval_chunks)
     png = curves_png(metrics)
+    options = to_options(config)
+    local = local_paths(options, metrics)
     (folder / "training_curves.png").write_bytes(png)
-    (folder / "README.md").write_text(model_card(config, metrics, probes), encoding="utf-8")
-    (folder / "report.html").write_text(report_html(to_options(config), metrics, probes, png), encoding="utf-8")
+    (folder / "README.md").write_text(redact(model_card(config, metrics, probes), local), encoding="utf-8")
+    page = report_html(public_options(options), metrics, probes, png)
+    (folder / "report.html").write_text(redact(page, local), encoding="utf-8")

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mlm_adapt import artifacts, checkpoints, hub, options as flat_options, probing, reporting, vocabulary
+from mlm_adapt import artifacts, checkpoints, disclosure, hub, options as flat_options, probing, reporting, vocabulary
 from mlm_adapt.config import TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import Prepared, before_after, evaluate_sets, evaluation_record, prepare
@@ -234,7 +234,7 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
 
     artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights)
     if config.push_to_hub:
-        local = tuple(p for p in (config.model.model, config.data.data, config.general_data, str(output)) if p)
+        local = tuple(disclosure.local_paths(flat_options.to_options(config), str(output)))
         log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private, local))
 
 
