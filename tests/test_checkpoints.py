@@ -163,3 +163,92 @@ def test_nan_loss_stops_naming_the_step(bert_dir, data_root, tmp_path, monkeypat
     monkeypatch.setattr(models, "masked_lm_nll", poisoned)
     with pytest.raises(MlmAdaptError, match=r"loss became nan at step 3; the last good checkpoint is .*step-2"):
         train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=6, save_steps=2))
+
+
+def test_overwrite_leaves_no_checkpoint_of_the_earlier_run(bert_dir, data_root, tmp_path):
+    out = tmp_path / "o"
+    train(train_config(bert_dir, data_root / "docs.txt", out, max_steps=9, save_steps=2, keep_checkpoints=2))
+    assert [p.name for p in checkpoints.complete_checkpoints(out)] == ["step-6", "step-8"]
+    (out / "checkpoints" / ".tmp-step-9").mkdir()  # and a half-written one
+    # Run B writes step-3 and ends at step 4 (as if interrupted after its checkpoint).
+    train(train_config(bert_dir, data_root / "docs.txt", out, max_steps=4, save_steps=3, keep_checkpoints=2,
+                       overwrite=True, lr=2e-3))
+    assert [p.name for p in checkpoints.complete_checkpoints(out)] == ["step-3"]
+    assert not (out / "checkpoints" / ".tmp-step-9").exists()
+    saved = json.loads((out / "checkpoints" / "step-3" / checkpoints.STATE_FILE).read_text())
+    assert saved["options"]["lr"] == 2e-3  # run B's own
+
+
+def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
+    from accelerate import Accelerator
+
+    out = tmp_path / "o"
+    for step in (6, 8):  # higher step numbers than the new run's (not of this run)
+        folder = checkpoints.checkpoint_root(out) / f"step-{step}"
+        folder.mkdir(parents=True)
+        (folder / checkpoints.STATE_FILE).write_text("{}")
+    written = checkpoints.save_checkpoint(Accelerator(cpu=True), out, {"step": 3}, keep=2)
+    assert written.name == "step-3" and written in checkpoints.complete_checkpoints(out)
+    assert len(checkpoints.complete_checkpoints(out)) == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 700 KB tmpfs: room for one checkpoint of the tiny BERT, not two (needs root)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_checkpointing_is_an_error_line_and_resume_continues(small_disk, bert_dir, data_root):
+    out = small_disk / "o"
+    command = [sys.executable, "-m", "mlm_adapt", "train", "--model", str(bert_dir), "--data", str(data_root / "docs.txt"),
+               "--output", str(out), "--chunk-size", "48", "--eval-size", "20", "--train-size", "200", "--batch-size", "16",
+               "--max-steps", "12", "--save-steps", "2", "--keep-checkpoints", "10", "--precision", "fp32"]
+    full = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 2, full.stderr[-2000:]
+    error = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "no space left on device while saving checkpoint step-" in error[0], full.stderr[-2000:]
+    assert "--resume" in error[0] and "Traceback" not in full.stderr
+    assert not list((out / "checkpoints").glob(".tmp-*"))  # the partial folder does not go on filling the disk
+    kept = checkpoints.complete_checkpoints(out)
+    assert kept and json.loads((kept[-1] / checkpoints.STATE_FILE).read_text())["step"] == int(kept[-1].name[5:])
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from {kept[-1]}" in resumed.stderr
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 12
+
+
+def test_a_full_disk_while_saving_the_final_model_is_an_error_line(bert_dir, data_root, tmp_path, monkeypatch):
+    import errno
+
+    from mlm_adapt import reporting
+
+    def full(folder, *args, **kwargs):
+        (folder / "report.html").write_text("partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reporting, "write_run_report", full)
+    out = tmp_path / "o"
+    with pytest.raises(MlmAdaptError, match=r"no space left on device while saving the final model .*--resume.*step-2"):
+        train(train_config(bert_dir, data_root / "docs.txt", out, max_steps=3, save_steps=2))
+    assert not list(out.glob(".staging-*")) and not (out / "metrics.json").exists()
+    assert [p.name for p in checkpoints.complete_checkpoints(out)] == ["step-2"]
+
+
+def test_a_failure_that_is_not_a_full_disk_keeps_its_traceback(tmp_path):
+    from accelerate import Accelerator
+
+    class Broken(Accelerator):
+        def save_state(self, *args, **kwargs):
+            raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        checkpoints.save_checkpoint(Broken(cpu=True), tmp_path / "o", {"step": 1}, keep=2)
+    assert not list(checkpoints.checkpoint_root(tmp_path / "o").glob(".tmp-*"))

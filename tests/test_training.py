@@ -198,3 +198,18 @@ def test_a_packed_run_is_reproduced_by_evaluate_with_packing_only(bert_dir, data
     # A tiny random model reads little context, so the numbers differ only slightly, but they
     # differ: the flag reaches evaluation (test_models shows what it blocks).
     assert evaluate(unpacked).perplexity != metrics["perplexity_after"]
+
+
+def test_the_model_is_saved_before_the_task_probe_runs(bert_dir, data_root, tmp_path, monkeypatch):
+    # A probe that fails (a GPU quirk, a bad label file found late) must not lose the training.
+    from mlm_adapt import probing
+
+    def failing(*args, **kwargs):
+        assert (tmp_path / "o" / "model.safetensors").is_file() and (tmp_path / "o" / "metrics.json").is_file()
+        raise RuntimeError("the probe failed")
+
+    monkeypatch.setattr(probing, "probe", failing)
+    with pytest.raises(RuntimeError, match="the probe failed"):
+        train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=2,
+                           task_data=str(data_root / "reviews.csv"), task_text_column="review"))
+    assert "task_probe" not in json.loads((tmp_path / "o" / "metrics.json").read_text())

@@ -10,6 +10,7 @@ the user keeps there.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -41,6 +42,29 @@ def prepare_output(output: Path, overwrite: bool) -> Path:
     return output
 
 
+# Free bytes below which a failed write is taken for a full disk: torch's zip writer reports
+# a short write as "[enforce fail at inline_container.cc] unexpected pos", with no errno.
+LOW_SPACE_BYTES = 16 << 20
+
+
+def out_of_space(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc``, raised while writing into ``folder``, means the disk (or quota) is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if "No space left" in str(exc) or "StorageFull" in str(exc):  # safetensors' Rust error text
+        return True
+    try:
+        return shutil.disk_usage(folder).free < LOW_SPACE_BYTES
+    except OSError:
+        return False
+
+
+def space_error(what: str, folder: Path, after: str) -> MlmAdaptError:
+    """The one message for a save that ran out of space: what, where, and what to do."""
+    return MlmAdaptError(f"no space left on device while saving {what} in {folder}; the partial files were removed. "
+                         f"{after}")
+
+
 def _json_ready(value: Any) -> Any:
     """JSON has no inf/nan: write them as strings a reader can still parse with float()."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -69,27 +93,54 @@ def read_manifest(output: Path) -> list[str]:
         return []
 
 
-def save_final(output: Path, model, tokenizer, metrics: dict[str, Any], write_extra=None, weights=None) -> list[str]:
+def save_final(output: Path, model, tokenizer, metrics: dict[str, Any], write_extra=None, weights=None,
+               resume_hint: str | None = None) -> list[str]:
     """Save model (safetensors), tokenizer, ``metrics.json`` (+ files from ``write_extra(folder)``).
 
-    ``weights`` replaces the model's own state dict (one gathered from a sharded model)."""
-    output = Path(output)
-    staging = Path(tempfile.mkdtemp(dir=output, prefix=".staging-"))
-    try:
+    ``weights`` replaces the model's own state dict (one gathered from a sharded model). A
+    full disk is a user error (``resume_hint`` says what to do), its staging folder removed."""
+    def write(staging: Path) -> None:
         with quiet_transformers():
             model.save_pretrained(staging, state_dict=weights)  # safetensors is the only format transformers 5 writes
             tokenizer.save_pretrained(staging)
+
+    return _publish(output, metrics, write, write_extra, replace_all=True,
+                    what="the final model and its reports", after=resume_hint or "Free some space and run again.")
+
+
+def save_reports(output: Path, metrics: dict[str, Any], write_extra=None) -> list[str]:
+    """Rewrite ``metrics.json`` and the files of ``write_extra(folder)`` next to a saved model,
+    the same way (staged, renamed, metrics.json last), keeping the model's files."""
+    return _publish(output, metrics, lambda staging: None, write_extra, replace_all=False,
+                    what="the reports", after="The model is saved; free some space and run again for the reports.")
+
+
+def _publish(output: Path, metrics: dict[str, Any], write, write_extra, *, replace_all: bool, what: str,
+             after: str) -> list[str]:
+    """Write into a staging folder, then move each file into place (``metrics.json`` last). With
+    ``replace_all``, files of the manifest that were not written again are removed."""
+    output = Path(output)
+    staging = Path(tempfile.mkdtemp(dir=output, prefix=".staging-"))
+    try:
+        write(staging)
         if write_extra is not None:
             write_extra(staging)
         write_json(staging / METRICS, metrics)
         written = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-        for stale in set(read_manifest(output)) - set(written):
-            (output / stale).unlink(missing_ok=True)
+        previous = set(read_manifest(output))
+        if replace_all:
+            for stale in previous - set(written):
+                (output / stale).unlink(missing_ok=True)
         for name in sorted(written, key=lambda n: n == METRICS):  # metrics.json last: it marks completion
             target = output / name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, target)
-        write_json(output / MANIFEST, {"files": written})
+        listed = sorted(set(written) if replace_all else previous | set(written))
+        write_json(output / MANIFEST, {"files": listed})
         return written
+    except (OSError, RuntimeError) as exc:
+        if not out_of_space(exc, output):
+            raise
+        raise space_error(what, output, after) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mlm_adapt.artifacts import write_json
+from mlm_adapt.artifacts import out_of_space, space_error, write_json
 from mlm_adapt.errors import MlmAdaptError
 
 STATE_FILE = "trainer_state.json"
@@ -53,16 +53,41 @@ def save_checkpoint(accelerator, output: Path, state: dict[str, Any], keep: int 
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()  # every process's random states are in before the rename
+        if accelerator.is_main_process:
+            write_json(tmp / STATE_FILE, state)  # last: marks the folder complete
+    except (OSError, RuntimeError) as exc:
+        full = out_of_space(exc, root)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not full:
+            raise
+        kept = complete_checkpoints(output)
+        after = (f"Earlier checkpoints are intact: free some space, then run the same command with --resume to "
+                 f"continue from {kept[-1].name}." if kept else "Free some space and run again.")
+        raise space_error(f"checkpoint {final.name}", root, after) from None
     if accelerator.is_main_process:
-        write_json(tmp / STATE_FILE, state)  # last: marks the folder complete
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         if keep is not None:
-            for old in complete_checkpoints(output)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+            _prune(output, keep, final)
     accelerator.wait_for_everyone()
     return final
+
+
+def _prune(output: Path, keep: int, newest: Path) -> None:
+    """Delete the oldest complete checkpoints beyond ``keep``; ``newest``, the one just
+    written, stays whatever step numbers the others have."""
+    others = [p for p in complete_checkpoints(output) if p != newest]
+    for old in others[: max(0, len(others) + 1 - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def clear(output: Path) -> None:
+    """Remove every checkpoint of an earlier run in ``output`` (``--overwrite``), complete or
+    half-written, so that nothing of it can be resumed or outrank the new run's."""
+    shutil.rmtree(checkpoint_root(output), ignore_errors=True)
 
 
 def load_checkpoint(accelerator, path: Path) -> dict[str, Any]:

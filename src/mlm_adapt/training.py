@@ -89,7 +89,10 @@ def _prepare_output(config: TrainConfig):
         if not checkpoints.complete_checkpoints(config.output):
             raise MlmAdaptError(f"--resume: no complete checkpoint in {checkpoints.checkpoint_root(config.output)}")
         return config.output
-    return artifacts.prepare_output(config.output, config.overwrite)
+    output = artifacts.prepare_output(config.output, config.overwrite)
+    if config.overwrite:
+        checkpoints.clear(output)
+    return output
 
 
 def _start_or_resume(config, accelerator, objective, prepared: Prepared) -> RunState:
@@ -223,16 +226,21 @@ def _log_to_trackers(accelerator, state: RunState, seen: tuple[int, int]) -> Non
 
 
 def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: Prepared, metrics: dict[str, Any]) -> None:
-    task = config.task_probe_config()
-    if task is not None:  # before saving: metrics.json, the report and the card carry it
-        log.info("probing the task in %s: base model vs adapted model, %d seeds ...", task.data.data, task.seeds)
-        metrics["task_probe"] = {"data": task.data.data, **probing.probe(task, loaded={str(config.output): (model, prepared.tokenizer)})}
-
+    """Save the model first, then run the extras (task probe, push): a failing extra never
+    loses the training. The probe's scores then join metrics.json, the report and the card."""
     def extras(folder) -> None:
         flat_options.write_yaml(config, folder / "config.yaml")
         reporting.write_run_report(folder, config, metrics, model, prepared.tokenizer, prepared.data.eval)
 
-    artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights)
+    kept = checkpoints.complete_checkpoints(config.output)
+    hint = (f"Free some space, then run the same command with --resume: it continues from {kept[-1].name}."
+            if kept else None)
+    artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights, resume_hint=hint)
+    task = config.task_probe_config()
+    if task is not None:
+        log.info("probing the task in %s: base model vs adapted model, %d seeds ...", task.data.data, task.seeds)
+        metrics["task_probe"] = {"data": task.data.data, **probing.probe(task, loaded={str(config.output): (model, prepared.tokenizer)})}
+        artifacts.save_reports(output, metrics, write_extra=extras)
     if config.push_to_hub:
         local = tuple(disclosure.local_paths(flat_options.to_options(config), str(output)))
         log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private, local))
