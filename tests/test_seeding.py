@@ -46,3 +46,45 @@ def test_hypothesis_draws_fixed_examples_in_ci():
     import os
 
     assert settings().derandomize == bool(os.environ.get("CI"))
+
+
+def test_each_call_site_draws_its_own_stream(bert_dir, data_root, tmp_path, monkeypatch):
+    """The streams the package really draws, recorded at their call sites during real runs:
+    distinct salt values mean nothing if two call sites pass the same one (the evaluation
+    masks were once drawn with the evaluation-rows salt)."""
+    import sys
+
+    from mlm_adapt import probing
+    from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
+    from mlm_adapt.training import train
+    from conftest import train_config
+
+    drawn: set[tuple[str, Salt]] = set()
+
+    def recording(seed, salt, *indices):
+        drawn.add((sys._getframe(1).f_code.co_name, Salt(salt)))
+        return generator(seed, salt, *indices)
+
+    import mlm_adapt.batching, mlm_adapt.chunk_stream, mlm_adapt.data, mlm_adapt.evaluation  # noqa: E401,F401
+    import mlm_adapt.finetuning, mlm_adapt.reporting  # noqa: E401,F401
+    for name, module in list(sys.modules.items()):
+        if name.startswith("mlm_adapt.") and name != "mlm_adapt.seeding" and getattr(module, "generator", None) is generator:
+            monkeypatch.setattr(module, "generator", recording)
+    reviews = str(data_root / "reviews.csv")
+    train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "a", max_steps=2, train_size=60, eval_size=20,
+                       general_data=reviews, general_text_column="review", replay_ratio=0.2,
+                       task_data=reviews, task_text_column="review"))
+    train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "b", max_steps=2, streaming=True, eval_size=20))
+    probing.probe(ProbeConfig(models=(ModelConfig(str(bert_dir)),), data=DataConfig(reviews, text_column="review"),
+                              max_rows=60, seeds=1, finetune=True, finetune_epochs=1))
+    expected = {
+        ("split_documents", Salt.SPLIT), ("choose_rows", Salt.TRAIN_ROWS), ("choose_rows", Salt.EVAL_ROWS),
+        ("in_memory_batches", Salt.TRAIN_ORDER), ("in_memory_batches", Salt.TRAIN_MASKS),
+        ("mask_eval_set", Salt.EVAL_MASKS), ("training_batches", Salt.STREAM_SHUFFLE), ("streamed_batches", Salt.STREAM_MASKS),
+        ("default_probes", Salt.PROBES), ("perplexity_interval", Salt.BOOTSTRAP), ("labelled_texts", Salt.PROBE_ROWS),
+        ("stratified_split", Salt.PROBE_SPLIT), ("finetune_predict", Salt.FINETUNE_ORDER),
+        ("with_replay", Salt.REPLAY_ROWS),
+    }
+    assert drawn == expected
+    every_salt = {salt for salt in Salt if salt is not Salt.STREAM_HELD_OUT}  # that one seeds a hash, not a generator
+    assert {salt for _, salt in drawn} == every_salt

@@ -213,3 +213,19 @@ def test_the_model_is_saved_before_the_task_probe_runs(bert_dir, data_root, tmp_
         train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=2,
                            task_data=str(data_root / "reviews.csv"), task_text_column="review"))
     assert "task_probe" not in json.loads((tmp_path / "o" / "metrics.json").read_text())
+
+
+def test_remainder_pad_trains_and_evaluates_the_last_short_chunk(bert_dir, data_root, tmp_path):
+    # The effect, not the recorded option: pad keeps each side's last, short chunk (padded).
+    from mlm_adapt.evaluation import prepare
+
+    runs = {}
+    for remainder in ("drop", "pad"):
+        config = train_config(bert_dir, data_root / "docs.txt", tmp_path / remainder, max_steps=1, eval_size=10_000,
+                              remainder=remainder)
+        runs[remainder] = (train(config), prepare(config))
+    (dropped, _), (padded, prepared) = runs["drop"], runs["pad"]
+    assert padded["train_chunks"] == dropped["train_chunks"] + 1
+    assert padded["eval_chunks"] == dropped["eval_chunks"] + 1
+    assert padded["eval_masked_tokens"] > dropped["eval_masked_tokens"]
+    assert (prepared.data.train.chunks.attention_mask == 0).any() and (prepared.eval_set.attention_mask == 0).any()
