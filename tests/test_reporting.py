@@ -80,3 +80,9 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     image = Image.open(shot).convert("L")
     colours = len(np.unique(np.asarray(image.resize((300, 400)))))
     assert image.size == (1200, 1600) and colours > 20  # text, tables and the plot, not a blank page
+    # The plot itself: text and tables are black and grey, its curves the only blue and red
+    # (curves_png's #1f77b4 and #d62728). A missing or broken image has none of either.
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    for rgb in ((0x1F, 0x77, 0xB4), (0xD6, 0x27, 0x28)):
+        near = (np.abs(pixels - np.array(rgb)).sum(axis=2) < 60).sum()
+        assert near > 150, (rgb, near)
