@@ -181,3 +181,43 @@ def test_a_packed_document_reads_the_same_wherever_it_sits(family, request):
     assert packed[0].item() == pytest.approx(packed[1].item(), rel=1e-5)
     mask_only = masked_lm_nll(model, ids, document_attention_mask(ids, None, sep), labels, per_row=True)[0]
     assert mask_only[0].item() != pytest.approx(mask_only[1].item(), rel=1e-5)  # positions matter
+
+
+@pytest.fixture(scope="module", params=["bfloat16", "float16"])
+def half_saved_bert(request, bert_dir, tmp_path_factory):
+    """The tiny BERT saved in half precision, as many Hub checkpoints are."""
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp(f"bert-{request.param}")
+    AutoModelForMaskedLM.from_pretrained(bert_dir).to(getattr(torch, request.param)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(bert_dir).save_pretrained(folder)
+    assert AutoModelForMaskedLM.from_pretrained(folder).dtype == getattr(torch, request.param)  # saved as such
+    return folder
+
+
+def test_every_command_works_on_a_half_precision_checkpoint(half_saved_bert, data_root, tmp_path, capsys):
+    import torch
+
+    from conftest import labelled_csv, make_documents, run_main
+    from mlm_adapt.models import load_model
+
+    assert load_model(ModelConfig(str(half_saved_bert))).dtype == torch.float32  # fp32 master weights
+    data, model = str(data_root / "docs.txt"), str(half_saved_bert)
+    small = ["--chunk-size", "32", "--eval-size", "16"]
+    docs = make_documents(40, seed=5)
+    labels = labelled_csv(tmp_path / "labels.csv", docs, ["pos" if i % 2 else "neg" for i in range(len(docs))])
+    commands = [
+        ["train", "--model", model, "--data", data, "--output", str(tmp_path / "auto"), "--max-steps", "2",
+         "--train-size", "32", "--batch-size", "8", *small],
+        ["train", "--model", model, "--data", data, "--output", str(tmp_path / "fp32"), "--max-steps", "2",
+         "--train-size", "32", "--batch-size", "8", "--precision", "fp32", *small],
+        ["evaluate", "--model", model, "--data", data, *small],
+        ["evaluate", "--model", model, "--data", data, "--pseudo", "--max-sentences", "4", *small],
+        ["fill-mask", "--model", model, "the good [MASK] loved the film."],
+        ["probe", "--model", model, "--data", str(labels), "--seeds", "1"],
+        ["vocab", "--model", model, "--data", data],
+    ]
+    for command in commands:
+        code, _, err = run_main(capsys, *command)
+        assert code == 0, (command[0], err[-1500:])

@@ -29,7 +29,7 @@ def load_classifier(cfg: ModelConfig, classes: int) -> torch.nn.Module:
     config.num_labels = classes  # with a config object given, from_pretrained passes kwargs to the model
     with quiet_transformers():  # the new head's "newly initialized" notice is expected
         return AutoModelForSequenceClassification.from_pretrained(
-            cfg.model, config=config,
+            cfg.model, config=config, dtype=torch.float32,  # fp32 master weights, as models.load_model
             use_safetensors=None if cfg.allow_pickle else True, trust_remote_code=cfg.trust_remote_code)
 
 

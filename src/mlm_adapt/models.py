@@ -91,7 +91,13 @@ def load_tokenizer(cfg: ModelConfig):
 
 
 def load_model(cfg: ModelConfig) -> torch.nn.Module:
-    """``AutoModelForMaskedLM`` from safetensors; warns when the MLM head is freshly initialised."""
+    """``AutoModelForMaskedLM`` from safetensors, in float32 whatever dtype it was saved in;
+    warns when the MLM head is freshly initialised.
+
+    transformers 5 loads a checkpoint in its saved dtype, and many are saved in fp16 or
+    bf16: float32 weights are what training needs (AdamW updates below bf16's resolution
+    would be lost) and what autocast expects; the speed of half precision comes from
+    autocast (``--precision``), not from the stored dtype."""
     config = load_config(cfg)
     try:
         with quiet_transformers():
@@ -102,6 +108,7 @@ def load_model(cfg: ModelConfig) -> torch.nn.Module:
                 use_safetensors=None if cfg.allow_pickle else True,
                 trust_remote_code=cfg.trust_remote_code,
                 output_loading_info=True,
+                dtype=torch.float32,
             )
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
