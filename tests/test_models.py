@@ -221,3 +221,48 @@ def test_every_command_works_on_a_half_precision_checkpoint(half_saved_bert, dat
     for command in commands:
         code, _, err = run_main(capsys, *command)
         assert code == 0, (command[0], err[-1500:])
+
+
+def _tiny_modernbert(window: int = 16):
+    import torch
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                              num_attention_heads=2, local_attention=window, global_attn_every_n_layers=3,
+                              max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                              cls_token_id=1, sep_token_id=2)
+    return ModernBertForMaskedLM(config).eval()
+
+
+def test_modernbert_keeps_its_sliding_window_in_the_loss_and_evaluation():
+    # Inputs of 96 tokens, a window of 8 to each side: a 4-D mask would make every layer global.
+    import torch
+    import torch.nn.functional as F
+
+    from mlm_adapt.models import MaskedLMObjective, sliding_window
+
+    model = _tiny_modernbert()
+    assert sliding_window(model.config) == 8
+    ids = torch.randint(5, 100, (3, 96))
+    attention = torch.ones_like(ids)
+    attention[1, 70:] = 0  # one padded row, as an evaluation batch has
+    labels = torch.full_like(ids, -100)
+    labels[:, 3::7] = ids[:, 3::7]
+    labels[attention == 0] = -100
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attention).logits  # the model's own forward
+        expected = F.cross_entropy(logits.reshape(-1, 100), labels.reshape(-1), reduction="none").view(3, 96)
+        for sparse in (True, False):
+            got, count = MaskedLMObjective(model, sparse=sparse)(ids, attention, labels, per_token=True)
+            assert count == int((labels != -100).sum())
+            torch.testing.assert_close(got.float(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_packing_is_refused_where_it_would_undo_a_sliding_window():
+    from mlm_adapt.models import check_packing
+
+    config = _tiny_modernbert().config
+    check_packing(config, 9)  # the window spans the chunk: a 4-D mask changes nothing
+    with pytest.raises(MlmAdaptError, match="--packing.*sliding-window.*--chunk-size 9 or less"):
+        check_packing(config, 64)

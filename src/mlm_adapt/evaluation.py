@@ -29,7 +29,7 @@ from mlm_adapt.chunking import Chunks, frame_ids
 from mlm_adapt.config import DataConfig, EvalConfig, MaskingConfig
 from mlm_adapt.data import SplitData, load_split, with_replay
 from mlm_adapt.intervals import perplexity_interval, pieces
-from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, max_chunk_size
+from mlm_adapt.models import MaskedLMObjective, check_packing, load_model, load_tokenizer, max_chunk_size
 from mlm_adapt.pseudolikelihood import pseudo_token_nll
 from mlm_adapt.runtime import accumulation_dtype, make_accelerator
 from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
@@ -195,6 +195,8 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     model = load_model(config.model)
+    if config.data.packing:  # before the data is tokenized
+        check_packing(model.config, config.data.chunk_size)
     model, tokenizer, added = extend(model, tokenizer) if extend is not None else (model, tokenizer, [])
     # Under torchrun the main process tokenizes first and fills the cache; the others then read it.
     with accelerator.main_process_first() if accelerator is not None else nullcontext():

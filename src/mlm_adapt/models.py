@@ -237,6 +237,32 @@ def _hidden_at(encoder, rows: torch.Tensor, count: int, **inputs) -> torch.Tenso
     return last_layer.tail(layer, hidden, rows, call, count)
 
 
+def sliding_window(config) -> int | None:
+    """How far a token sees in a family's sliding-window layers, or None without them.
+    ModernBERT's ``local_attention`` is the window's full width (half to each side)."""
+    if config.model_type == "modernbert" or "sliding_attention" in (getattr(config, "layer_types", None) or ()):
+        width = getattr(config, "local_attention", None) or 2 * (getattr(config, "sliding_window", None) or 0)
+        return width // 2 if width else None
+    return None
+
+
+def takes_4d_mask(config, length: int) -> bool:
+    """Whether a 4-D additive mask means the same to this model as its 0/1 padding mask at
+    inputs of ``length`` tokens. transformers hands a 4-D mask unchanged to every layer, so a
+    sliding-window layer given one attends globally: fine only where the window spans the input."""
+    window = sliding_window(config)
+    return window is None or length - 1 <= window
+
+
+def check_packing(config, chunk_size: int) -> None:
+    """Refuse --packing (a 4-D per-document mask) for a model whose sliding window it would undo."""
+    if not takes_4d_mask(config, chunk_size):
+        raise MlmAdaptError(
+            f"--packing: a {config.model_type} model's sliding-window layers (a window of {sliding_window(config)} "
+            f"tokens to each side) cannot take the per-document mask packing needs at --chunk-size {chunk_size}: "
+            f"train without --packing, or with --chunk-size {sliding_window(config) + 1} or less")
+
+
 def position_numbering(config) -> tuple[int, int]:
     """(first position id, padding's position id) of a model family: RoBERTa-style
     models number positions from pad id + 1 and give padding the pad id."""
@@ -266,7 +292,7 @@ class MaskedLMObjective(torch.nn.Module):
             position_ids = document_position_ids(input_ids, attention_mask, self.separator,
                                                  *position_numbering(self.model.config))
             attention_mask = document_attention_mask(input_ids, attention_mask, self.separator)
-        elif attention_mask is not None and attention_mask.ndim == 2:
-            attention_mask = padding_attention_mask(attention_mask)
+        elif attention_mask is not None and attention_mask.ndim == 2 and takes_4d_mask(self.model.config, input_ids.shape[1]):
+            attention_mask = padding_attention_mask(attention_mask)  # a sliding-window model keeps its 0/1 mask
         return masked_lm_nll(self.model, input_ids, attention_mask, labels, sparse=self.sparse, per_row=per_row,
                              per_token=per_token, positions=positions, position_ids=position_ids)
