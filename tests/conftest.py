@@ -221,6 +221,21 @@ def distilbert_dir(models_root, documents) -> Path:
 
 
 @pytest.fixture(scope="session")
+def slower_bert(models_root, bert_dir) -> Path:
+    """A wider model (steps of ~0.1 s), so a test can kill a run between two checkpoints."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    folder = models_root / "wider-bert"
+    if not folder.exists():
+        tok = AutoTokenizer.from_pretrained(bert_dir)
+        config = BertConfig(vocab_size=len(tok), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                            intermediate_size=1024, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+        BertForMaskedLM(config).save_pretrained(folder)
+        tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def bert_no_dropout(models_root, bert_dir) -> Path:
     """The tiny BERT with dropout off: runs that should agree then differ only by float sums."""
     import shutil

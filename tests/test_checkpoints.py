@@ -22,21 +22,6 @@ from conftest import train_config
 TIMING = {"train_samples_per_second", "train_runtime_seconds", "steps_run"}
 
 
-@pytest.fixture(scope="module")
-def slower_bert(models_root, bert_dir) -> Path:
-    """A wider model (steps of ~0.1 s), so a test can kill a run between two checkpoints."""
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    folder = models_root / "wider-bert"
-    if not folder.exists():
-        tok = AutoTokenizer.from_pretrained(bert_dir)
-        config = BertConfig(vocab_size=len(tok), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                            intermediate_size=1024, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
-        BertForMaskedLM(config).save_pretrained(folder)
-        tok.save_pretrained(folder)
-    return folder
-
-
 def _command(model: Path, data: Path, output: Path, *extra: str, train_size: int = 96, max_steps: int = 24) -> list[str]:
     # 96 chunks at batch 16: epochs of 6 steps, so a 24-step run crosses three epoch boundaries.
     return [sys.executable, "-m", "mlm_adapt", "train", "--model", str(model), "--data", str(data), "--output", str(output),

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,59 @@ def test_access_token_never_reaches_the_output(bert_dir, data_root, tmp_path, mo
     for path in out.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def _children(parent: int) -> list[int]:
+    """Process ids whose parent is ``parent`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [int(e.split(b"=", 1)[1]) for e in environ if e.startswith(b"RANK=")]
+    return ranks[0] if ranks else None
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step(slower_bert, data_root, tmp_path):
+    # SIGINT reaches one rank only: both must stop at one step and write one complete
+    # checkpoint (a lone rank stopping would leave the other waiting in its all-reduce).
+    import re
+    import signal
+
+    from mlm_adapt import checkpoints
+
+    out = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537",
+                             "-m", "mlm_adapt", "train", "--model", str(slower_bert), "--data", str(data_root / "docs.txt"),
+                             "--chunk-size", "64", "--eval-size", "20", "--train-size", "400", "--batch-size", "8",
+                             "--max-steps", "200", "--precision", "fp32", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    seen, shown = "", 0
+    while shown < 1:
+        char = proc.stderr.read(1)
+        assert char or proc.poll() is None, seen[-3000:]
+        seen += char
+        if char in "\r\n":
+            shown = max([int(n) for n in re.findall(r"training:[^\r\n]*?(\d+)/200", seen)] or [0])
+    ranks = {_rank_of(pid): pid for pid in _children(proc.pid)}
+    os.kill(ranks[1], signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    steps = {int(s) for s in re.findall(r"interrupted at step (\d+)", err)}
+    assert len(steps) == 1, err[-3000:]
+    step = steps.pop()
+    assert [p.name for p in checkpoints.complete_checkpoints(out)] == [f"step-{step}"]
+    saved = {p.name for p in (out / "checkpoints" / f"step-{step}").iterdir()}
+    assert {"random_states_0.pkl", "random_states_1.pkl", checkpoints.STATE_FILE} <= saved, saved

@@ -68,6 +68,16 @@ def _forbid_host_syncs(monkeypatch) -> None:
     for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy"):
         monkeypatch.setattr(torch.Tensor, name, refuse)
     monkeypatch.setattr(torch, "nonzero", refuse)
+    # Host data made straight on a device: from pageable memory, a copy that waits for the GPU.
+    for name in ("tensor", "as_tensor"):
+        made = getattr(torch, name)
+
+        def on_host_only(*args, _made=made, **kwargs):
+            if kwargs.get("device") is not None:
+                raise HostSync(f"torch.{_made.__name__}(..., device=...): a blocking copy to the device")
+            return _made(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, on_host_only)
 
 
 @pytest.mark.parametrize("attention", ["mlm-adapt", "sdpa"])
@@ -123,3 +133,25 @@ def test_the_step_and_the_evaluation_sum_in_the_devices_dtype(bert_dir, monkeypa
     outcome = train_step(objective, optimizer, scheduler, accelerator, [_micro_batch(model.config.vocab_size, 4, 24, False)])
     assert outcome.nll.dtype == torch.float32 and math.isfinite(outcome.read()[0])
     assert asked == [accelerator.device] * 2
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_evaluation_reads_no_tensor_value_on_the_host_until_its_end(bert_dir, monkeypatch, packing):
+    """The evaluation's batches, like the step: no value read per batch (it used to copy
+    three arrays to the device and find the masked positions there, each batch)."""
+    from mlm_adapt import evaluation
+
+    config = train_config(bert_dir, "unused", "unused", packing=packing)
+    model = load_model(config.model)
+    accelerator, _ = make_accelerator("fp32")
+    separator = load_tokenizer(config.model).sep_token_id if packing else None
+    objective, _, _ = optimisation(config, model, accelerator, 2, separator)
+    objective.eval()  # as evaluate_loss sets it: no dropout
+    ids, attention, labels = _micro_batch(model.config.vocab_size, 10, 24, padded=True, seed=4)
+    masked = evaluation.MaskedSet(ids, attention, labels)
+    expected = evaluation.evaluate_loss(objective, masked, 4, accelerator)
+    with monkeypatch.context() as patch:
+        _forbid_host_syncs(patch)
+        with torch.inference_mode():
+            token_nll = evaluation.score_shard(objective, masked, 4, accelerator)
+    assert float(token_nll.sum()) == pytest.approx(expected.nll_sum, rel=1e-9)

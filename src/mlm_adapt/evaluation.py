@@ -30,6 +30,7 @@ from mlm_adapt.config import DataConfig, EvalConfig, MaskingConfig
 from mlm_adapt.data import SplitData, load_split, with_replay
 from mlm_adapt.intervals import perplexity_interval, pieces
 from mlm_adapt.models import MaskedLMObjective, check_packing, load_model, load_tokenizer, max_chunk_size
+from mlm_adapt.optimizer_step import device_batch
 from mlm_adapt.pseudolikelihood import pseudo_token_nll
 from mlm_adapt.runtime import accumulation_dtype, make_accelerator
 from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
@@ -140,9 +141,19 @@ def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) ->
     rows; with each piece's NLL (:func:`pieces`) for :func:`perplexity_interval`."""
     was_training = objective.training
     objective.eval()
+    token_nll = score_shard(objective, masked, batch_size, accelerator)
+    objective.train(was_training)
+    gathered = accelerator.gather(token_nll).cpu().double().numpy()  # the one read of the values
+    per_token = gathered[~np.isnan(gathered).all(axis=1)]  # a real row holds zeros where nothing is masked
+    return EvalResult.from_tokens(per_token, masked.labels != IGNORE_INDEX, masked.documents, masked.masked_bytes)
+
+
+def score_shard(objective, masked: MaskedSet, batch_size: int, accelerator) -> torch.Tensor:
+    """Each masked token's NLL over this process's share of ``masked``'s rows, on the device
+    and never read there (no host sync), padded with NaN rows to the largest share's size
+    so that every process gathers one shape."""
     shards = np.array_split(np.arange(len(masked)), accelerator.num_processes)
     rows = shards[accelerator.process_index]
-    # Padded to the largest shard (NaN rows) so every process gathers one shape.
     token_nll = torch.full((len(shards[0]), masked.labels.shape[1]), float("nan"),
                            dtype=accumulation_dtype(accelerator.device), device=accelerator.device)
     # Every process runs as many forward passes as the largest shard needs: a wrapped
@@ -152,13 +163,11 @@ def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) ->
         real = rows[start : start + batch_size]
         labels = masked.labels[real] if len(real) else np.full_like(masked.labels[:1], IGNORE_INDEX)
         batch = real if len(real) else np.zeros(1, dtype=np.int64)
-        tensors = [torch.from_numpy(a).to(accelerator.device) for a in (masked.input_ids[batch], masked.attention_mask[batch], labels)]
-        nll, _ = objective(*tensors, per_token=True)
+        # The training step's copy: pinned and asynchronous on a GPU, masked positions found on the host.
+        inputs = device_batch((masked.input_ids[batch], masked.attention_mask[batch], labels), accelerator.device)
+        nll, _ = objective(**inputs, per_token=True)
         token_nll[start : start + len(real)] = nll[: len(real)].to(token_nll.dtype)
-    objective.train(was_training)
-    gathered = accelerator.gather(token_nll).cpu().double().numpy()
-    per_token = gathered[~np.isnan(gathered).all(axis=1)]  # a real row holds zeros where nothing is masked
-    return EvalResult.from_tokens(per_token, masked.labels != IGNORE_INDEX, masked.documents, masked.masked_bytes)
+    return token_nll
 
 
 def resampled_units(result: EvalResult) -> str:

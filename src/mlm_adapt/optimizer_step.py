@@ -52,9 +52,13 @@ class StepOutcome:
     nll: torch.Tensor
     tokens: torch.Tensor | int
     chunks: torch.Tensor | int
+    stop: torch.Tensor | bool = False  # whether any process asked to stop (SIGINT/SIGTERM) by this step
 
     def read(self) -> tuple[float, int, int]:
         return float(self.nll), int(self.tokens), int(self.chunks)
+
+    def stop_requested(self) -> bool:
+        return bool(self.stop)
 
 
 def device_batch(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], device: torch.device) -> dict[str, torch.Tensor | None]:
@@ -70,19 +74,33 @@ def device_batch(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], device: torc
     tensors = {k: None if a is None else torch.from_numpy(a) for k, a in host.items()}
     if device.type == "cpu":
         return tensors
+    return {k: None if t is None else to_device(t, device) for k, t in tensors.items()}
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without waiting for a GPU: through pinned memory,
+    asynchronously (``torch.tensor(..., device="cuda")`` copies from pageable memory,
+    which waits for the GPU's queue to drain)."""
     if device.type == "cuda":
-        return {k: None if t is None else t.pin_memory().to(device, non_blocking=True) for k, t in tensors.items()}
-    return {k: None if t is None else t.to(device) for k, t in tensors.items()}
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
-def train_step(objective, optimizer, scheduler, accelerator, micro_batches: list) -> StepOutcome:
+def train_step(objective, optimizer, scheduler, accelerator, micro_batches: list, stop_requested: bool = False) -> StepOutcome:
     """One optimizer step on this process's micro-batches, queued without a host sync:
-    counts come from the host arrays and the loss stays on the device until read."""
+    counts come from the host arrays and the loss stays on the device until read.
+
+    ``stop_requested``: this process was signalled. With several processes it joins the
+    step's count reduction, so that every process learns, from the same step's outcome,
+    that one of them was: they stop at the same step (a lone process stopping would leave
+    the others waiting in the next all-reduce)."""
     world, device = accelerator.num_processes, accelerator.device
     tokens = sum(int(np.count_nonzero(labels != IGNORE_INDEX)) for *_, labels in micro_batches)
     chunks = sum(len(arrays[0]) for arrays in micro_batches)
-    if world > 1:  # the global counts: a collective, left on the device
-        tokens, chunks = accelerator.reduce(torch.tensor([tokens, chunks], device=device), "sum")
+    stop: torch.Tensor | bool = stop_requested
+    if world > 1:  # the global counts and the stop request: one collective, left on the device
+        counts = to_device(torch.tensor([tokens, chunks, int(stop_requested)]), device)
+        tokens, chunks, stop = accelerator.reduce(counts, "sum")
     # DDP averages gradients over processes; scaling by `world` turns that average back
     # into the sum over the global batch, then / the step's masked-token count.
     scale = world / (tokens.clamp(min=1) if world > 1 else max(tokens, 1))
@@ -97,7 +115,7 @@ def train_step(objective, optimizer, scheduler, accelerator, micro_batches: list
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepOutcome(accelerator.reduce(local_nll, "sum") if world > 1 else local_nll, tokens, chunks)
+    return StepOutcome(accelerator.reduce(local_nll, "sum") if world > 1 else local_nll, tokens, chunks, stop)
 
 
 def measure_step_seconds(config: TrainConfig, steps: int = 3) -> tuple[float, str]:

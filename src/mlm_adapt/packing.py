@@ -22,8 +22,9 @@ def _additive(allowed: torch.Tensor) -> torch.Tensor:
     promote bf16 attention scores to float32."""
     device = allowed.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
-    zero = torch.zeros((), dtype=dtype, device=allowed.device)
-    return torch.where(allowed, zero, torch.tensor(BLOCKED, dtype=dtype, device=allowed.device))
+    # masked_fill with a Python number fills on the device; torch.tensor(BLOCKED, device=...)
+    # would be a blocking host-to-GPU copy on every forward.
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, BLOCKED)
 
 
 def padding_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:

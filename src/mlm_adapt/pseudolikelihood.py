@@ -17,6 +17,7 @@ import torch
 
 from mlm_adapt.chunking import Chunks
 from mlm_adapt.masking import IGNORE_INDEX
+from mlm_adapt.optimizer_step import device_batch
 
 
 def masked_copies(input_ids: np.ndarray, word_ids: np.ndarray, mask_id: int,
@@ -46,6 +47,7 @@ def pseudo_token_nll(objective, chunks: Chunks, mask_id: int, device, batch_size
     objective.eval()
     token_nll = np.zeros(chunks.input_ids.shape, dtype=np.float64)
     pending: list[tuple[np.ndarray, ...]] = []
+    scores: list[tuple[np.ndarray, np.ndarray, torch.Tensor]] = []  # read once at the end: no sync per batch
     for row in range(len(chunks)):
         inputs, labels = masked_copies(chunks.input_ids[row], chunks.word_ids[row], mask_id, word_l2r)
         attention = np.repeat(chunks.attention_mask[row][None, :], len(inputs), axis=0)
@@ -54,9 +56,11 @@ def pseudo_token_nll(objective, chunks: Chunks, mask_id: int, device, batch_size
         if sum(len(p[0]) for p in pending) >= batch_size or row == len(chunks) - 1:
             *joined, rows, positions = [np.concatenate(part) for part in zip(*pending)]
             for start in range(0, len(rows), batch_size):
-                tensors = [torch.from_numpy(a[start:start + batch_size]).to(device) for a in joined]
-                nll, _ = objective(*tensors, per_row=True)  # one labelled token a copy
                 part = slice(start, start + batch_size)
-                token_nll[rows[part], positions[part]] = nll.cpu().double().numpy()  # MPS has no float64
+                batch = device_batch(tuple(a[part] for a in joined), torch.device(device))
+                nll, _ = objective(**batch, per_row=True)  # one labelled token a copy
+                scores.append((rows[part], positions[part], nll))
             pending = []
+    for rows, positions, nll in scores:
+        token_nll[rows, positions] = nll.cpu().double().numpy()  # MPS has no float64
     return token_nll

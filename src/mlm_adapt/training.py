@@ -133,6 +133,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     timer = Timer()
     unread: list[tuple[int, float, StepOutcome]] = []  # steps whose results are not read yet
+    stopping = False  # a stop request read from a step's outcome: the same on every process
     batches = source.batches(config, prepared.vocab, accelerator, state.step)
     with closing(batches), checkpoints.StopFlag() as stop, tqdm(total=total_steps, initial=state.step, desc="training", unit="step",
                                    disable=not accelerator.is_main_process) as bar:
@@ -140,7 +141,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             if timer.mark is None:
                 timer.mark = time.perf_counter()
             unread.append((state.step + 1, scheduler.get_last_lr()[0],
-                           train_step(objective, optimizer, scheduler, accelerator, next(batches))))
+                           train_step(objective, optimizer, scheduler, accelerator, next(batches), stop.signal is not None)))
             state.advance()
             bar.update(1)
             # Evaluate at each epoch's end, every --eval-steps and at the last step. Checkpoint at
@@ -148,15 +149,21 @@ def train(config: TrainConfig) -> dict[str, Any]:
             # the final model is saved instead (a signal then just lets the run finish).
             epoch_done, last = state.step_in_epoch == steps_per_epoch, state.step == total_steps
             evaluate = epoch_done or last or _every(config.eval_steps, state.step)
-            interrupted = stop.signal is not None and not last
-            save = not last and (epoch_done or interrupted or _every(config.save_steps, state.step))
+            scheduled_save = not last and (epoch_done or _every(config.save_steps, state.step))
             # A step's loss is read once the next step is queued, so a GPU never idles while the
             # host reads and logs it; everything is read before evaluating or saving, and in the
             # untimed first steps (so that the timer's first timed step starts when they end).
-            keep = 0 if evaluate or save or timer.steps < WARMUP_STEPS_NOT_TIMED else 1
+            keep = 0 if evaluate or scheduled_save or timer.steps < WARMUP_STEPS_NOT_TIMED else 1
             seen = (len(state.log_history), len(state.history))
-            _read_steps(state, config, unread[: len(unread) - keep], timer, bar)
+            stopping |= _read_steps(state, config, unread[: len(unread) - keep], timer, bar)
             del unread[: len(unread) - keep]
+            # One process stops on its own signal; several on a request read from a step's outcome,
+            # which every process reads at the same step: signals reach them at different moments.
+            interrupted = not last and (stopping if accelerator.num_processes > 1 else stop.signal is not None)
+            if interrupted and unread:
+                _read_steps(state, config, unread, timer, bar)
+                unread.clear()
+            save = scheduled_save or interrupted
             if evaluate:
                 results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
                 _record_evaluation(state, evaluation_record(results, config.seed, state.before),
@@ -246,9 +253,12 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
         log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private, local))
 
 
-def _read_steps(state: RunState, config: TrainConfig, outcomes: list, timer: Timer, bar) -> None:
-    """Add the results of ``outcomes`` ((step, lr, StepOutcome), in order) to the run's state."""
+def _read_steps(state: RunState, config: TrainConfig, outcomes: list, timer: Timer, bar) -> bool:
+    """Add the results of ``outcomes`` ((step, lr, StepOutcome), in order) to the run's state;
+    whether any of them carries a stop request."""
+    stop = False
     for step, lr, outcome in outcomes:
+        stop |= outcome.stop_requested()
         nll, tokens, chunks = outcome.read()
         timer.tick(chunks)
         state.chunks_trained += chunks
@@ -259,6 +269,7 @@ def _read_steps(state: RunState, config: TrainConfig, outcomes: list, timer: Tim
         if step % config.logging_steps == 0 or step == 1:
             state.log_history.append({"step": step, "loss": loss, "lr": lr})
         bar.set_postfix(loss=f"{loss:.3f}")
+    return stop
 
 
 def _record_evaluation(state: RunState, record: dict[str, Any], epoch_done: bool, steps_per_epoch: int) -> None:
