@@ -112,3 +112,84 @@ def test_loss_sums_are_float64_except_on_apples_mps():
 
     assert accumulation_dtype(torch.device("cpu")) == accumulation_dtype(torch.device("cuda", 0)) == torch.float64
     assert accumulation_dtype(torch.device("mps")) == torch.float32  # MPS has no float64
+
+
+@pytest.mark.parametrize("card, native, expected", [("T4/V100/P100 (emulated bf16)", False, "fp16"),
+                                                    ("A100/H100", True, "bf16")])
+def test_auto_precision_on_cuda_counts_native_bf16_only(monkeypatch, card, native, expected):
+    import torch
+
+    from mlm_adapt import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # torch's own answer counts emulation unless asked not to: what a T4 gives.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation or native)
+    assert runtime.detect_precision("auto") == expected, card
+    if not native:
+        with pytest.raises(MlmAdaptError, match="no bf16 support"):
+            runtime.detect_precision("bf16")
+
+
+def test_tf32_for_fp32_on_cuda_only():
+    import torch
+
+    from mlm_adapt.runtime import use_tf32
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert not use_tf32("fp32", cuda=False) and not use_tf32("bf16", cuda=True)
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+        assert use_tf32("fp32", cuda=True) and torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_deepspeed_with_gradient_accumulation_is_refused():
+    from accelerate.utils import DistributedType
+
+    from mlm_adapt.runtime import check_launch
+
+    with pytest.raises(MlmAdaptError, match="--grad-accum with DeepSpeed"):
+        check_launch(DistributedType.DEEPSPEED, 2)
+    check_launch(DistributedType.DEEPSPEED, 1)
+    check_launch(DistributedType.MULTI_GPU, 4)
+
+
+def test_the_accelerator_keeps_dynamo_off_buffers_unbroadcast_and_a_long_process_group_timeout(monkeypatch):
+    from accelerate.utils import DynamoBackend
+
+    from mlm_adapt.runtime import PROCESS_GROUP_TIMEOUT, make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "inductor")  # what `accelerate config` with dynamo writes
+    accelerator, _ = make_accelerator("fp32")
+    assert accelerator.state.dynamo_plugin.backend == DynamoBackend.NO
+    assert accelerator.ddp_handler.broadcast_buffers is False
+    assert accelerator.init_handler.timeout == PROCESS_GROUP_TIMEOUT > __import__("datetime").timedelta(minutes=10)
+
+
+def test_the_cpu_allocator_tuning_stays_off_on_a_gpu_run(bert_dir, monkeypatch):
+    import torch
+
+    from mlm_adapt import optimizer_step
+    from mlm_adapt.models import load_model
+    from conftest import train_config
+
+    calls = []
+    monkeypatch.setattr(optimizer_step, "keep_freed_memory", lambda: calls.append(1))
+
+    class GpuStandIn:  # what optimisation asks of an accelerator on a GPU
+        device = torch.device("cuda")
+
+        def prepare(self, *objects):
+            return objects
+
+        def register_for_checkpointing(self, *objects):
+            pass
+
+    config = train_config(bert_dir, "unused", "unused")
+    optimizer_step.optimisation(config, load_model(config.model), GpuStandIn(), 2)
+    assert calls == []
+    accelerator, _ = optimizer_step.make_accelerator("fp32")
+    optimizer_step.optimisation(config, load_model(config.model), accelerator, 2)
+    assert calls == [1]

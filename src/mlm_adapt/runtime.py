@@ -13,12 +13,14 @@ import importlib.util
 import logging
 import os
 import platform
+from datetime import timedelta
 from pathlib import Path
 from typing import Mapping
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
 from mlm_adapt.errors import MlmAdaptError
 
@@ -68,13 +70,50 @@ def precision_warning(choice: str, *, cuda: bool, cpu_bf16: bool) -> str | None:
     return None
 
 
+def cuda_supports_bf16() -> bool:
+    """Native bf16 on this CUDA GPU (Ampere and newer). ``torch.cuda.is_bf16_supported()``
+    alone also counts emulation, which T4, V100 and P100 cards (Colab, Kaggle) offer at a
+    fraction of fp16's speed: they get fp16 with loss scaling instead."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.3 has no such argument
+        return torch.cuda.get_device_capability() >= (8, 0)
+
+
 def detect_precision(choice: str) -> str:
     cuda = torch.cuda.is_available()
     cpu_bf16 = cpu_supports_bf16()
     warning = precision_warning(choice, cuda=cuda, cpu_bf16=cpu_bf16)
     if warning:
         logging.getLogger("mlm_adapt").warning(warning)
-    return choose_precision(choice, cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_bf16=cpu_bf16)
+    return choose_precision(choice, cuda=cuda, cuda_bf16=cuda and cuda_supports_bf16(), cpu_bf16=cpu_bf16)
+
+
+def use_tf32(precision: str, cuda: bool) -> bool:
+    """fp32 on a CUDA GPU multiplies matrices in TF32 (Ampere and newer; ~8x the fp32 rate,
+    with fp32's range and a 10-bit mantissa, as PyTorch's own examples and nanoGPT do).
+    Returns whether it was switched on; nothing changes on a CPU."""
+    if not (cuda and precision == "fp32"):
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return True
+
+
+# How long a process waits in a collective for the others. NCCL's default (10 minutes)
+# is shorter than work the main process does alone while the others wait at a barrier:
+# tokenizing a large corpus (main_process_first), the task probe, the push to the Hub.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
+
+
+def check_launch(distributed_type, grad_accum: int) -> None:
+    """Refuse launches whose gradient accumulation this loop cannot drive: under DeepSpeed
+    the engine steps the optimizer itself on every micro-batch unless accelerate's own
+    accumulation (``accumulate``, ``sync_gradients``) tells it not to."""
+    if str(getattr(distributed_type, "value", distributed_type)).upper() == "DEEPSPEED" and grad_accum > 1:
+        raise MlmAdaptError("--grad-accum with DeepSpeed is not supported: the DeepSpeed engine would step the "
+                            "optimizer on every micro-batch. Use --grad-accum 1 with a larger --batch-size, or "
+                            "launch with DDP or FSDP")
 
 
 def accumulation_dtype(device: torch.device) -> torch.dtype:
@@ -111,7 +150,17 @@ def make_accelerator(choice: str, report_to: str = "none", project_dir: Path | N
         mixed_precision=_ACCELERATE_NAMES[precision],
         log_with=None if report_to == "none" else report_to,
         project_dir=str(project_dir) if project_dir else None,
+        # `accelerate config` with dynamo would compile the whole objective (sparse head, row
+        # gathers); --compile compiles the encoder alone (optimisation.compile_encoder).
+        dynamo_backend="no",
+        kwargs_handlers=[
+            InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT),
+            # The masked LMs' buffers (position and token-type ids) never change: broadcasting
+            # them from rank 0 before every forward is a collective for nothing.
+            DistributedDataParallelKwargs(broadcast_buffers=False),
+        ],
     )
+    use_tf32(precision, accelerator.device.type == "cuda")
     return accelerator, precision
 
 

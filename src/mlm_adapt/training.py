@@ -24,7 +24,7 @@ from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import Prepared, before_after, evaluate_sets, evaluation_record, prepare
 from mlm_adapt.models import supports_sparse_prediction, trims_last_layer
 from mlm_adapt.optimizer_step import WARMUP_STEPS_NOT_TIMED, StepOutcome, optimisation, train_step
-from mlm_adapt.runtime import make_accelerator
+from mlm_adapt.runtime import check_launch, make_accelerator
 
 log = logging.getLogger("mlm_adapt")
 
@@ -117,6 +117,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.push_to_hub:
         hub.check_access(config.push_to_hub)
     accelerator, precision = make_accelerator(config.precision, config.report_to, config.output / "logs")
+    check_launch(accelerator.distributed_type, config.grad_accum)
     with accelerator.main_process_first():  # the others find the folder the main process made, still empty
         output = _prepare_output(config)
     prepared = prepare(config, accelerator, extend=_vocabulary_extension(config), general=config.general_data_config(),
