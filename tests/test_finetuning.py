@@ -38,3 +38,30 @@ def test_finetuning_is_seeded_and_leaves_the_model_folder_unchanged(capsys, bert
     assert {p.name: p.read_bytes() for p in bert_dir.iterdir() if p.is_file()} == before
     code, _, err = run_main(capsys, *args[:-1], "--finetune-lr", "0")
     assert code == 2 and "--finetune-lr must be a positive number" in err
+
+
+def test_the_main_process_of_a_multi_process_run_fine_tunes_alone(bert_dir, tmp_path):
+    # After a data-parallel run only the main process probes: a fine-tune that built a DDP
+    # wrapper would wait for the other process in a collective forever.
+    import os
+    import subprocess
+    import sys
+
+    data = labelled_csv(tmp_path / "d.csv", make_documents(40, seed=3), ["a", "b"] * 20)
+    script = tmp_path / "probe_on_rank_0.py"
+    script.write_text(
+        "from accelerate import PartialState\n"
+        "from mlm_adapt import probing\n"
+        "from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig\n"
+        "state = PartialState(cpu=True)\n"
+        "if state.is_main_process:\n"
+        f"    report = probing.probe(ProbeConfig(models=(ModelConfig({str(bert_dir)!r}),), data=DataConfig({str(data)!r}),\n"
+        "                            seeds=1, finetune=True, finetune_epochs=1, max_length=32, precision='fp32'))\n"
+        "    print('accuracy', report['models'][0]['accuracy_mean'])\n"
+        "state.wait_for_everyone()\n"
+        "print('done', state.process_index)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29538",
+                           str(script)], capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "accuracy" in done.stdout and "done 0" in done.stdout and "done 1" in done.stdout

@@ -66,3 +66,31 @@ def test_two_models_are_compared_on_the_same_splits_from_the_command_line(capsys
     assert code == 2 and "--label-column 'stars' not found; the data has columns: text, label" in err
     code, _, err = run_main(capsys, "probe", "--model", str(bert_dir), "--data", str(tmp_path / "x.txt"))
     assert code == 2 and "text files hold no labels" in err
+
+
+def test_embed_runs_on_the_models_device_and_returns_host_arrays(bert_dir, monkeypatch):
+    """What a GPU run needs of embed, checked with a stand-in device: the inputs go where
+    the encoder's weights are, and the vectors come back as NumPy arrays on the host."""
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from mlm_adapt.probing import embed
+
+    model, tokenizer = AutoModelForMaskedLM.from_pretrained(bert_dir), AutoTokenizer.from_pretrained(bert_dir)
+    encoder = model.bert
+    seen = []
+    original = encoder.forward
+
+    def on_device(input_ids=None, attention_mask=None, **kwargs):
+        seen.append((input_ids.device, attention_mask.device))
+        return original(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    monkeypatch.setattr(encoder, "forward", on_device)
+    moved = []
+    from transformers import BatchEncoding
+
+    real_to = BatchEncoding.to
+    monkeypatch.setattr(BatchEncoding, "to", lambda self, device, **kw: moved.append(torch.device(device)) or real_to(self, device, **kw))
+    vectors = embed(model, tokenizer, ["the good film.", "a bad plot.", "the actor."], batch_size=2)
+    assert isinstance(vectors, np.ndarray) and vectors.shape == (3, model.config.hidden_size)
+    assert moved == [next(encoder.parameters()).device] * 2 and len(seen) == 2

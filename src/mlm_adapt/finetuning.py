@@ -13,14 +13,17 @@ import logging
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, get_linear_schedule_with_warmup
 
 from mlm_adapt.config import ModelConfig, ProbeConfig
 from mlm_adapt.models import load_config, load_tokenizer, quiet_transformers
-from mlm_adapt.runtime import make_accelerator
+from mlm_adapt.runtime import detect_precision
 from mlm_adapt.seeding import Salt, generator
 
 log = logging.getLogger("mlm_adapt")
+
+_AUTOCAST = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def load_classifier(cfg: ModelConfig, classes: int) -> torch.nn.Module:
@@ -45,31 +48,40 @@ def _batches(encoded: list[dict], labels: np.ndarray, rows: np.ndarray, batch_si
 
 def finetune_predict(cfg: ModelConfig, encoded: list[dict], labels: np.ndarray, train: np.ndarray, test: np.ndarray,
                      config: ProbeConfig, seed: int, collate) -> np.ndarray:
-    """Fine-tune a fresh classifier on rows ``train`` (seeded order and head); predict ``test``."""
+    """Fine-tune a fresh classifier on rows ``train`` (seeded order and head); predict ``test``.
+
+    Process-local on purpose: no DDP wrapper, so that one process of a multi-process run
+    (the main one, after training) can probe alone without waiting for the others in a
+    collective. Mixed precision is plain autocast, with loss scaling for fp16."""
     torch.manual_seed(seed)  # the head's initialisation and dropout
-    accelerator, _ = make_accelerator(config.precision)
-    model = load_classifier(cfg, int(labels.max()) + 1)
+    precision = detect_precision(config.precision)
+    device = PartialState().device
+    model = load_classifier(cfg, int(labels.max()) + 1).to(device)
     steps = config.finetune_epochs * -(-len(train) // config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.finetune_lr, weight_decay=0.01)
     schedule = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    autocast = torch.autocast(device.type, dtype=_AUTOCAST[precision], enabled=precision != "fp32")
     order = generator(seed, Salt.FINETUNE_ORDER)
     model.train()
     for _ in range(config.finetune_epochs):
         for batch in _batches(encoded, labels, order.permutation(train), config.batch_size, collate):
-            loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)  # the Trainer's default, and train's
-            optimizer.step()
+            with autocast:
+                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # the Trainer's default, and train's
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
     model.eval()
     predicted = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         for batch in _batches(encoded, labels, test, config.batch_size, collate):
             batch.pop("labels")
-            predicted.append(model(**{k: v.to(accelerator.device) for k, v in batch.items()}).logits.argmax(-1).cpu().numpy())
-    return np.concatenate(predicted)
+            predicted.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(-1))
+    return torch.cat(predicted).cpu().numpy()
 
 
 def finetuner(cfg: ModelConfig, texts: list[str], labels: np.ndarray, config: ProbeConfig):

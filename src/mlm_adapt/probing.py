@@ -96,14 +96,15 @@ def macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: int) -> float:
 def embed(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 32) -> np.ndarray:
     """Mean-pooled last hidden states over real tokens: one vector per text."""
     encoder = getattr(model, model.base_model_prefix, model).eval()
+    device = next(encoder.parameters()).device  # a trained model may sit on a GPU
     vectors = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
-                          padding=True, return_tensors="pt")
+                          padding=True, return_tensors="pt").to(device)
         hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        vectors.append(((hidden * mask).sum(dim=1) / mask.sum(dim=1)).float().numpy())
-    return np.concatenate(vectors)
+        vectors.append(((hidden * mask).sum(dim=1) / mask.sum(dim=1)).float())
+    return torch.cat(vectors).cpu().numpy()  # one copy back, not one per batch
 
 
 def score(features: np.ndarray, labels: np.ndarray, seeds: list[int], test_share: float, name: str) -> ProbeScores:
