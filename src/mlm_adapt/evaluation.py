@@ -156,6 +156,7 @@ def score_shard(objective, masked: MaskedSet, batch_size: int, accelerator) -> t
     rows = shards[accelerator.process_index]
     token_nll = torch.full((len(shards[0]), masked.labels.shape[1]), float("nan"),
                            dtype=accumulation_dtype(accelerator.device), device=accelerator.device)
+    varlen = accelerator.unwrap_model(objective).varlen_separator
     # Every process runs as many forward passes as the largest shard needs: a wrapped
     # model's forward can be collective (DDP broadcasts buffers, FSDP gathers weights).
     # A process out of rows repeats row 0 with every label ignored.
@@ -164,7 +165,7 @@ def score_shard(objective, masked: MaskedSet, batch_size: int, accelerator) -> t
         labels = masked.labels[real] if len(real) else np.full_like(masked.labels[:1], IGNORE_INDEX)
         batch = real if len(real) else np.zeros(1, dtype=np.int64)
         # The training step's copy: pinned and asynchronous on a GPU, masked positions found on the host.
-        inputs = device_batch((masked.input_ids[batch], masked.attention_mask[batch], labels), accelerator.device)
+        inputs = device_batch((masked.input_ids[batch], masked.attention_mask[batch], labels), accelerator.device, varlen)
         nll, _ = objective(**inputs, per_token=True)
         token_nll[start : start + len(real)] = nll[: len(real)].to(token_nll.dtype)
     return token_nll
@@ -203,7 +204,7 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     # and dropout draws from the same generator during training.
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
-    model = load_model(config.model)
+    model = load_model(config.model, packing=config.data.packing)
     if config.data.packing:  # before the data is tokenized
         check_packing(model.config, config.data.chunk_size)
     model, tokenizer, added = extend(model, tokenizer) if extend is not None else (model, tokenizer, [])

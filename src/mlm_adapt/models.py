@@ -12,6 +12,7 @@ the model's full forward.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,10 @@ from mlm_adapt.runtime import has_accelerator_device
 log = logging.getLogger("mlm_adapt")
 
 SPARSE_BUCKET = 128
+
+# Attention functions that take a flattened batch with cu_seq_lens bounds (varlen) instead
+# of a mask: what --packing uses on a GPU where FlashAttention is installed.
+VARLEN_ATTENTION = {"flash_attention_2", "flash_attention_3"}
 
 # Families whose position embeddings reserve pad_token_id + 1 leading slots, so
 # max_position_embeddings overstates the usable length (514 -> 512 for RoBERTa).
@@ -90,7 +95,7 @@ def load_tokenizer(cfg: ModelConfig):
     return tokenizer
 
 
-def load_model(cfg: ModelConfig) -> torch.nn.Module:
+def load_model(cfg: ModelConfig, packing: bool = False) -> torch.nn.Module:
     """``AutoModelForMaskedLM`` from safetensors, in float32 whatever dtype it was saved in;
     warns when the MLM head is freshly initialised.
 
@@ -104,7 +109,7 @@ def load_model(cfg: ModelConfig) -> torch.nn.Module:
             model, info = AutoModelForMaskedLM.from_pretrained(
                 cfg.model,
                 config=config,
-                attn_implementation=_attention(config),
+                attn_implementation=_attention(config, packing),
                 use_safetensors=None if cfg.allow_pickle else True,
                 trust_remote_code=cfg.trust_remote_code,
                 output_loading_info=True,
@@ -135,11 +140,15 @@ def load_model(cfg: ModelConfig) -> torch.nn.Module:
     return model
 
 
-def _attention(config) -> str | None:
+def _attention(config, packing: bool = False) -> str | None:
     """Plain ("eager") attention on CPUs, with cpu_dropout's cheaper masks: eager is ~6%
     faster than SDPA's CPU kernels for 128-token chunks in bf16 (docs/performance.md).
     GPUs (CUDA, and Apple's MPS, where int64 random words are not a given) keep
-    transformers' default (SDPA, whose dropout is already fused)."""
+    transformers' default (SDPA, whose dropout is already fused), except that --packing
+    on a CUDA GPU with the flash-attn package takes FlashAttention's varlen kernels: the
+    per-document 4-D mask packing otherwise needs rules FlashAttention out."""
+    if packing and torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
     if has_accelerator_device() or config.model_type not in ("bert", "roberta", "xlm-roberta", "camembert", "distilbert"):
         return None
     cpu_dropout.register()
@@ -185,7 +194,7 @@ def trims_last_layer(model) -> bool:
 def masked_lm_nll(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, *, sparse: bool = True,
     per_row: bool = False, per_token: bool = False, positions: torch.Tensor | None = None,
-    position_ids: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None, attention_kwargs: dict | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the masked positions, and how many there are; with
     ``per_row``, the sums of each row; with ``per_token``, each position's (zero where
@@ -196,14 +205,16 @@ def masked_lm_nll(
     indices of the labelled tokens when the caller has them already (the training step
     finds them on the host: ``torch.nonzero`` on a GPU waits for the GPU to catch up).
     ``attention_mask`` None: every token is real. ``position_ids`` None: the model's own.
+    ``attention_kwargs``: passed to the encoder's attention function (varlen bounds), which
+    only the sparse path's direct encoder call forwards.
     """
     flat_labels = labels.reshape(-1)
     if positions is None:
         positions = torch.nonzero(flat_labels != IGNORE_INDEX).squeeze(1)
     count = int(positions.numel())
     reduction = "none" if per_row or per_token else "sum"
-    extra = {} if position_ids is None else {"position_ids": position_ids}
-    parts = _sparse_parts(model) if sparse else None
+    extra = ({} if position_ids is None else {"position_ids": position_ids}) | (attention_kwargs or {})
+    parts = _sparse_parts(model) if sparse or attention_kwargs else None
     if parts is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
         losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[positions].float(), flat_labels[positions], reduction=reduction)
@@ -277,7 +288,9 @@ class MaskedLMObjective(torch.nn.Module):
     sees every forward pass: calling the inner encoder directly would bypass the
     wrapper's gradient-synchronisation bookkeeping. With ``separator`` (``--packing``)
     no token attends across the documents a chunk packs together, and each document's
-    positions restart (:func:`document_position_ids`)."""
+    positions restart (:func:`document_position_ids`): through a 4-D mask, or, for a
+    varlen attention function (FlashAttention), with the batch flattened into one row
+    cut at ``bounds`` (``packing.sequence_bounds``, which ``device_batch`` adds)."""
 
     def __init__(self, model: torch.nn.Module, sparse: bool = True, separator: int | None = None):
         super().__init__()
@@ -285,14 +298,33 @@ class MaskedLMObjective(torch.nn.Module):
         self.sparse = sparse
         self.separator = separator
 
+    @property
+    def varlen_separator(self) -> int | None:
+        """The separator whose documents ``device_batch`` should cut into varlen bounds, if any."""
+        varlen = self.model.config._attn_implementation in VARLEN_ATTENTION and _sparse_parts(self.model) is not None
+        return self.separator if varlen else None
+
     def forward(self, input_ids, attention_mask, labels, per_row: bool = False, per_token: bool = False,  # noqa: D102 - see masked_lm_nll
-                positions=None):
+                positions=None, bounds=None, longest=None):
         position_ids = None
         if self.separator is not None:
             position_ids = document_position_ids(input_ids, attention_mask, self.separator,
                                                  *position_numbering(self.model.config))
+            if bounds is not None:
+                return self._varlen(input_ids, labels, position_ids, bounds, longest, per_row, per_token, positions)
             attention_mask = document_attention_mask(input_ids, attention_mask, self.separator)
         elif attention_mask is not None and attention_mask.ndim == 2 and takes_4d_mask(self.model.config, input_ids.shape[1]):
             attention_mask = padding_attention_mask(attention_mask)  # a sliding-window model keeps its 0/1 mask
         return masked_lm_nll(self.model, input_ids, attention_mask, labels, sparse=self.sparse, per_row=per_row,
                              per_token=per_token, positions=positions, position_ids=position_ids)
+
+    def _varlen(self, input_ids, labels, position_ids, bounds, longest, per_row, per_token, positions):
+        """The packed batch as one row of segments: no [B, 1, L, L] mask, which rules out FlashAttention."""
+        varlen = {"cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds, "max_length_q": longest, "max_length_k": longest}
+        nll, count = masked_lm_nll(self.model, input_ids.reshape(1, -1), None, labels.reshape(1, -1),
+                                   per_token=per_row or per_token, positions=positions,
+                                   position_ids=position_ids.reshape(1, -1), attention_kwargs=varlen)
+        if not (per_row or per_token):
+            return nll, count
+        nll = nll.view(input_ids.shape)
+        return (nll if per_token else nll.sum(dim=1)), count

@@ -26,6 +26,7 @@ from transformers import get_linear_schedule_with_warmup
 from mlm_adapt.config import TrainConfig
 from mlm_adapt.masking import IGNORE_INDEX
 from mlm_adapt.models import MaskedLMObjective
+from mlm_adapt.packing import sequence_bounds
 from mlm_adapt.runtime import accumulation_dtype, keep_freed_memory, make_accelerator
 
 log = logging.getLogger("mlm_adapt")
@@ -61,26 +62,31 @@ class StepOutcome:
         return bool(self.stop)
 
 
-def device_batch(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], device: torch.device) -> dict[str, torch.Tensor | None]:
+def device_batch(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], device: torch.device,
+                 varlen_separator: int | None = None) -> dict[str, torch.Tensor | int | None]:
     """A micro-batch as the objective's keyword arguments on ``device``, without waiting
     for a GPU: the masked positions are found on the host, and the copies go through
     pinned memory asynchronously (a plain ``.to("cuda")`` from pageable memory waits for
     the GPU's queue to drain). A chunk batch with no padding gets no attention mask,
-    which also lets SDPA pick its FlashAttention kernel (it takes no mask). Other
-    accelerators (Apple's MPS, Intel's XPU) get a plain copy."""
+    which also lets SDPA pick its FlashAttention kernel (it takes no mask). With
+    ``varlen_separator`` (``MaskedLMObjective.varlen_separator``) the packed documents'
+    varlen bounds and longest length come along, computed on the host too."""
     input_ids, attention, labels = arrays
     host = {"input_ids": input_ids, "attention_mask": None if attention.all() else attention, "labels": labels,
             "positions": np.flatnonzero(labels.reshape(-1) != IGNORE_INDEX)}
-    tensors = {k: None if a is None else torch.from_numpy(a) for k, a in host.items()}
-    if device.type == "cpu":
-        return tensors
-    return {k: None if t is None else to_device(t, device) for k, t in tensors.items()}
+    longest = None
+    if varlen_separator is not None:
+        host["bounds"], longest = sequence_bounds(input_ids, host["attention_mask"], varlen_separator)
+    tensors = {k: None if a is None else to_device(torch.from_numpy(a), device) for k, a in host.items()}
+    return tensors if longest is None else {**tensors, "longest": longest}
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A host tensor on ``device`` without waiting for a GPU: through pinned memory,
     asynchronously (``torch.tensor(..., device="cuda")`` copies from pageable memory,
-    which waits for the GPU's queue to drain)."""
+    which waits for the GPU's queue to drain). On the CPU: the tensor itself."""
+    if device.type == "cpu":
+        return tensor
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
@@ -105,10 +111,11 @@ def train_step(objective, optimizer, scheduler, accelerator, micro_batches: list
     # into the sum over the global batch, then / the step's masked-token count.
     scale = world / (tokens.clamp(min=1) if world > 1 else max(tokens, 1))
     local_nll = torch.zeros((), dtype=accumulation_dtype(device), device=device)
+    varlen = accelerator.unwrap_model(objective).varlen_separator
     for k, arrays in enumerate(micro_batches):
         sync = nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(objective)
         with sync:
-            nll, _ = objective(**device_batch(arrays, device))
+            nll, _ = objective(**device_batch(arrays, device, varlen))
             accelerator.backward(nll * scale)
         local_nll += nll.detach().to(local_nll.dtype)
     accelerator.clip_grad_norm_(objective.parameters(), 1.0)

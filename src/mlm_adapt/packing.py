@@ -9,6 +9,7 @@ given (for a 0/1 padding mask it first checks ``mask.all()``: a host sync on a G
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # Added to the attention scores a token may not see: fp16's lowest finite value, so the mask
@@ -71,3 +72,25 @@ def document_position_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor 
     if attention_mask is None:
         return positions
     return torch.where(attention_mask.bool(), positions, torch.full_like(positions, pad_position))
+
+
+def sequence_bounds(input_ids: np.ndarray, attention_mask: np.ndarray | None, separator: int) -> tuple[np.ndarray, int]:
+    """The varlen form of a packed batch (``--packing`` with FlashAttention on a GPU): the
+    batch flattened into one row, cut into its documents. Returns ``cu_seq_lens`` (int32
+    offsets of each segment's start, then the total) and the longest segment's length.
+
+    The documents are :func:`document_attention_mask`'s: a separator ends (and belongs to)
+    its document; a row's padding is one segment of its own, whose outputs nobody reads.
+    Computed on the host from the batch's arrays: the max length a varlen kernel needs
+    would otherwise be a host sync. Boundaries are given, never inferred from position
+    ids: later documents restart at position 1 (after their own [CLS]), so inference from
+    positions would merge them."""
+    batch, length = input_ids.shape
+    real = np.full(batch, length) if attention_mask is None else attention_mask.sum(axis=1)
+    index = np.arange(length)
+    after_separator = np.zeros_like(input_ids, dtype=bool)
+    after_separator[:, 1:] = input_ids[:, :-1] == separator
+    starts = (index[None, :] == 0) | (after_separator & (index[None, :] < real[:, None])) | (index[None, :] == real[:, None])
+    flat = np.flatnonzero(starts)
+    bounds = np.append(flat, batch * length).astype(np.int32)
+    return bounds, int(np.diff(bounds).max())

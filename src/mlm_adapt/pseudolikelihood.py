@@ -57,7 +57,7 @@ def pseudo_token_nll(objective, chunks: Chunks, mask_id: int, device, batch_size
             *joined, rows, positions = [np.concatenate(part) for part in zip(*pending)]
             for start in range(0, len(rows), batch_size):
                 part = slice(start, start + batch_size)
-                batch = device_batch(tuple(a[part] for a in joined), torch.device(device))
+                batch = device_batch(tuple(a[part] for a in joined), torch.device(device), getattr(objective, "varlen_separator", None))
                 nll, _ = objective(**batch, per_row=True)  # one labelled token a copy
                 scores.append((rows[part], positions[part], nll))
             pending = []
