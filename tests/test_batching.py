@@ -80,3 +80,34 @@ def test_each_epoch_trains_on_every_chunk_once_in_a_new_order():
         assert sorted(map(bytes, original)) == sorted(map(bytes, data.input_ids))
         orders.append([bytes(row) for row in original])
     assert orders[0] != orders[1]
+
+
+def test_in_memory_batches_are_prefetched_on_an_accelerator_only(data_root, bert_dir):
+    """The same batches either way; on a GPU a background thread masks them ahead."""
+    import itertools
+    import threading
+
+    import numpy as np
+    import torch
+
+    from mlm_adapt.evaluation import prepare
+    from conftest import train_config
+
+    config = train_config(bert_dir, data_root / "docs.txt", "unused", train_size=64)
+    prepared = prepare(config)
+
+    class Device:
+        def __init__(self, kind):
+            self.device, self.num_processes, self.process_index = torch.device(kind), 1, 0
+
+    runs = {}
+    for kind in ("cpu", "cuda"):
+        before = {t.name for t in threading.enumerate()}
+        batches = prepared.data.train.batches(config, prepared.vocab, Device(kind), 0)
+        runs[kind] = list(itertools.islice(batches, 5))
+        started = {t.name for t in threading.enumerate()} - before
+        assert ("mlm-adapt-stream" in started) == (kind == "cuda")
+        batches.close()
+    for cpu, gpu in zip(*runs.values()):
+        for a, b in zip(cpu, gpu):
+            assert all(np.array_equal(x, y) for x, y in zip(a, b))

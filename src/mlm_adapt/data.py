@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
-from mlm_adapt.batching import MicroBatches, in_memory_batches, streamed_batches
+from mlm_adapt.batching import MicroBatches, in_memory_batches, prefetch, streamed_batches
 from mlm_adapt.chunk_stream import held_out_stream, training_batches
 from mlm_adapt.chunking import Chunks, split_and_chunk
 from mlm_adapt.config import DataConfig, TrainConfig, cache_home
@@ -56,7 +56,10 @@ class InMemorySource:
         return config.steps_per_epoch(len(self.chunks), world)
 
     def batches(self, config: TrainConfig, vocab: MaskingVocab, accelerator, start: int) -> Iterator[MicroBatches]:
-        return in_memory_batches(self.chunks, config, vocab, accelerator, start)
+        batches = in_memory_batches(self.chunks, config, vocab, accelerator, start)
+        # On a GPU the host would otherwise mask the next batch while the GPU waits for it; on a
+        # CPU the masking would only compete with the step's own threads for the same cores.
+        return batches if accelerator.device.type == "cpu" else prefetch(batches)
 
     def train_chunks(self, chunks_trained: int) -> int:
         return len(self.chunks)  # the training set's size
