@@ -281,3 +281,30 @@ def mlm_log(caplog):
     caplog.set_level(logging.INFO, logger="mlm_adapt")
     yield caplog
     logger.removeHandler(caplog.handler)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a torchrun rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(command: list[str], timeout: float, **kwargs):
+    """``subprocess.run`` in a session of its own, whose every process is killed on a
+    timeout: a hung multi-process launch must not leave ranks behind (they hold ports)."""
+    import os
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"timed out after {timeout} s (every process killed): {err[-2000:]}") from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)

@@ -135,11 +135,13 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(slower_ber
 
     out = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537",
+    from conftest import free_port
+
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                              "-m", "mlm_adapt", "train", "--model", str(slower_bert), "--data", str(data_root / "docs.txt"),
                              "--chunk-size", "64", "--eval-size", "20", "--train-size", "400", "--batch-size", "8",
                              "--max-steps", "200", "--precision", "fp32", "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     seen, shown = "", 0
     while shown < 1:
         char = proc.stderr.read(1)
@@ -149,7 +151,11 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(slower_ber
             shown = max([int(n) for n in re.findall(r"training:[^\r\n]*?(\d+)/200", seen)] or [0])
     ranks = {_rank_of(pid): pid for pid in _children(proc.pid)}
     os.kill(ranks[1], signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # the ranks disagreed and hang: kill them all, then fail
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("the processes did not stop together (hung)") from None
     steps = {int(s) for s in re.findall(r"interrupted at step (\d+)", err)}
     assert len(steps) == 1, err[-3000:]
     step = steps.pop()

@@ -44,7 +44,6 @@ def test_the_main_process_of_a_multi_process_run_fine_tunes_alone(bert_dir, tmp_
     # After a data-parallel run only the main process probes: a fine-tune that built a DDP
     # wrapper would wait for the other process in a collective forever.
     import os
-    import subprocess
     import sys
 
     data = labelled_csv(tmp_path / "d.csv", make_documents(40, seed=3), ["a", "b"] * 20)
@@ -60,8 +59,10 @@ def test_the_main_process_of_a_multi_process_run_fine_tunes_alone(bert_dir, tmp_
         "    print('accuracy', report['models'][0]['accuracy_mean'])\n"
         "state.wait_for_everyone()\n"
         "print('done', state.process_index)\n")
+    from conftest import free_port, launch
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29538",
-                           str(script)], capture_output=True, text=True, env=env, timeout=240)
+    done = launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+                   str(script)], timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "accuracy" in done.stdout and "done 0" in done.stdout and "done 1" in done.stdout

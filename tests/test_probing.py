@@ -23,13 +23,18 @@ def test_labels_that_cannot_be_probed(values, match):
         probing.encode_labels(values)
 
 
-def test_splits_are_stratified_disjoint_and_seeded():
+def test_folds_are_stratified_disjoint_and_seeded():
     labels = np.array([0] * 50 + [1] * 20 + [2] * 10)
-    train, test = probing.stratified_split(labels, 0.2, seed=1)
-    assert not set(train) & set(test) and len(train) + len(test) == len(labels)
-    assert np.bincount(labels[test]).tolist() == [10, 4, 2]
-    again = probing.stratified_split(labels, 0.2, seed=1)
-    assert (again[1] == test).all() and (probing.stratified_split(labels, 0.2, seed=2)[1] != test).any()
+    groups = np.arange(len(labels))
+    splits = probing.fold_splits(labels, groups, 5, seed=1)
+    tests = [test for _, test in splits]
+    for train, test in splits:
+        assert not set(train) & set(test) and len(train) + len(test) == len(labels)
+        assert np.bincount(labels[test]).tolist() == [10, 4, 2]
+    assert sorted(np.concatenate(tests).tolist()) == list(range(len(labels)))  # every row tested once
+    again = probing.fold_splits(labels, groups, 5, seed=1)
+    assert all((a[1] == t).all() for a, t in zip(again, tests))
+    assert any((a[1] != t).any() for a, t in zip(probing.fold_splits(labels, groups, 5, seed=2), tests))
 
 
 def test_logistic_regression_separates_what_is_separable_and_not_noise():
@@ -37,8 +42,8 @@ def test_logistic_regression_separates_what_is_separable_and_not_noise():
     labels = rng.integers(0, 3, size=300)
     features = rng.normal(size=(300, 8))
     separable = features + 3 * np.eye(3, 8)[labels]
-    assert np.mean(probing.score(separable, labels, [0, 1, 2], 0.3, "x").accuracy) > 0.95
-    assert np.mean(probing.score(features, labels, [0, 1, 2], 0.3, "x").accuracy) < 0.5
+    assert np.mean(probing.score(separable, labels, [0, 1, 2], 5, "x").accuracy) > 0.95
+    assert np.mean(probing.score(features, labels, [0, 1, 2], 5, "x").accuracy) < 0.5
 
 
 def test_a_label_one_word_reveals_is_found_and_a_random_one_is_not(bert_dir, tmp_path):
@@ -94,3 +99,86 @@ def test_embed_runs_on_the_models_device_and_returns_host_arrays(bert_dir, monke
     vectors = embed(model, tokenizer, ["the good film.", "a bad plot.", "the actor."], batch_size=2)
     assert isinstance(vectors, np.ndarray) and vectors.shape == (3, model.config.hidden_size)
     assert moved == [next(encoder.parameters()).device] * 2 and len(seen) == 2
+
+
+def _scores(name, truth, predicted, folds=5):
+    predicted = np.asarray(predicted)
+    fold = np.tile(np.arange(len(truth)) % folds, (len(predicted), 1))
+    return probing.ProbeScores(name, truth, predicted, ["a", "b"], fold)
+
+
+def test_the_paired_comparison_calls_a_real_difference_and_not_a_null():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 400)
+    groups = np.arange(400)
+
+    def noisy(accuracy, seed):
+        flip = np.random.default_rng(seed).random((2, 400)) > accuracy
+        return np.where(flip, 1 - truth, truth)
+
+    base = _scores("base", truth, noisy(0.75, 1))
+    same = _scores("same", truth, noisy(0.75, 2))  # equally good, its own errors
+    better = _scores("better", truth, noisy(0.90, 3))
+    null = probing.compare(base, same, groups)
+    real = probing.compare(base, better, groups)
+    assert null["accuracy"]["significant"] is False and null["macro_f1"]["significant"] is False
+    low, high = null["accuracy"]["interval"]
+    assert low < 0 < high and low < null["accuracy"]["difference"] < high
+    assert real["accuracy"]["significant"] is True and real["accuracy"]["interval"][0] > 0.05
+    assert real["macro_f1"]["significant"] is True
+    # Paired by test fold: the mean of the per-fold differences (equal folds: the pooled difference).
+    assert real["accuracy"]["difference"] == pytest.approx(np.mean(better.predicted == truth) - np.mean(base.predicted == truth))
+
+
+def test_no_verdict_from_too_few_groups():
+    truth = np.array([0, 1] * 20)
+    groups = np.repeat(np.arange(10), 4)  # 40 rows, but 10 groups of duplicates
+    first, second = _scores("a", truth, [truth, truth]), _scores("b", truth, [1 - truth, truth])
+    report = probing.compare(first, second, groups)
+    assert report["accuracy"]["significant"] is None and report["accuracy"]["difference"] == -0.5
+
+
+def test_duplicates_up_to_case_and_spaces_never_span_train_and_test():
+    texts = [f"Review {i % 30}:  a  film." if i % 3 else f"review {i % 30}: a film." for i in range(120)]
+    groups = probing.duplicate_groups(texts)
+    assert len(np.unique(groups)) == 30
+    labels = np.array([i % 30 % 2 for i in range(120)])
+    for seed in range(3):
+        for train, test in probing.fold_splits(labels, groups, 5, seed):
+            assert not set(groups[train]) & set(groups[test])
+
+
+def test_texts_the_adaptation_trained_on_are_left_out(bert_dir, tmp_path):
+    docs = make_documents(80, seed=4)
+    data = labelled_csv(tmp_path / "d.csv", docs, ["a" if i % 2 else "b" for i in range(len(docs))])
+    seen = probing.seen_texts(d.upper() + "  " for d in docs[:30])  # the same texts, as a corpus may hold them
+    report = probing.probe(ProbeConfig(models=(ModelConfig(str(bert_dir)),), data=DataConfig(str(data)), max_length=32),
+                           seen=seen)
+    assert report["leakage"] == {"seen_rows": 30, "unseen_rows": 50, "probed": "unseen"} and report["rows"] == 50
+    few = probing.probe(ProbeConfig(models=(ModelConfig(str(bert_dir)),), data=DataConfig(str(data)), max_length=32),
+                        seen=probing.seen_texts(docs[:75]))
+    assert few["leakage"]["probed"] == "all" and few["rows"] == 80  # too few unseen rows: all probed, the leak said
+
+
+def test_the_probe_reports_a_baseline_per_class_scores_and_its_comparison_as_json(capsys, bert_dir, distilbert_dir, tmp_path):
+    docs = make_documents(60, seed=2)
+    data = labelled_csv(tmp_path / "d.csv", docs, ["a" if i % 3 else "b" for i in range(len(docs))])
+    code, out, err = run_main(capsys, "probe", "--model", str(bert_dir), "--compare", str(distilbert_dir),
+                              "--data", str(data), "--folds", "4", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["folds"] == 4 and report["baseline"]["accuracy"] == pytest.approx(40 / 60)
+    for metric in ("accuracy", "macro_f1"):
+        comparison = report["comparison"][metric]
+        assert set(comparison) >= {"difference", "interval", "significant"}
+        assert comparison["interval"][0] <= comparison["difference"] <= comparison["interval"][1]
+    model = report["models"][0]
+    assert set(model["per_class"]) == {"a", "b"} and model["per_class"]["a"]["support"] == 40
+    assert np.array(model["confusion"]).sum() == 60 * len(report["seeds"])
+
+
+def test_too_few_rows_for_the_folds_is_one_error_line(capsys, bert_dir, tmp_path):
+    docs = make_documents(14, seed=2)
+    data = labelled_csv(tmp_path / "d.csv", docs, ["a"] * 8 + ["b"] * 6)
+    code, _, err = run_main(capsys, "probe", "--model", str(bert_dir), "--data", str(data), "--folds", "7")
+    assert code == 2 and err.startswith("error: --label-column: class 1 has 6 distinct texts, too few for 7 folds")

@@ -82,7 +82,7 @@ def test_each_call_site_draws_its_own_stream(bert_dir, data_root, tmp_path, monk
         ("in_memory_batches", Salt.TRAIN_ORDER), ("in_memory_batches", Salt.TRAIN_MASKS),
         ("mask_eval_set", Salt.EVAL_MASKS), ("training_batches", Salt.STREAM_SHUFFLE), ("streamed_batches", Salt.STREAM_MASKS),
         ("default_probes", Salt.PROBES), ("perplexity_interval", Salt.BOOTSTRAP), ("labelled_texts", Salt.PROBE_ROWS),
-        ("stratified_split", Salt.PROBE_SPLIT), ("finetune_predict", Salt.FINETUNE_ORDER),
+        ("fold_splits", Salt.PROBE_SPLIT), ("finetune_predict", Salt.FINETUNE_ORDER),
         ("with_replay", Salt.REPLAY_ROWS),
     }
     assert drawn == expected

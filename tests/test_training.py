@@ -157,9 +157,11 @@ def test_a_task_probe_ends_the_run_and_equals_the_probe_command_on_the_saved_mod
 
     task = tmp_path / "task.csv"
     with task.open("w", newline="", encoding="utf-8") as fh:
-        # Every seventh label flipped: scores below 1 that differ between models and splits.
-        csv.writer(fh).writerows([("review", "label")] + [(f"the {'brilliant' if i % 2 else 'awful'} film number {i}.",
-                                                           "pos" if (i % 2) ^ (i % 7 == 0) else "neg") for i in range(60)])
+        # Every seventh label flipped, and every fifth text without its telling word: scores
+        # below 1 that differ between models and splits.
+        csv.writer(fh).writerows([("review", "label")] + [
+            (f"the {'' if i % 5 == 0 else 'brilliant' if i % 2 else 'awful'} film number {i}.",
+             "pos" if (i % 2) ^ (i % 7 == 0) else "neg") for i in range(60)])
     config = train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=2,
                           task_data=str(task), task_text_column="review")
     metrics = train(config)

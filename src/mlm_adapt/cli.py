@@ -224,8 +224,8 @@ def probe(
     compare: Annotated[Optional[str], typer.Option(help="A second model probed on the same splits (e.g. the base model)")] = None,
     data: Data = None, split: Split = None, text_column: TextColumn = None, encoding: Encoding = None,
     label_column: Annotated[Optional[str], typer.Option(help=f"Column with the labels (default: {cfg.ProbeConfig.label_column})")] = None,
-    seeds: Annotated[Optional[int], typer.Option(help=f"Train/test splits, each fitted anew (default: {cfg.ProbeConfig.seeds})")] = None,
-    test_share: Annotated[Optional[float], typer.Option(help=f"Share of each class held out (default: {cfg.ProbeConfig.test_share})")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Repeats of the k-fold, each shuffled anew (default: 2, 1 with --finetune)")] = None,
+    folds: Annotated[Optional[int], typer.Option(help="Folds: every row is predicted by a model that did not train on it (default: 5, 3 with --finetune)")] = None,
     max_rows: Annotated[Optional[int], typer.Option(help=f"Labelled rows used at most, a seeded sample (default: {cfg.ProbeConfig.max_rows})")] = None,
     finetune: Annotated[bool, typer.Option("--finetune", help="Fine-tune each model with a classification head instead of probing frozen embeddings")] = False,
     finetune_epochs: Annotated[Optional[int], typer.Option(help=f"Epochs of --finetune (default: {cfg.ProbeConfig.finetune_epochs})")] = None,
@@ -235,13 +235,14 @@ def probe(
     seed: Seed = None, allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
 ) -> None:
     """Does MODEL (vs --compare) serve a task? A frozen-encoder probe (mean-pooled embeddings + logistic
-    regression), or with --finetune a short full fine-tune; mean ± std over --seeds splits."""
+    regression), or with --finetune a short full fine-tune, scored on out-of-fold predictions; with
+    --compare, the paired difference and its 95% interval (significant only if it excludes 0)."""
     from mlm_adapt.probing import probe as run
 
     trust = {"allow_pickle": bool(allow_pickle), "trust_remote_code": bool(trust_remote_code)}
     models = tuple(cfg.ModelConfig(model=name, **trust) for name in [model or cfg.ModelConfig().model] + ([compare] if compare else []))
     given = {"data": data, "split": split, "text_column": text_column, "encoding": encoding}
-    options = {"label_column": label_column, "seeds": seeds, "test_share": test_share, "max_rows": max_rows, "seed": seed,
+    options = {"label_column": label_column, "seeds": seeds, "folds": folds, "max_rows": max_rows, "seed": seed,
                "finetune": finetune, "finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr,
                "batch_size": batch_size, "precision": precision}
     config = cfg.ProbeConfig(models=models, data=cfg.DataConfig(**{k: v for k, v in given.items() if v is not None}),

@@ -58,21 +58,33 @@ def _task_result(metrics: dict[str, Any], result_type) -> list:
     adapted = task["models"][-1]
     return [result_type(task_type="text-classification", dataset_type=name.partition(":")[0], dataset_name=name,
                         metric_type="accuracy", metric_value=round(adapted["accuracy_mean"], 4),
-                        metric_name=f"frozen-encoder probe accuracy, mean of {len(task['seeds'])} seeds")]
+                        metric_name=f"frozen-encoder probe accuracy, out of fold ({task.get('folds', '?')}-fold x {len(task['seeds'])})")]
 
 
 def probe_rows(report: dict[str, Any], labels: tuple[str, str, str] | None = None) -> list[tuple[str, str, str]]:
-    """(model, accuracy, macro-F1) rows of a ``probing.probe`` report, with two models their
-    paired difference last; ``labels`` name the two models and the difference (default: the
-    models' names and "second - first")."""
+    """(model, accuracy, macro-F1) rows of a ``probing.probe`` report: the majority-class
+    baseline, each model (mean ± sample std over the k-fold's repeats), and with two models
+    their paired difference with its 95% interval and verdict; ``labels`` name the two
+    models and the difference (default: the models' names and "second - first")."""
     names = labels[:2] if labels else [m["model"] for m in report["models"]]
-    rows = [(name, f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}", f"{m['macro_f1_mean']:.3f} ± {m['macro_f1_std']:.3f}")
-            for name, m in zip(names, report["models"])]
+    rows = []
+    if "baseline" in report:
+        rows.append(("majority class", f"{report['baseline']['accuracy']:.3f}", f"{report['baseline']['macro_f1']:.3f}"))
+    rows += [(name, f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}", f"{m['macro_f1_mean']:.3f} ± {m['macro_f1_std']:.3f}")
+             for name, m in zip(names, report["models"])]
     if "comparison" not in report:
         return rows
-    diff = [f"{c['difference_mean']:+.3f} ± {c['difference_std']:.3f} ({'beyond' if c['exceeds_spread'] else 'within'} the spread)"
-            for c in (report["comparison"]["accuracy"], report["comparison"]["macro_f1"])]
+    diff = [difference_text(report["comparison"][metric]) for metric in ("accuracy", "macro_f1")]
     return rows + [(labels[2] if labels else "second - first", *diff)]
+
+
+def difference_text(comparison: dict[str, Any]) -> str:
+    """A paired difference as people should read it: the interval, then the verdict it supports."""
+    if "interval" not in comparison:  # a report written before intervals (exceeds_spread)
+        return f"{comparison['difference_mean']:+.3f} (no interval: re-run the probe)"
+    low, high = comparison["interval"]
+    verdict = {True: "significant", False: "not significant", None: "too few examples for a verdict"}[comparison["significant"]]
+    return f"{comparison['difference']:+.3f} [{low:+.3f}, {high:+.3f}] ({verdict})"
 
 
 def task_probe_rows(task: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -83,7 +95,21 @@ def task_probe_rows(task: dict[str, Any]) -> list[tuple[str, str, str]]:
 def task_probe_intro(task: dict[str, Any]) -> str:
     return (f"Frozen-encoder probe (mean-pooled embeddings + logistic regression) on `{public_name(task['data'])}`: "
             f"{task['rows']} labelled rows, {len(task['classes'])} classes ({', '.join(map(str, task['classes'][:6]))}), "
-            f"{len(task['seeds'])} stratified splits; mean ± std over the splits, difference paired by split.")
+            f"every row predicted out of fold ({task.get('folds', '?')} folds x {len(task['seeds'])} repeats, duplicates kept "
+            "on one side); mean ± std over the repeats; the difference is paired by example, with a 95% bootstrap "
+            "interval over the examples, significant only if it excludes 0."
+            + _leakage_text(task))
+
+
+def _leakage_text(task: dict[str, Any]) -> str:
+    leak = task.get("leakage")
+    if not leak:
+        return ""
+    if leak["probed"] == "unseen":
+        return (f" {leak['seen_rows']} labelled rows whose text the adaptation trained on were left out; "
+                f"the probe used the {leak['unseen_rows']} others.")
+    return (f" Warning: {leak['seen_rows']} of the labelled rows have texts the adaptation trained on, and too few "
+            "others remain to leave them out: the adapted model has seen part of the test texts.")
 
 
 def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) -> str:

@@ -1,15 +1,21 @@
-"""Did adaptation help a task? A frozen-encoder probe on labelled text.
+"""Did adaptation help a task? A probe on labelled text, and a paired, calibrated comparison.
 
-Each model embeds every text once (mean of its last hidden states over real tokens);
-for each seed a stratified train/test split is drawn and a multinomial logistic
-regression (L2, full-batch L-BFGS on standardised features) is fitted on the training
-part and scored on the test part. Two models are compared on the same splits, so their
-per-seed differences are paired. Gururangan et al. 2020 report standard deviations of
-several points across seeds: one split says little, hence ``seeds``.
+Every labelled example gets out-of-fold predictions: a stratified k-fold, repeated with
+``seeds`` shuffles, in which texts that are the same up to case and white space form one
+group that never spans train and test (scikit-learn's ``StratifiedGroupKFold``). The
+frozen probe embeds each text once (mean of the last hidden states over real tokens) and
+fits a logistic regression on standardised features, its regularisation chosen by an
+inner cross-validation (``LogisticRegressionCV``); ``--finetune`` fine-tunes a classifier
+instead (``finetuning``). Two models are compared on the same examples and folds: the
+difference in accuracy and macro-F1 paired by test fold, with the corrected repeated
+k-fold t interval, and "significant" only where that interval excludes 0. benchmarks/probe_calibration.py measures how often it says so when
+the two models are equally good (docs/statistics.md).
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,18 +25,59 @@ from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.seeding import Salt, generator
 
 MIN_PER_CLASS = 5  # rows a class needs: a few to train on and at least one to test on
+# Below this many groups of examples a bootstrap interval is not trusted: no verdict
+# (simulated coverage of a cluster bootstrap falls well below 95% under ~20 clusters).
+MIN_GROUPS_FOR_VERDICT = 20
+_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
 class ProbeScores:
+    """A model's out-of-fold predictions (one row per repeat) and the scores they give."""
+
     model: str
-    accuracy: list[float]  # one per seed
-    macro_f1: list[float]
+    truth: np.ndarray
+    predicted: np.ndarray  # [repeats, examples]
+    classes: list[str]
+    fold: np.ndarray | None = None  # [repeats, examples]: the fold that tested each example
+
+    def per_fold(self, metric: str) -> np.ndarray:
+        """``metric`` ("accuracy" or "macro_f1") on each test fold of each repeat, in order."""
+        values = []
+        for predicted, fold in zip(self.predicted, self.fold):
+            for f in np.unique(fold):
+                rows = fold == f
+                values.append(float(np.mean(predicted[rows] == self.truth[rows])) if metric == "accuracy"
+                              else macro_f1(self.truth[rows], predicted[rows], len(self.classes)))
+        return np.array(values)
+
+    @property
+    def accuracy(self) -> list[float]:  # one per repeat
+        return [float(np.mean(row == self.truth)) for row in self.predicted]
+
+    @property
+    def macro_f1(self) -> list[float]:
+        return [macro_f1(self.truth, row, len(self.classes)) for row in self.predicted]
 
     def summary(self) -> dict:
+        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+        truth = np.tile(self.truth, len(self.predicted))
+        pooled = self.predicted.reshape(-1)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            truth, pooled, labels=range(len(self.classes)), zero_division=0)
         return {"model": self.model, "accuracy": self.accuracy, "macro_f1": self.macro_f1,
-                "accuracy_mean": float(np.mean(self.accuracy)), "accuracy_std": float(np.std(self.accuracy)),
-                "macro_f1_mean": float(np.mean(self.macro_f1)), "macro_f1_std": float(np.std(self.macro_f1))}
+                "accuracy_mean": float(np.mean(self.accuracy)), "accuracy_std": _spread(self.accuracy),
+                "macro_f1_mean": float(np.mean(self.macro_f1)), "macro_f1_std": _spread(self.macro_f1),
+                "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f),
+                                     "support": int(s) // len(self.predicted)}
+                              for name, p, r, f, s in zip(self.classes, precision, recall, f1, support)},
+                "confusion": confusion_matrix(truth, pooled, labels=range(len(self.classes))).tolist()}
+
+
+def _spread(values: list[float]) -> float:
+    """Sample standard deviation (ddof=1) over repeats; 0 for one repeat (no spread measured)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def encode_labels(values: list) -> tuple[np.ndarray, list[str]]:
@@ -49,47 +96,66 @@ def encode_labels(values: list) -> tuple[np.ndarray, list[str]]:
     return labels, names
 
 
-def stratified_split(labels: np.ndarray, test_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) row indices: every class split in the same proportion, seeded."""
-    rng = generator(seed, Salt.PROBE_SPLIT)
-    train, test = [], []
-    for label in np.unique(labels):
-        rows = rng.permutation(np.nonzero(labels == label)[0])
-        cut = min(max(1, round(test_share * len(rows))), len(rows) - 1)
-        test.append(rows[:cut])
-        train.append(rows[cut:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+def normalised(text: str) -> str:
+    """A text as duplicates are found: case and runs of white space ignored."""
+    return _SPACE.sub(" ", text).strip().lower()
 
 
-def fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, classes: int,
-                l2: float = 1e-3, steps: int = 100) -> np.ndarray:
-    """Multinomial logistic regression, deterministic (zero start, full-batch L-BFGS)."""
-    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
-    x = torch.from_numpy((train_x - mean) / std).float()
-    y = torch.from_numpy(train_y).long()
-    weights = torch.zeros(x.shape[1], classes, requires_grad=True)
-    bias = torch.zeros(classes, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weights, bias], max_iter=steps, line_search_fn="strong_wolfe")
+def duplicate_groups(texts: list[str]) -> np.ndarray:
+    """A group number per text; texts equal up to case and white space share one."""
+    seen: dict[str, int] = {}
+    return np.array([seen.setdefault(normalised(t), len(seen)) for t in texts])
 
-    def closure():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ weights + bias, y) + l2 * weights.pow(2).sum()
-        loss.backward()
-        return loss
 
-    optimizer.step(closure)
-    with torch.no_grad():
-        return (torch.from_numpy((test_x - mean) / std).float() @ weights + bias).argmax(dim=1).numpy()
+def fold_splits(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) rows of a stratified k-fold in which no group spans train and test, seeded."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    for c in np.unique(labels):
+        distinct = len(np.unique(groups[labels == c]))
+        if distinct < folds:
+            raise MlmAdaptError(f"--label-column: class {int(c)} has {distinct} distinct texts, too few for "
+                                f"{folds} folds; lower --folds or add labelled rows")
+    state = int(generator(seed, Salt.PROBE_SPLIT).integers(2**31 - 1))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=state)
+    return [(np.sort(train), np.sort(test)) for train, test in splitter.split(np.zeros(len(labels)), labels, groups)]
+
+
+def out_of_fold(labels: np.ndarray, groups: np.ndarray, seeds: list[int], folds: int, predict) -> tuple[np.ndarray, np.ndarray]:
+    """Each example's prediction in each repeat (one k-fold per seed) from
+    ``predict(train_rows, test_rows, seed) -> test predictions``, and the fold that tested
+    it: two [len(seeds), examples] arrays."""
+    predicted = np.full((len(seeds), len(labels)), -1)
+    fold = np.full((len(seeds), len(labels)), -1)
+    for r, seed in enumerate(seeds):
+        for f, (train, test) in enumerate(fold_splits(labels, groups, folds, seed)):
+            predicted[r, test], fold[r, test] = predict(train, test, seed), f
+    return predicted, fold
+
+
+def fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, train_groups: np.ndarray) -> np.ndarray:
+    """Logistic regression on standardised features, its L2 strength chosen by a 3-fold inner
+    cross-validation on the training rows (grouped like the outer folds)."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    smallest = min(len(np.unique(train_groups[train_y == c])) for c in np.unique(train_y))
+    inner = StratifiedGroupKFold(n_splits=max(2, min(3, smallest)))
+    splits = list(inner.split(train_x, train_y, train_groups))
+    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-4, 1, 6), cv=splits,
+                                                                 scoring="neg_log_loss", max_iter=1000))
+    with warnings.catch_warnings():  # scikit-learn 1.9's notices of changing defaults
+        warnings.simplefilter("ignore", FutureWarning)
+        model.fit(train_x, train_y)
+    return model.predict(test_x)
 
 
 def macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: int) -> float:
-    scores = []
-    for c in range(classes):
-        tp = np.sum((predicted == c) & (truth == c))
-        precision = tp / max(np.sum(predicted == c), 1)
-        recall = tp / max(np.sum(truth == c), 1)
-        scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-    return float(np.mean(scores))
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(truth, predicted, labels=range(classes), average="macro", zero_division=0))
 
 
 @torch.inference_mode()
@@ -107,61 +173,95 @@ def embed(model, tokenizer, texts: list[str], max_length: int = 128, batch_size:
     return torch.cat(vectors).cpu().numpy()  # one copy back, not one per batch
 
 
-def score(features: np.ndarray, labels: np.ndarray, seeds: list[int], test_share: float, name: str) -> ProbeScores:
-    """The frozen probe: logistic regression on ``features``, one stratified split per seed."""
-    classes = int(labels.max()) + 1
-    return split_scores(labels, seeds, test_share, name,
-                        lambda train, test, seed: fit_predict(features[train], labels[train], features[test], classes))
+def score(features: np.ndarray, labels: np.ndarray, seeds: list[int], folds: int, name: str,
+          groups: np.ndarray | None = None, classes: list[str] | None = None) -> ProbeScores:
+    """The frozen probe's out-of-fold scores for ``features``."""
+    groups = np.arange(len(labels)) if groups is None else groups
+    predicted, fold = out_of_fold(labels, groups, seeds, folds,
+                                  lambda train, test, seed: fit_predict(features[train], labels[train], features[test], groups[train]))
+    return ProbeScores(name, labels, predicted, classes or [str(c) for c in range(int(labels.max()) + 1)], fold)
 
 
-def split_scores(labels: np.ndarray, seeds: list[int], test_share: float, name: str, predict) -> ProbeScores:
-    """Accuracy and macro-F1 of ``predict(train_rows, test_rows, seed) -> test predictions``
-    on one stratified split per seed: the frozen and the fine-tuned probe score alike."""
-    classes = int(labels.max()) + 1
-    accuracy, f1 = [], []
-    for seed in seeds:
-        train, test = stratified_split(labels, test_share, seed)
-        predicted = predict(train, test, seed)
-        accuracy.append(float(np.mean(predicted == labels[test])))
-        f1.append(macro_f1(labels[test], predicted, classes))
-    return ProbeScores(name, accuracy, f1)
+def majority_baseline(labels: np.ndarray, groups: np.ndarray, seeds: list[int], folds: int, classes: list[str]) -> dict:
+    """What always answering each training fold's most frequent class scores."""
+    predicted, fold = out_of_fold(labels, groups, seeds, folds,
+                                  lambda train, test, seed: np.full(len(test), np.bincount(labels[train]).argmax()))
+    scores = ProbeScores("majority class", labels, predicted, classes, fold)
+    return {"accuracy": float(np.mean(scores.accuracy)), "macro_f1": float(np.mean(scores.macro_f1))}
 
 
-def compare(first: ProbeScores, second: ProbeScores) -> dict:
-    """``second`` minus ``first`` per seed (the same splits), and whether the mean difference
-    is larger than either model's spread across seeds."""
-    out = {}
+def compare(first: ProbeScores, second: ProbeScores, groups: np.ndarray, level: float = 0.95) -> dict:
+    """``second`` minus ``first`` in accuracy and macro-F1, paired by test fold, with the
+    corrected repeated k-fold t interval (Nadeau & Bengio 2003; Bouckaert & Frank 2004):
+    the spread of the per-fold differences, inflated by 1/(k-1) for the training sets the
+    folds share, so that it holds its error rate where a plain t-test or a bootstrap over
+    test examples does not (their spread leaves out how the fitted classifiers vary).
+    "significant" only where the interval excludes 0; no verdict at all (None) with fewer
+    than MIN_GROUPS_FOR_VERDICT groups of examples."""
+    from scipy.stats import t as student
+
+    folds = len(np.unique(first.fold[0]))
+    out = {"test": "corrected repeated k-fold t", "level": level, "groups": int(len(np.unique(groups)))}
     for metric in ("accuracy", "macro_f1"):
-        diff = np.array(getattr(second, metric)) - np.array(getattr(first, metric))
-        spread = max(np.std(getattr(first, metric)), np.std(getattr(second, metric)))
-        out[metric] = {"difference_mean": float(diff.mean()), "difference_std": float(diff.std()),
-                       "exceeds_spread": bool(abs(diff.mean()) > spread)}
+        diff = second.per_fold(metric) - first.per_fold(metric)
+        mean, variance = float(diff.mean()), float(np.var(diff, ddof=1)) if len(diff) > 1 else 0.0
+        half = student.ppf((1 + level) / 2, max(len(diff) - 1, 1)) * np.sqrt((1 / len(diff) + 1 / (folds - 1)) * variance)
+        low, high = mean - half, mean + half
+        verdict = bool(low > 0 or high < 0) if out["groups"] >= MIN_GROUPS_FOR_VERDICT else None
+        per_repeat = np.array(getattr(second, metric)) - np.array(getattr(first, metric))
+        out[metric] = {"difference": mean, "interval": [float(low), float(high)], "significant": verdict,
+                       "difference_mean": float(per_repeat.mean()), "difference_std": _spread(list(per_repeat))}
     return out
 
 
-def probe(config, loaded: dict | None = None) -> dict:
-    """Run a ``ProbeConfig``: scores per model (mean and std over seeds), and with two
-    models their paired difference. ``loaded`` maps a model name of ``config.models`` to
-    a (model, tokenizer) already in memory (a run's trained model)."""
+def probe(config, loaded: dict | None = None, seen: set[str] | None = None) -> dict:
+    """Run a ``ProbeConfig``: scores per model (out-of-fold, mean and spread over repeats),
+    the majority-class baseline, and with two models their paired comparison. ``loaded``
+    maps a model name of ``config.models`` to a (model, tokenizer) already in memory (a
+    run's trained model). ``seen``: normalised texts a model trained on
+    (:func:`normalised`); those rows are left out where enough remain."""
     from mlm_adapt.finetuning import finetuner
     from mlm_adapt.models import load_model, load_tokenizer
 
     texts, labels, names = labelled_texts(config)
-    seeds = [config.seed + i for i in range(config.seeds)]
+    texts, labels, leakage = _unseen(texts, labels, names, seen, config.fold_count())
+    groups = duplicate_groups(texts)
+    seeds = [config.seed + i for i in range(config.repeats())]
+    folds = config.fold_count()
     results = []
     for model_config in config.models:
         if config.finetune:
             predict = finetuner(model_config, texts, labels, config)
-            results.append(split_scores(labels, seeds, config.test_share, model_config.model, predict))
+            predicted, fold = out_of_fold(labels, groups, seeds, folds, predict)
+            results.append(ProbeScores(model_config.model, labels, predicted, names, fold))
             continue
         model, tokenizer = (loaded or {}).get(model_config.model) or (load_model(model_config), load_tokenizer(model_config))
         features = embed(model, tokenizer, texts, config.max_length)
-        results.append(score(features, labels, seeds, config.test_share, model_config.model))
+        results.append(score(features, labels, seeds, folds, model_config.model, groups, names))
     report = {"mode": "fine-tuned" if config.finetune else "frozen", "classes": names, "rows": len(texts),
-              "seeds": seeds, "models": [r.summary() for r in results]}
+              "seeds": seeds, "folds": folds, "groups": int(len(np.unique(groups))),
+              "baseline": majority_baseline(labels, groups, seeds, folds, names),
+              "models": [r.summary() for r in results]}
+    if leakage:
+        report["leakage"] = leakage
     if len(results) == 2:
-        report["comparison"] = compare(*results)
+        report["comparison"] = compare(*results, groups)
     return report
+
+
+def _unseen(texts: list[str], labels: np.ndarray, names: list[str], seen: set[str] | None,
+            folds: int) -> tuple[list[str], np.ndarray, dict | None]:
+    """The rows whose text is not in ``seen`` where every class keeps enough for the folds;
+    else all rows, with the leak recorded."""
+    if not seen:
+        return texts, labels, None
+    fresh = np.array([normalised(t) not in seen for t in texts])
+    kept = labels[fresh]
+    enough = len(np.unique(kept)) == len(names) and np.bincount(kept, minlength=len(names)).min() >= max(MIN_PER_CLASS, 2 * folds)
+    leakage = {"seen_rows": int((~fresh).sum()), "unseen_rows": int(fresh.sum()), "probed": "unseen" if enough else "all"}
+    if not enough:
+        return texts, labels, leakage
+    return [t for t, f in zip(texts, fresh) if f], kept, leakage
 
 
 def labelled_texts(config) -> tuple[list[str], np.ndarray, list[str]]:
@@ -179,3 +279,8 @@ def labelled_texts(config) -> tuple[list[str], np.ndarray, list[str]]:
     labels, names = encode_labels(subset[config.label_column])
     texts = [t for batch in Corpus(subset, corpus.column, corpus.source).batches() for t in batch]
     return texts, labels, names
+
+
+def seen_texts(texts) -> set[str]:
+    """The normalised form of every text in an iterable of texts (a training corpus)."""
+    return {normalised(t) for t in texts}

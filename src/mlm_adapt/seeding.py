@@ -33,7 +33,7 @@ class Salt(IntEnum):
     PROBES = 0xC0DE  # the report's default fill-mask probes
     BOOTSTRAP = 0xB007  # resampling held-out documents for confidence intervals
     PROBE_ROWS = 0x9201  # which labelled rows a probe uses (--max-rows)
-    PROBE_SPLIT = 0x9202  # a probe's train/test split, one per probe seed
+    PROBE_SPLIT = 0x9202  # a probe's k-fold split, one per probe seed (repeat)
     FINETUNE_ORDER = 0x9203  # the order of a fine-tuned probe's training rows, per probe seed
     REPLAY_ROWS = 0x7E01  # which general-text chunks --replay-ratio mixes into training
 

@@ -35,7 +35,7 @@ def print_probe(report: dict[str, Any]) -> None:
     from mlm_adapt.model_card import probe_rows
 
     mode = "fine-tuned" if report.get("mode") == "fine-tuned" else "frozen-encoder"
-    _probe_table(f"{mode} probe: {report['rows']} rows, {len(report['classes'])} classes, {len(report['seeds'])} seeds",
+    _probe_table(f"{mode} probe: {report['rows']} rows, {len(report['classes'])} classes, {report.get('folds', '?')} folds x {len(report['seeds'])} repeats",
                  "model", probe_rows(report))
 
 
@@ -140,7 +140,7 @@ def with_interval(value: float, interval: list[float]) -> str:
 def print_task_probe(task: dict[str, Any]) -> None:
     from mlm_adapt.model_card import task_probe_rows
 
-    _probe_table(f"did it help? frozen-encoder probe on {task['data']} ({task['rows']} rows, {len(task['seeds'])} seeds)",
+    _probe_table(f"did it help? frozen-encoder probe on {task['data']} ({task['rows']} rows, out of fold)",
                  "", task_probe_rows(task))
 
 

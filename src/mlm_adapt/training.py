@@ -246,7 +246,8 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
     artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights, resume_hint=hint)
     task = config.task_probe_config()
     if task is not None:
-        log.info("probing the task in %s: base model vs adapted model, %d seeds ...", task.data.data, task.seeds)
+        log.info("probing the task in %s: base model vs adapted model, %d folds x %d repeats ...", task.data.data,
+                 task.fold_count(), task.repeats())
         metrics["task_probe"] = {"data": task.data.data, **probing.probe(task, loaded={str(config.output): (model, prepared.tokenizer)})}
         artifacts.save_reports(output, metrics, write_extra=extras)
     if config.push_to_hub:
