@@ -182,3 +182,16 @@ def test_too_few_rows_for_the_folds_is_one_error_line(capsys, bert_dir, tmp_path
     data = labelled_csv(tmp_path / "d.csv", docs, ["a"] * 8 + ["b"] * 6)
     code, _, err = run_main(capsys, "probe", "--model", str(bert_dir), "--data", str(data), "--folds", "7")
     assert code == 2 and err.startswith("error: --label-column: class 1 has 6 distinct texts, too few for 7 folds")
+
+
+def test_probe_seen_names_a_training_corpus_whose_texts_are_left_out(capsys, bert_dir, data_root, tmp_path, documents):
+    # 30 labelled rows are lines of docs.txt (written in another case); 50 are new texts.
+    texts = [d.upper() for d in documents[:30]] + make_documents(50, seed=11)
+    data = labelled_csv(tmp_path / "d.csv", texts, ["a" if i % 2 else "b" for i in range(len(texts))])
+    code, out, err = run_main(capsys, "probe", "--model", str(bert_dir), "--data", str(data),
+                              "--seen", str(data_root / "docs.txt"), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["leakage"] == {"seen_rows": 30, "unseen_rows": 50, "probed": "unseen"} and report["rows"] == 50
+    code, out, _ = run_main(capsys, "probe", "--model", str(bert_dir), "--data", str(data), "--seen", str(data_root / "docs.txt"))
+    assert code == 0 and "30 labelled rows whose text the adaptation trained on were left out" in out.replace("\n", " ")

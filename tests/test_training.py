@@ -231,3 +231,14 @@ def test_remainder_pad_trains_and_evaluates_the_last_short_chunk(bert_dir, data_
     assert padded["eval_chunks"] == dropped["eval_chunks"] + 1
     assert padded["eval_masked_tokens"] > dropped["eval_masked_tokens"]
     assert (prepared.data.train.chunks.attention_mask == 0).any() and (prepared.eval_set.attention_mask == 0).any()
+
+
+def test_the_task_probe_leaves_out_texts_the_run_trained_on(bert_dir, data_root, tmp_path, documents):
+    from conftest import labelled_csv, make_documents
+
+    texts = documents[:40] + make_documents(60, seed=21)  # 40 of them are documents of --data
+    task = labelled_csv(tmp_path / "task.csv", texts, ["a" if i % 2 else "b" for i in range(len(texts))])
+    metrics = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=2, task_data=str(task)))
+    assert metrics["task_probe"]["leakage"] == {"seen_rows": 40, "unseen_rows": 60, "probed": "unseen"}
+    assert metrics["task_probe"]["rows"] == 60
+    assert "40 labelled rows whose text the adaptation trained on were left out" in (tmp_path / "o" / "README.md").read_text()

@@ -227,6 +227,8 @@ def probe(
     seeds: Annotated[Optional[int], typer.Option(help="Repeats of the k-fold, each shuffled anew (default: 2, 1 with --finetune)")] = None,
     folds: Annotated[Optional[int], typer.Option(help="Folds: every row is predicted by a model that did not train on it (default: 5, 3 with --finetune)")] = None,
     max_rows: Annotated[Optional[int], typer.Option(help=f"Labelled rows used at most, a seeded sample (default: {cfg.ProbeConfig.max_rows})")] = None,
+    seen: Annotated[Optional[str], typer.Option(help="A corpus the models trained on (the adaptation data): labelled rows whose text it holds are left out")] = None,
+    seen_text_column: Annotated[str, typer.Option(help="Text column of --seen")] = "text",
     finetune: Annotated[bool, typer.Option("--finetune", help="Fine-tune each model with a classification head instead of probing frozen embeddings")] = False,
     finetune_epochs: Annotated[Optional[int], typer.Option(help=f"Epochs of --finetune (default: {cfg.ProbeConfig.finetune_epochs})")] = None,
     finetune_lr: Annotated[Optional[float], typer.Option(help=f"Peak learning rate of --finetune (default: {cfg.ProbeConfig.finetune_lr})")] = None,
@@ -247,7 +249,8 @@ def probe(
                "batch_size": batch_size, "precision": precision}
     config = cfg.ProbeConfig(models=models, data=cfg.DataConfig(**{k: v for k, v in given.items() if v is not None}),
                              **{k: v for k, v in options.items() if v is not None})
-    report = run(config)
+    trained_on = cfg.DataConfig(data=seen, text_column=seen_text_column, encoding=config.data.encoding) if seen else None
+    report = run(config, trained_on=trained_on)
     if json_out:
         print(json.dumps(report))
     else:

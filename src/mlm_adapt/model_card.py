@@ -98,10 +98,10 @@ def task_probe_intro(task: dict[str, Any]) -> str:
             f"every row predicted out of fold ({task.get('folds', '?')} folds x {len(task['seeds'])} repeats, duplicates kept "
             "on one side); mean ± std over the repeats; the difference is paired by example, with a 95% bootstrap "
             "interval over the examples, significant only if it excludes 0."
-            + _leakage_text(task))
+            + leakage_text(task))
 
 
-def _leakage_text(task: dict[str, Any]) -> str:
+def leakage_text(task: dict[str, Any]) -> str:
     leak = task.get("leakage")
     if not leak:
         return ""

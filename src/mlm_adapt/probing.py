@@ -214,16 +214,19 @@ def compare(first: ProbeScores, second: ProbeScores, groups: np.ndarray, level: 
     return out
 
 
-def probe(config, loaded: dict | None = None, seen: set[str] | None = None) -> dict:
+def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trained_on=None) -> dict:
     """Run a ``ProbeConfig``: scores per model (out-of-fold, mean and spread over repeats),
     the majority-class baseline, and with two models their paired comparison. ``loaded``
     maps a model name of ``config.models`` to a (model, tokenizer) already in memory (a
-    run's trained model). ``seen``: normalised texts a model trained on
-    (:func:`normalised`); those rows are left out where enough remain."""
+    run's trained model). ``seen``: normalised texts a model trained on (:func:`normalised`),
+    or ``trained_on``: the ``DataConfig`` of its training corpus, read once to find them;
+    those rows are left out where enough remain."""
     from mlm_adapt.finetuning import finetuner
     from mlm_adapt.models import load_model, load_tokenizer
 
     texts, labels, names = labelled_texts(config)
+    if trained_on is not None:
+        seen = found_in(trained_on, texts)
     texts, labels, leakage = _unseen(texts, labels, names, seen, config.fold_count())
     groups = duplicate_groups(texts)
     seeds = [config.seed + i for i in range(config.repeats())]
@@ -284,3 +287,15 @@ def labelled_texts(config) -> tuple[list[str], np.ndarray, list[str]]:
 def seen_texts(texts) -> set[str]:
     """The normalised form of every text in an iterable of texts (a training corpus)."""
     return {normalised(t) for t in texts}
+
+
+def found_in(corpus_config, texts: list[str]) -> set[str]:
+    """Which of ``texts`` (normalised) a corpus holds as a document: the corpus is read
+    once, as a stream where so configured, holding only the probe's texts in memory."""
+    from mlm_adapt.corpus import load_corpus
+
+    wanted = {normalised(t) for t in texts}
+    found: set[str] = set()
+    for batch in load_corpus(corpus_config).batches():
+        found.update(n for n in map(normalised, batch) if n in wanted)
+    return found

@@ -32,11 +32,13 @@ def print_vocab(result) -> None:
 
 
 def print_probe(report: dict[str, Any]) -> None:
-    from mlm_adapt.model_card import probe_rows
+    from mlm_adapt.model_card import leakage_text, probe_rows
 
     mode = "fine-tuned" if report.get("mode") == "fine-tuned" else "frozen-encoder"
-    _probe_table(f"{mode} probe: {report['rows']} rows, {len(report['classes'])} classes, {report.get('folds', '?')} folds x {len(report['seeds'])} repeats",
-                 "model", probe_rows(report))
+    _probe_table(f"{mode} probe: {report['rows']} rows, {len(report['classes'])} classes, "
+                 f"{report.get('folds', '?')} folds x {len(report['seeds'])} repeats", "model", probe_rows(report))
+    if report.get("leakage"):
+        out.print(leakage_text(report).strip())
 
 
 def _probe_table(title: str, first_column: str, rows: list[tuple[str, str, str]]) -> None:
@@ -138,10 +140,12 @@ def with_interval(value: float, interval: list[float]) -> str:
 
 
 def print_task_probe(task: dict[str, Any]) -> None:
-    from mlm_adapt.model_card import task_probe_rows
+    from mlm_adapt.model_card import leakage_text, task_probe_rows
 
     _probe_table(f"did it help? frozen-encoder probe on {task['data']} ({task['rows']} rows, out of fold)",
                  "", task_probe_rows(task))
+    if task.get("leakage"):
+        out.print(leakage_text(task).strip())
 
 
 class TqdmHandler(logging.Handler):
