@@ -247,3 +247,21 @@ def test_evaluate_on_compressed_latin1_exits_2_with_one_error_line(tmp_path, ber
     path = _compressed_latin1(tmp_path / "latin.jsonl.gz", ["Un café très sympa, the film was good."] * 40)
     code, _, err = run_main(capsys, "evaluate", "--model", str(bert_dir), "--data", str(path), "--chunk-size", "16")
     assert code == 2 and err.strip().startswith("error: --data") and "--encoding" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("boundary, expected", [(None, 6), ("line", 6), ("blank-line", 2), ("file", 1)])
+def test_document_boundary_of_text_input(tmp_path, boundary, expected):
+    # Two articles of three lines each, separated by a blank line.
+    path = tmp_path / "articles.txt"
+    path.write_text("a1 one.\na1 two.\na1 three.\n\na2 one.\na2 two.\na2 three.\n", encoding="utf-8")
+    docs = [d for d in _docs(DataConfig(data=str(path), document_boundary=boundary)) if d.strip()]
+    assert len(docs) == expected
+    if boundary == "blank-line":
+        assert docs[0].split() == ["a1", "one.", "a1", "two.", "a1", "three."]
+
+
+def test_document_boundary_is_refused_where_records_are_documents(data_root):
+    with pytest.raises(MlmAdaptError, match="--document-boundary applies to .txt input"):
+        load_corpus(DataConfig(data=str(data_root / "reviews.csv"), document_boundary="blank-line"))
+    with pytest.raises(MlmAdaptError, match="--document-boundary must be one of line, blank-line, file"):
+        DataConfig(document_boundary="sentence")

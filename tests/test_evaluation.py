@@ -112,3 +112,15 @@ def test_per_row_sums_add_up_to_the_batch_sum(bert_dir, sparse):
         tokens, same = masked_lm_nll(model, ids, torch.ones_like(ids), labels, sparse=sparse, per_token=True)
     assert same == count and tokens.shape == ids.shape and (tokens[labels == -100] == 0).all()
     assert (tokens[labels != -100] > 0).all() and torch.allclose(tokens.sum(dim=1), rows)
+
+
+def test_a_change_over_too_few_documents_gets_no_verdict():
+    from mlm_adapt.evaluation import before_after
+
+    record = {"perplexity": 300.0, "perplexity_interval": [280.0, 320.0], "eval_loss": 5.7, "eval_nll_sum": 570.0,
+              "eval_masked_tokens": 100}
+    after = {**record, "perplexity": 150.0, "perplexity_change_interval": [0.4, 0.6]}
+    for resamples, verdict in (("40 documents", True), ("12 documents", None), ("9 chunks", None)):
+        metrics = before_after(record, {**after, "interval_resamples": resamples}, 400)
+        assert metrics["change_exceeds_noise"] is verdict
+        assert (metrics["interval_caveat"] is None) == (verdict is not None)

@@ -7,12 +7,12 @@ from mlm_adapt.model_card import public_name, verdict, with_interval_text
 
 def _metrics(low: float, high: float, **extra) -> dict:
     return {"perplexity_before": 300.0, "perplexity_after": 150.0, "perplexity_change_interval": [low, high],
-            "change_exceeds_noise": not (low <= 1.0 <= high), "interval_resamples": "12 documents", **extra}
+            "change_exceeds_noise": not (low <= 1.0 <= high), "interval_resamples": "120 documents", **extra}
 
 
 def test_verdict_says_whether_the_change_is_beyond_noise_and_what_was_resampled():
     beyond = verdict(_metrics(0.45, 0.55))
-    assert "300.0 -> 150.0" in beyond and "beyond resampling noise" in beyond and "resampling 12 documents" in beyond
+    assert "300.0 -> 150.0" in beyond and "beyond resampling noise" in beyond and "resampling 120 documents" in beyond
     assert "within resampling noise" in verdict(_metrics(0.9, 1.1))
     general = verdict(_metrics(0.45, 0.55, general_data="news", general_perplexity_before=100.0,
                                general_perplexity_after=120.0, general_perplexity_change_interval=[1.1, 1.3],
@@ -26,3 +26,10 @@ def test_interval_text_and_public_names(tmp_path):
     folder.mkdir()
     assert public_name(str(folder)) == "my-model"  # a card is for publishing: no local paths
     assert public_name("distilbert-base-uncased") == "distilbert-base-uncased"
+
+
+def test_no_verdict_and_no_95_percent_label_from_too_few_documents():
+    for resamples, reason in (("8 documents", "only 8 held-out documents: the interval is unreliable"),
+                              ("30 chunks", "not a 95% interval")):
+        text = verdict(_metrics(0.45, 0.55, interval_resamples=resamples, change_exceeds_noise=None))
+        assert reason in text and "no verdict" in text and "beyond" not in text and "95% interval 0" not in text

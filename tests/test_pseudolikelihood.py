@@ -103,12 +103,16 @@ def test_each_token_keeps_its_own_score_for_the_interval(bert_dir, data_root):
 def test_pseudo_perplexity_comes_with_an_interval_over_documents(capsys, bert_dir, data_root):
     import json
 
-    code, out, err = _evaluate_pseudo(capsys, bert_dir, data_root, "--json")
+    # Enough held-out documents (>= intervals.MIN_DOCUMENTS) for an interval that is a 95% one.
+    enough = ("--max-sentences", "60", "--eval-size", "60")
+    code, out, err = _evaluate_pseudo(capsys, bert_dir, data_root, "--json", *enough)
     assert code == 0, err
     result = json.loads(out)
     low, high = result["pseudo_perplexity_interval"]
     assert low < result["pseudo_perplexity"] < high
     count, unit = result["interval_resamples"].split()
     assert unit in ("documents", "chunks") and int(count) >= 2
-    code, out, err = _evaluate_pseudo(capsys, bert_dir, data_root)
+    code, out, err = _evaluate_pseudo(capsys, bert_dir, data_root, *enough)
     assert code == 0 and "95% interval" in out and f"over {result['interval_resamples']}" in out
+    code, out, err = _evaluate_pseudo(capsys, bert_dir, data_root)  # 4 chunks: a handful of documents
+    assert code == 0 and "[95% interval" not in out and "interval is unreliable" in out and "no verdict" in out

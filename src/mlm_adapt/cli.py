@@ -47,6 +47,9 @@ Remainder = Annotated[Optional[str], _option("remainder", "what to do with the l
 TrainSize = Annotated[Optional[int], _option("train_size", "Training chunks to sample (not with --streaming)")]
 EvalSize = Annotated[Optional[int], _option("eval_size", "Evaluation chunks to sample")]
 Encoding = Annotated[Optional[str], _option("encoding", "Text encoding of local files")]
+DocumentBoundary = Annotated[Optional[str], _option(
+    "document_boundary", "where a .txt document ends (held out and resampled whole)", choices=cfg.DocumentBoundary,
+    default="line for a file, file for a folder")]
 Streaming = Annotated[Optional[bool], _option("streaming", "Read the data as a stream, never all in memory (needs --max-steps to train)", "--streaming")]
 Packing = Annotated[Optional[bool], _option("packing", "No attention across the documents a chunk packs together (short documents)", "--packing")]
 NumWorkers = Annotated[Optional[int], _option("num_workers", "Processes that tokenize (0: this one, whose tokenizer already uses every core)")]
@@ -86,7 +89,7 @@ def train(
     model: Model = None, data: Data = None, output: Annotated[Optional[Path], _option("output", "Folder for the adapted model")] = None,
     split: Split = None, text_column: TextColumn = None, chunk_size: ChunkSize = None, remainder: Remainder = None,
     masking: MaskingOpt = None, mask_prob: MaskProb = None, eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None,
-    train_size: TrainSize = None, eval_size: EvalSize = None, encoding: Encoding = None,
+    train_size: TrainSize = None, eval_size: EvalSize = None, encoding: Encoding = None, document_boundary: DocumentBoundary = None,
     streaming: Streaming = None, shuffle_buffer: ShuffleBuffer = None, packing: Packing = None, num_workers: NumWorkers = None,
     epochs: Annotated[Optional[int], _option("epochs", "Passes over the training chunks")] = None,
     max_steps: Annotated[Optional[int], _option("max_steps", "Stop after this many optimizer steps (overrides --epochs)")] = None,
@@ -156,7 +159,7 @@ def evaluate(
     ctx: typer.Context,
     model: Model = None, data: Data = None, split: Split = None, text_column: TextColumn = None,
     chunk_size: ChunkSize = None, remainder: Remainder = None, eval_size: EvalSize = None, encoding: Encoding = None,
-    streaming: Streaming = None, packing: Packing = None, num_workers: NumWorkers = None,
+    document_boundary: DocumentBoundary = None, streaming: Streaming = None, packing: Packing = None, num_workers: NumWorkers = None,
     eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None, batch_size: BatchSize = None,
     precision: PrecisionOpt = None, seed: Seed = None, allow_pickle: AllowPickle = None,
     trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
@@ -176,8 +179,9 @@ def evaluate(
             print(json.dumps(summary))
         elif _is_main_process():
             low, high = summary["pseudo_perplexity_interval"]
-            out.print(f"pseudo-perplexity {summary['pseudo_perplexity']:.4f} [95% interval {low:.4f}, {high:.4f} over "
-                      f"{summary['interval_resamples']}] over {summary['scored_tokens']} tokens (PLL-word-l2r)")
+            out.print(f"pseudo-perplexity {summary['pseudo_perplexity']:.4f} [{summaries.interval_label(summary)} {low:.4f}, "
+                      f"{high:.4f} over {summary['interval_resamples']}] over {summary['scored_tokens']} tokens (PLL-word-l2r)",
+                      markup=False)
         return
     summary = evaluation_summary(run(config), config.seed)
     if not _is_main_process():
@@ -186,9 +190,9 @@ def evaluate(
         print(json.dumps(summary))
     else:
         low, high = summary["perplexity_interval"]
-        out.print(f"perplexity {summary['perplexity']:.4f} [95% interval {low:.4f}, {high:.4f} over "
+        out.print(f"perplexity {summary['perplexity']:.4f} [{summaries.interval_label(summary)} {low:.4f}, {high:.4f} over "
                   f"{summary['interval_resamples']}] (eval loss {summary['eval_loss']:.4f} over "
-                  f"{summary['masked_tokens']} masked tokens; {summary['bits_per_byte']:.4f} bits per byte)")
+                  f"{summary['masked_tokens']} masked tokens; {summary['bits_per_byte']:.4f} bits per byte)", markup=False)
 
 
 @app.command()

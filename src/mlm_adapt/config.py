@@ -26,6 +26,7 @@ from mlm_adapt.errors import MlmAdaptError
 Masking = Literal["token", "whole-word"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Remainder = Literal["drop", "pad"]
+DocumentBoundary = Literal["line", "blank-line", "file"]
 ReportTo = Literal["none", "tensorboard", "wandb", "mlflow", "trackio"]
 
 # The seeds' rates: 15% of tokens as in BERT; 20% of words for whole-word masking
@@ -101,11 +102,18 @@ class DataConfig:
     shuffle_buffer: int = 10_000
     packing: bool = False
     num_workers: int = 0  # tokenizing processes; 0: this one (its Rust tokenizer uses every core)
+    # Where a document ends in .txt input: each line (a file), each blank-line-separated
+    # paragraph, or each whole file (a folder). None: a line for a file, a file for a folder.
+    # Held-out documents and interval clusters are whole documents: an article's lines must
+    # not fall on both sides of the split.
+    document_boundary: DocumentBoundary | None = None
 
     def __post_init__(self) -> None:
         if not str(self.data).strip():
             raise MlmAdaptError("--data must name a dataset id, a file or a directory")
         _choice("remainder", self.remainder, Remainder)
+        if self.document_boundary is not None:
+            _choice("document_boundary", self.document_boundary, DocumentBoundary)
         _count("chunk_size", self.chunk_size)
         if self.chunk_size < 4:
             raise MlmAdaptError("--chunk-size must be at least 4 (two special tokens plus text)")

@@ -130,6 +130,9 @@ def load_corpus(config: DataConfig) -> Corpus | StreamedCorpus:
     """Load ``config.data`` and resolve ``config.text_column`` in it (a stream with ``--streaming``)."""
     datasets.disable_progress_bars()
     path = Path(config.data).expanduser()
+    if config.document_boundary is not None and _builder_for(config.data) != "text" and not path.is_dir():
+        raise MlmAdaptError(f"--document-boundary applies to .txt input (and folders of it); in {config.data} each "
+                            "record is a document")
     if path.exists():
         dataset = _load_local(path, config)
     elif config.data.startswith(REMOTE_PREFIXES):
@@ -179,9 +182,14 @@ def _builder_for(name: str) -> str | None:
     return BUILDERS.get(_builder_suffix(name))
 
 
-def _text_options(builder: str, encoding: str) -> dict:
-    """Builder options: a .txt file is a document per line; text formats take --encoding."""
-    options = {"sample_by": "line"} if builder == "text" else {}
+# --document-boundary as the datasets text builder's sample_by.
+_SAMPLE_BY = {"line": "line", "blank-line": "paragraph", "file": "document"}
+
+
+def _text_options(builder: str, encoding: str, boundary: str | None = None) -> dict:
+    """Builder options: a .txt file is a document per line (or --document-boundary's unit);
+    text formats take --encoding."""
+    options = {"sample_by": _SAMPLE_BY[boundary or "line"]} if builder == "text" else {}
     if builder in ("text", "csv", "json"):
         options["encoding"] = encoding
     return options
@@ -195,7 +203,7 @@ def _load_remote(config: DataConfig) -> datasets.Dataset | datasets.IterableData
         raise MlmAdaptError(f"--data {config.data}: a data file URL must end in one of {known} (optionally .gz, .bz2, .xz, .zst)")
     try:
         with decoded(config.data, config.encoding):
-            return _load(config, builder, data_files=[config.data], **_text_options(builder, config.encoding))
+            return _load(config, builder, data_files=[config.data], **_text_options(builder, config.encoding, config.document_boundary))
     except MlmAdaptError:
         raise
     except Exception as exc:  # network, HTTP and parser errors of many types
@@ -207,13 +215,13 @@ def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
         files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in (".txt", ".text") and p.is_file())
         if not files:
             raise MlmAdaptError(f"--data {path}: the directory holds no .txt files")
-        builder, kwargs = "text", {"sample_by": "document", "encoding": config.encoding}
+        builder, kwargs = "text", {"sample_by": _SAMPLE_BY[config.document_boundary or "file"], "encoding": config.encoding}
     else:
         builder = _builder_for(path.name)
         if builder is None:
             known = ", ".join(sorted(BUILDERS))
             raise MlmAdaptError(f"--data {path}: unknown file type {path.suffix!r}; use one of {known} or a directory")
-        files, kwargs = [str(path)], _text_options(builder, config.encoding)
+        files, kwargs = [str(path)], _text_options(builder, config.encoding, config.document_boundary)
     for file in files:
         _check_readable_text(Path(file), config.encoding, builder)
         if builder == "text" and _compressed(file) and codecs.lookup(config.encoding).name != "utf-8":

@@ -28,7 +28,7 @@ from accelerate.utils import set_seed
 from mlm_adapt.chunking import Chunks, frame_ids
 from mlm_adapt.config import DataConfig, EvalConfig, MaskingConfig
 from mlm_adapt.data import SplitData, load_split, with_replay
-from mlm_adapt.intervals import perplexity_interval, pieces
+from mlm_adapt.intervals import interval_caveat, perplexity_interval, pieces
 from mlm_adapt.models import MaskedLMObjective, check_packing, load_model, load_tokenizer, max_chunk_size
 from mlm_adapt.optimizer_step import device_batch
 from mlm_adapt.pseudolikelihood import pseudo_token_nll
@@ -248,7 +248,8 @@ def evaluation_summary(result: EvalResult, seed: int) -> dict[str, Any]:
     """What ``mlm-adapt evaluate`` reports: perplexity with its 95% interval (seeded as a
     run's, so it equals the run's ``perplexity_after_interval``), loss, tokens and bytes."""
     return {"perplexity": result.perplexity, "perplexity_interval": list(result.interval(seed)),
-            "interval_resamples": resampled_units(result), "eval_loss": result.loss,
+            "interval_resamples": resampled_units(result), "interval_caveat": interval_caveat(resampled_units(result)),
+            "eval_loss": result.loss,
             "masked_tokens": result.masked_tokens, "bits_per_byte": result.bits_per_byte,
             "masked_bytes": result.masked_bytes}
 
@@ -256,7 +257,8 @@ def evaluation_summary(result: EvalResult, seed: int) -> dict[str, Any]:
 def pseudo_summary(result: EvalResult, seed: int) -> dict[str, Any]:
     """What ``mlm-adapt evaluate --pseudo`` reports: pseudo-perplexity with its 95% interval."""
     return {"pseudo_perplexity": result.perplexity, "pseudo_perplexity_interval": list(result.interval(seed)),
-            "interval_resamples": resampled_units(result), "pseudo_nll": result.loss,
+            "interval_resamples": resampled_units(result), "interval_caveat": interval_caveat(resampled_units(result)),
+            "pseudo_nll": result.loss,
             "scored_tokens": result.masked_tokens}
 
 
@@ -297,12 +299,14 @@ def evaluation_record(results: dict[str, EvalResult], seed: int, before: dict[st
 def before_after(before: dict[str, Any], after: dict[str, Any], masked_bytes: int) -> dict[str, Any]:
     """metrics.json's comparison of two ``evaluation_record``s."""
     low, high = after["perplexity_change_interval"]
+    resamples = after.get("interval_resamples", "0 chunks")  # checkpoints before it resampled chunks
     metrics = {
         "perplexity_before": before["perplexity"], "perplexity_after": after["perplexity"],
         "perplexity_before_interval": before["perplexity_interval"], "perplexity_after_interval": after["perplexity_interval"],
         # Resampling the same documents before and after: does the ratio's interval leave out 1?
-        "perplexity_change_interval": [low, high], "change_exceeds_noise": not (low <= 1.0 <= high),
-        "interval_resamples": after.get("interval_resamples", "chunks"),  # checkpoints before it resampled chunks
+        # No verdict (None) from an interval over too few documents (intervals.interval_caveat).
+        "perplexity_change_interval": [low, high], "change_exceeds_noise": _verdict(low, high, resamples),
+        "interval_resamples": resamples, "interval_caveat": interval_caveat(resamples),
         "eval_loss_before": before["eval_loss"], "eval_loss_after": after["eval_loss"],
         "eval_masked_tokens": after["eval_masked_tokens"],
         # Per byte of masked text: what compares runs whose tokenizations differ (--add-tokens).
@@ -315,8 +319,15 @@ def before_after(before: dict[str, Any], after: dict[str, Any], masked_bytes: in
                     "general_perplexity_before_interval": before["general_perplexity_interval"],
                     "general_perplexity_after_interval": after["general_perplexity_interval"],
                     "general_eval_masked_tokens": after["general_eval_masked_tokens"],
-                    "general_interval_resamples": after.get("general_interval_resamples", "chunks")}
+                    "general_interval_resamples": after.get("general_interval_resamples", "0 chunks")}
+        metrics["general_interval_caveat"] = interval_caveat(metrics["general_interval_resamples"])
         if "general_perplexity_change_interval" in after:  # absent in checkpoints made before it existed
             low, high = after["general_perplexity_change_interval"]
-            metrics |= {"general_perplexity_change_interval": [low, high], "general_change_exceeds_noise": not (low <= 1.0 <= high)}
+            metrics |= {"general_perplexity_change_interval": [low, high],
+                        "general_change_exceeds_noise": _verdict(low, high, metrics["general_interval_resamples"])}
     return metrics
+
+
+def _verdict(low: float, high: float, resamples: str) -> bool | None:
+    """Whether a ratio's interval leaves out 1; None where the interval cannot carry a verdict."""
+    return None if interval_caveat(resamples) else not (low <= 1.0 <= high)

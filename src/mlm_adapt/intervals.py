@@ -12,6 +12,30 @@ import numpy as np
 
 from mlm_adapt.seeding import Salt, generator
 
+# Below this many held-out documents a cluster bootstrap's "95%" interval covers far less
+# (simulated: 92% at 20 documents, 84% at 8; benchmarks/interval_coverage.py,
+# docs/statistics.md): its interval is shown as unreliable and no verdict is drawn from it.
+MIN_DOCUMENTS = 20
+
+
+def documents_resampled(resamples: str) -> int:
+    """The documents an interval resampled, from its ``interval_resamples`` ("N documents",
+    or "N chunks" where it fell back to chunks: 0)."""
+    count, unit = resamples.split()
+    return int(count) if unit == "documents" else 0
+
+
+def interval_caveat(resamples: str) -> str | None:
+    """What a reader must know about an interval over ``resamples`` before trusting it."""
+    documents = documents_resampled(resamples)
+    if documents == 0:
+        return (f"resampled {resamples}, not documents (fewer than two held-out documents): "
+                "not a 95% interval, and no verdict")
+    if documents < MIN_DOCUMENTS:
+        return (f"only {documents} held-out documents: the interval is unreliable (a 95% interval needs about "
+                f"{MIN_DOCUMENTS}), and no verdict")
+    return None
+
 
 def pieces(token_nll: np.ndarray, masked: np.ndarray,
            documents: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:

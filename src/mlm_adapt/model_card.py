@@ -96,8 +96,8 @@ def task_probe_intro(task: dict[str, Any]) -> str:
     return (f"Frozen-encoder probe (mean-pooled embeddings + logistic regression) on `{public_name(task['data'])}`: "
             f"{task['rows']} labelled rows, {len(task['classes'])} classes ({', '.join(map(str, task['classes'][:6]))}), "
             f"every row predicted out of fold ({task.get('folds', '?')} folds x {len(task['seeds'])} repeats, duplicates kept "
-            "on one side); mean ± std over the repeats; the difference is paired by example, with a 95% bootstrap "
-            "interval over the examples, significant only if it excludes 0."
+            "on one side); mean ± std over the repeats; the difference is paired by test fold, with a 95% corrected "
+            "repeated k-fold t interval, significant only if it excludes 0."
             + leakage_text(task))
 
 
@@ -166,17 +166,27 @@ def with_interval_text(value: float, interval: list[float]) -> str:
 
 def verdict(metrics: dict[str, Any]) -> str:
     """One sentence: domain (and general-text) perplexity before -> after, and whether the
-    domain change is beyond what resampling the held-out documents moves it by."""
+    domain change is beyond what resampling the held-out documents moves it by (no verdict
+    where the interval cannot carry one: too few documents)."""
     low, high = metrics["perplexity_change_interval"]
     text = (f"Domain perplexity {metrics['perplexity_before']:.1f} -> {metrics['perplexity_after']:.1f} "
-            f"(after/before 95% interval {low:.3f}-{high:.3f}, resampling {metrics['interval_resamples']}: "
-            f"{'beyond' if metrics['change_exceeds_noise'] else 'within'} resampling noise)")
+            f"({_ratio_text(low, high, metrics['interval_resamples'], metrics['change_exceeds_noise'])})")
     if metrics.get("general_data"):
         text += (f"; general text {metrics['general_perplexity_before']:.1f} -> {metrics['general_perplexity_after']:.1f}"
                  " (forgetting shows as a rise")
         if "general_perplexity_change_interval" in metrics:
             low, high = metrics["general_perplexity_change_interval"]
-            text += (f"; after/before 95% interval {low:.3f}-{high:.3f}: "
-                     f"{'beyond' if metrics['general_change_exceeds_noise'] else 'within'} resampling noise")
+            resamples = metrics.get("general_interval_resamples", metrics["interval_resamples"])
+            text += "; " + _ratio_text(low, high, resamples, metrics["general_change_exceeds_noise"])
         text += ")"
     return text + "."
+
+
+def _ratio_text(low: float, high: float, resamples: str, exceeds: bool | None) -> str:
+    from mlm_adapt.intervals import interval_caveat
+
+    caveat = interval_caveat(resamples)
+    if caveat:
+        return f"after/before interval {low:.3f}-{high:.3f}, {caveat}"
+    return (f"after/before 95% interval {low:.3f}-{high:.3f}, resampling {resamples}: "
+            f"{'beyond' if exceeds else 'within'} resampling noise")

@@ -112,15 +112,14 @@ def print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     table.add_row("perplexity before", with_interval(metrics["perplexity_before"], metrics["perplexity_before_interval"]))
     table.add_row("perplexity after", with_interval(metrics["perplexity_after"], metrics["perplexity_after_interval"]))
     low, high = metrics["perplexity_change_interval"]
-    verdict = "beyond noise" if metrics["change_exceeds_noise"] else "within noise"
-    table.add_row(f"after / before (95% interval over {metrics['interval_resamples']})", f"[{low:.3f}, {high:.3f}]: {verdict}")
+    table.add_row(*_change_row("after / before", low, high, metrics["interval_resamples"], metrics["change_exceeds_noise"]))
     if metrics.get("general_data"):
         table.add_row("general-text perplexity before", with_interval(metrics["general_perplexity_before"], metrics["general_perplexity_before_interval"]))
         table.add_row("general-text perplexity after", with_interval(metrics["general_perplexity_after"], metrics["general_perplexity_after_interval"]))
         if "general_perplexity_change_interval" in metrics:
             low, high = metrics["general_perplexity_change_interval"]
-            verdict = "beyond noise" if metrics["general_change_exceeds_noise"] else "within noise"
-            table.add_row("general after / before (95% interval)", f"[{low:.3f}, {high:.3f}]: {verdict}")
+            table.add_row(*_change_row("general after / before", low, high, metrics["general_interval_resamples"],
+                                       metrics["general_change_exceeds_noise"]))
     if metrics.get("replay_chunks"):
         table.add_row("general-text chunks replayed", f"{metrics['replay_chunks']} of {metrics['train_chunks']}")
     table.add_row("bits per byte before / after", f"{metrics['bits_per_byte_before']:.4f} / {metrics['bits_per_byte_after']:.4f}")
@@ -133,6 +132,21 @@ def print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     if metrics.get("task_probe"):
         print_task_probe(metrics["task_probe"])
     out.print(f"saved to {output}  (try: mlm-adapt fill-mask --model {output} \"This is a great [MASK].\")")
+
+
+def interval_label(summary: dict[str, Any]) -> str:
+    """"95% interval", or what the interval is where it is not one (``interval_caveat``)."""
+    return f"interval ({summary['interval_caveat']})" if summary.get("interval_caveat") else "95% interval"
+
+
+def _change_row(name: str, low: float, high: float, resamples: str, exceeds: bool | None) -> tuple[str, str]:
+    """A ratio's row: its interval and verdict, or why there is none."""
+    from mlm_adapt.intervals import interval_caveat
+
+    caveat = interval_caveat(resamples)
+    if caveat:
+        return f"{name} (interval over {resamples})", f"[{low:.3f}, {high:.3f}]: {caveat}"
+    return f"{name} (95% interval over {resamples})", f"[{low:.3f}, {high:.3f}]: {'beyond' if exceeds else 'within'} noise"
 
 
 def with_interval(value: float, interval: list[float]) -> str:
