@@ -81,7 +81,7 @@ def test_each_call_site_draws_its_own_stream(bert_dir, data_root, tmp_path, monk
         ("split_documents", Salt.SPLIT), ("choose_rows", Salt.TRAIN_ROWS), ("choose_rows", Salt.EVAL_ROWS),
         ("in_memory_batches", Salt.TRAIN_ORDER), ("in_memory_batches", Salt.TRAIN_MASKS),
         ("mask_eval_set", Salt.EVAL_MASKS), ("training_batches", Salt.STREAM_SHUFFLE), ("streamed_batches", Salt.STREAM_MASKS),
-        ("default_probes", Salt.PROBES), ("perplexity_interval", Salt.BOOTSTRAP), ("labelled_texts", Salt.PROBE_ROWS),
+        ("default_probes", Salt.PROBES), ("perplexity_interval", Salt.BOOTSTRAP), ("sample", Salt.PROBE_ROWS),
         ("fold_splits", Salt.PROBE_SPLIT), ("finetune_predict", Salt.FINETUNE_ORDER),
         ("with_replay", Salt.REPLAY_ROWS),
     }

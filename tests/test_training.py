@@ -235,10 +235,17 @@ def test_remainder_pad_trains_and_evaluates_the_last_short_chunk(bert_dir, data_
 
 def test_the_task_probe_leaves_out_texts_the_run_trained_on(bert_dir, data_root, tmp_path, documents):
     from conftest import labelled_csv, make_documents
+    from mlm_adapt.evaluation import prepare
 
-    texts = documents[:40] + make_documents(60, seed=21)  # 40 of them are documents of --data
+    # 80 of the labelled texts are documents of --data: those on its training side were trained on;
+    # those the run held out for evaluation were not, and stay in the probe.
+    texts = documents[:80] + make_documents(60, seed=21)
     task = labelled_csv(tmp_path / "task.csv", texts, ["a" if i % 2 else "b" for i in range(len(texts))])
-    metrics = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=2, task_data=str(task)))
-    assert metrics["task_probe"]["leakage"] == {"seen_rows": 40, "unseen_rows": 60, "probed": "unseen"}
-    assert metrics["task_probe"]["rows"] == 60
-    assert "40 labelled rows whose text the adaptation trained on were left out" in (tmp_path / "o" / "README.md").read_text()
+    config = train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=2, task_data=str(task))
+    held_out = set(prepare(config).data.held_out.tolist())
+    trained = sum(i not in held_out for i in range(80))  # docs.txt has no empty line: line i is document i
+    assert 0 < 80 - trained  # some labelled texts were held out: the test tells the two sides apart
+    metrics = train(config)
+    assert metrics["task_probe"]["leakage"] == {"seen_rows": trained, "unseen_rows": 140 - trained, "probed": "unseen"}
+    assert metrics["task_probe"]["rows"] == 140 - trained
+    assert f"{trained} labelled rows whose text the adaptation trained on were left out" in (tmp_path / "o" / "README.md").read_text()

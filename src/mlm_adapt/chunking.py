@@ -70,6 +70,7 @@ class ChunkedSplit:
     eval: Chunks
     eval_documents: int
     documents: int
+    held_out: np.ndarray | None = None  # the held-out documents' numbers (among non-empty documents)
 
 
 def split_documents(lengths: np.ndarray, eval_tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -235,5 +236,6 @@ def split_and_chunk(tokens: TokenizedCorpus, config: DataConfig, tokenizer, seed
         sides.append(chunk_documents(tokens, docs, config.chunk_size, tokenizer, config.remainder, rows,
                                      with_documents=side == "evaluation"))
     logging.getLogger(__name__).info("held out %d of %d documents", len(eval_docs), tokens.num_documents)
-    return ChunkedSplit(train=sides[0], eval=sides[1], eval_documents=len(eval_docs), documents=tokens.num_documents)
+    return ChunkedSplit(train=sides[0], eval=sides[1], eval_documents=len(eval_docs), documents=tokens.num_documents,
+                        held_out=eval_docs)
 

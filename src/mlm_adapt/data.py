@@ -90,6 +90,9 @@ class SplitData:
     eval: Chunks
     eval_documents: int
     replay_chunks: int = 0  # general-text chunks mixed into ``train`` (--replay-ratio)
+    # Numbers of the held-out documents among the corpus's non-empty ones (in memory only;
+    # a stream's are chosen by hash): what tells the training side's texts from the others.
+    held_out: np.ndarray | None = None
 
 
 def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> SplitData:
@@ -105,7 +108,7 @@ def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> Spl
         return SplitData(StreamSource(read), eval_chunks, eval_documents)
     tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_home() / "tokens", num_workers=config.num_workers)
     split = split_and_chunk(tokens, config, tokenizer, seed)
-    return SplitData(InMemorySource(split.train, split.documents), split.eval, split.eval_documents)
+    return SplitData(InMemorySource(split.train, split.documents), split.eval, split.eval_documents, held_out=split.held_out)
 
 
 def with_replay(domain: SplitData, general: SplitData, ratio: float, seed: int) -> SplitData:

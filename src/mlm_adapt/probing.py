@@ -214,20 +214,23 @@ def compare(first: ProbeScores, second: ProbeScores, groups: np.ndarray, level: 
     return out
 
 
-def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trained_on=None) -> dict:
+def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trained_on=None,
+          held_out: np.ndarray | None = None) -> dict:
     """Run a ``ProbeConfig``: scores per model (out-of-fold, mean and spread over repeats),
     the majority-class baseline, and with two models their paired comparison. ``loaded``
     maps a model name of ``config.models`` to a (model, tokenizer) already in memory (a
     run's trained model). ``seen``: normalised texts a model trained on (:func:`normalised`),
-    or ``trained_on``: the ``DataConfig`` of its training corpus, read once to find them;
-    those rows are left out where enough remain."""
+    or ``trained_on``: the ``DataConfig`` of its training corpus, read once to find them
+    (without its ``held_out`` documents, which the run never trained on); those rows are
+    left out where enough remain."""
     from mlm_adapt.finetuning import finetuner
     from mlm_adapt.models import load_model, load_tokenizer
 
     texts, labels, names = labelled_texts(config)
     if trained_on is not None:
-        seen = found_in(trained_on, texts)
-    texts, labels, leakage = _unseen(texts, labels, names, seen, config.fold_count())
+        seen = found_in(trained_on, texts, held_out)
+    texts, labels, leakage = _unseen(texts, labels, names, seen, config.fold_count())  # before sampling: keep the most
+    texts, labels = sample(texts, labels, config)
     groups = duplicate_groups(texts)
     seeds = [config.seed + i for i in range(config.repeats())]
     folds = config.fold_count()
@@ -268,20 +271,26 @@ def _unseen(texts: list[str], labels: np.ndarray, names: list[str], seen: set[st
 
 
 def labelled_texts(config) -> tuple[list[str], np.ndarray, list[str]]:
-    """The probe's texts (a seeded sample of ``max_rows``), class indices and class names."""
-    from mlm_adapt.corpus import Corpus, load_corpus
+    """Every labelled row's text, class index, and the class names (:func:`sample` then
+    keeps at most ``max_rows``)."""
+    from mlm_adapt.corpus import load_corpus
 
     corpus = load_corpus(config.data)
     if config.label_column not in corpus.dataset.column_names:
         raise MlmAdaptError(f"--label-column {config.label_column!r} not found; the data has columns: "
                             f"{', '.join(corpus.dataset.column_names)}")
-    rows = np.arange(len(corpus))
-    if len(rows) > config.max_rows:  # a seeded sample: the file's order may follow the labels
-        rows = np.sort(generator(config.seed, Salt.PROBE_ROWS).choice(len(rows), config.max_rows, replace=False))
-    subset = corpus.dataset.select(rows)
-    labels, names = encode_labels(subset[config.label_column])
-    texts = [t for batch in Corpus(subset, corpus.column, corpus.source).batches() for t in batch]
+    labels, names = encode_labels(corpus.dataset[config.label_column])
+    texts = [t for batch in corpus.batches() for t in batch]
     return texts, labels, names
+
+
+def sample(texts: list[str], labels: np.ndarray, config) -> tuple[list[str], np.ndarray]:
+    """A seeded sample of ``config.max_rows`` rows (all where there are fewer): a file's
+    order may follow its labels, so not its head."""
+    if len(texts) <= config.max_rows:
+        return texts, labels
+    rows = np.sort(generator(config.seed, Salt.PROBE_ROWS).choice(len(texts), config.max_rows, replace=False))
+    return [texts[i] for i in rows], labels[rows]
 
 
 def seen_texts(texts) -> set[str]:
@@ -289,13 +298,21 @@ def seen_texts(texts) -> set[str]:
     return {normalised(t) for t in texts}
 
 
-def found_in(corpus_config, texts: list[str]) -> set[str]:
-    """Which of ``texts`` (normalised) a corpus holds as a document: the corpus is read
-    once, as a stream where so configured, holding only the probe's texts in memory."""
+def found_in(corpus_config, texts: list[str], held_out: np.ndarray | None = None) -> set[str]:
+    """Which of ``texts`` (normalised) a corpus holds as a document outside ``held_out``
+    (numbers among its non-empty documents, as the data stage counts them): the corpus is
+    read once, as a stream where so configured, holding only the probe's texts in memory."""
     from mlm_adapt.corpus import load_corpus
 
     wanted = {normalised(t) for t in texts}
+    skip = set() if held_out is None else set(held_out.tolist())
     found: set[str] = set()
+    number = 0
     for batch in load_corpus(corpus_config).batches():
-        found.update(n for n in map(normalised, batch) if n in wanted)
+        for text in batch:
+            if not text.strip():  # not a document to the data stage (tokenization drops it)
+                continue
+            if number not in skip and (key := normalised(text)) in wanted:
+                found.add(key)
+            number += 1
     return found

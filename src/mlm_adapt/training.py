@@ -248,9 +248,10 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
     if task is not None:
         log.info("probing the task in %s: base model vs adapted model, %d folds x %d repeats ...", task.data.data,
                  task.fold_count(), task.repeats())
-        # Its texts that --data holds were trained on (or held out with them): left out where enough remain.
+        # Its texts that --data's training side holds were trained on: left out where enough remain.
         metrics["task_probe"] = {"data": task.data.data, **probing.probe(
-            task, loaded={str(config.output): (model, prepared.tokenizer)}, trained_on=config.data)}
+            task, loaded={str(config.output): (model, prepared.tokenizer)}, trained_on=config.data,
+            held_out=prepared.data.held_out)}
         artifacts.save_reports(output, metrics, write_extra=extras)
     if config.push_to_hub:
         local = tuple(disclosure.local_paths(flat_options.to_options(config), str(output)))
