@@ -124,3 +124,32 @@ def test_a_change_over_too_few_documents_gets_no_verdict():
         metrics = before_after(record, {**after, "interval_resamples": resamples}, 400)
         assert metrics["change_exceeds_noise"] is verdict
         assert (metrics["interval_caveat"] is None) == (verdict is not None)
+
+
+def test_evaluate_compare_equals_the_runs_own_before_after_interval(capsys, bert_dir, data_root, tmp_path):
+    import json
+
+    from conftest import run_main, train_config
+    from mlm_adapt.training import train
+
+    out = tmp_path / "o"
+    metrics = train(train_config(bert_dir, data_root / "docs.txt", out, max_steps=4))
+    common = ["--data", str(data_root / "docs.txt"), "--chunk-size", "48", "--eval-size", "40", "--seed", "7",
+              "--precision", "fp32"]
+    code, stdout, err = run_main(capsys, "evaluate", "--model", str(out), "--compare", str(bert_dir), *common, "--json")
+    assert code == 0, err
+    comparison = json.loads(stdout)["comparison"]
+    assert comparison["base_perplexity"] == pytest.approx(metrics["perplexity_before"], rel=1e-4)
+    assert comparison["ratio"] == pytest.approx(metrics["perplexity_after"] / metrics["perplexity_before"], rel=1e-4)
+    assert comparison["interval"] == pytest.approx(metrics["perplexity_change_interval"], rel=1e-3)
+    assert comparison["significant"] == metrics["change_exceeds_noise"] and comparison["interval_resamples"] == metrics["interval_resamples"]
+    code, stdout, _ = run_main(capsys, "evaluate", "--model", str(out), "--compare", str(bert_dir), *common)
+    assert code == 0 and "ratio" in stdout and ("significant" in stdout or "no verdict" in stdout)
+
+
+def test_evaluate_compare_refuses_another_vocabulary(capsys, bert_dir, roberta_dir, data_root):
+    from conftest import run_main
+
+    code, _, err = run_main(capsys, "evaluate", "--model", str(bert_dir), "--compare", str(roberta_dir),
+                            "--data", str(data_root / "docs.txt"), "--chunk-size", "48")
+    assert code == 2 and err.startswith("error: --compare") and "vocabulary" in err

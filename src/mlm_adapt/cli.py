@@ -135,7 +135,7 @@ def train(
 
 
 # Command-line parameters that are not config options, or are named differently there.
-_NOT_OPTIONS = {"config", "json_out", "pseudo", "max_sentences"}
+_NOT_OPTIONS = {"config", "json_out", "pseudo", "max_sentences", "compare"}
 _RENAMED = {"probe": "probes"}
 
 
@@ -165,11 +165,17 @@ def evaluate(
     trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
     pseudo: Annotated[bool, typer.Option("--pseudo", help="Pseudo-perplexity instead: every token masked in turn (PLL-word-l2r)")] = False,
     max_sentences: Annotated[int, typer.Option(help="With --pseudo: held-out chunks scored (each costs one forward per token)")] = 100,
+    compare: Annotated[Optional[str], typer.Option(help="A base model scored on the same tokens and masks: the ratio MODEL / BASE and its paired interval")] = None,
 ) -> None:
     """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
     from mlm_adapt.evaluation import evaluate as run, evaluation_summary, pseudo_perplexity, pseudo_summary
 
     config = flat_options.resolve(cfg.EvalConfig, _config_options(ctx))
+    if compare and pseudo:
+        raise MlmAdaptError("--compare works with the masked perplexity; drop --pseudo")
+    if compare:
+        _evaluate_against(config, compare, json_out)
+        return
     if pseudo:
         if max_sentences < 1:
             raise MlmAdaptError(f"--max-sentences must be a positive number, not {max_sentences}")
@@ -193,6 +199,25 @@ def evaluate(
         out.print(f"perplexity {summary['perplexity']:.4f} [{summaries.interval_label(summary)} {low:.4f}, {high:.4f} over "
                   f"{summary['interval_resamples']}] (eval loss {summary['eval_loss']:.4f} over "
                   f"{summary['masked_tokens']} masked tokens; {summary['bits_per_byte']:.4f} bits per byte)", markup=False)
+
+
+def _evaluate_against(config, base: str, json_out: bool) -> None:
+    from mlm_adapt.evaluation import comparison_summary, evaluate_against, evaluation_summary
+
+    base_config = cfg.ModelConfig(base, allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code)
+    before, after = evaluate_against(config, base_config)
+    summary = {**evaluation_summary(after, config.seed), "comparison": comparison_summary(before, after, config.seed)}
+    if not _is_main_process():
+        return
+    if json_out:
+        print(json.dumps(summary))
+        return
+    c = summary["comparison"]
+    verdict = {True: "significant", False: "not significant", None: f"no verdict: {c['interval_caveat']}"}[c["significant"]]
+    label = "interval" if c["interval_caveat"] else "95% interval"
+    out.print(f"perplexity {summary['perplexity']:.4f} (base {c['base_perplexity']:.4f}) on {summary['masked_tokens']} "
+              f"masked tokens; ratio {c['ratio']:.4f} [{label} {c['interval'][0]:.4f}, {c['interval'][1]:.4f} over "
+              f"{c['interval_resamples']}]: {verdict}", markup=False)
 
 
 @app.command()

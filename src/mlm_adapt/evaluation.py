@@ -26,8 +26,9 @@ import torch
 from accelerate.utils import set_seed
 
 from mlm_adapt.chunking import Chunks, frame_ids
-from mlm_adapt.config import DataConfig, EvalConfig, MaskingConfig
+from mlm_adapt.config import DataConfig, EvalConfig, MaskingConfig, ModelConfig
 from mlm_adapt.data import SplitData, load_split, with_replay
+from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.intervals import interval_caveat, perplexity_interval, pieces
 from mlm_adapt.models import MaskedLMObjective, check_packing, load_model, load_tokenizer, max_chunk_size
 from mlm_adapt.optimizer_step import device_batch
@@ -242,6 +243,36 @@ def evaluate(config: EvalConfig) -> EvalResult:
     prepared = prepare(config, accelerator)
     objective = accelerator.prepare(prepared.objective())
     return evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)
+
+
+def evaluate_against(config: EvalConfig, base: ModelConfig) -> tuple[EvalResult, EvalResult]:
+    """``base`` and ``config.model`` on the same held-out chunks and masks (those a ``train``
+    run with these options used, tokenized by ``config.model``'s tokenizer): (base, model).
+    Refuses a base whose vocabulary differs: it could not score the same tokens."""
+    base_tokenizer, tokenizer = load_tokenizer(base), load_tokenizer(config.model)
+    if base_tokenizer.get_vocab() != tokenizer.get_vocab():  # before any data is read
+        raise MlmAdaptError(
+            f"--compare {base.model}: its vocabulary ({len(base_tokenizer)} tokens) differs from {config.model.model}'s "
+            f"({len(tokenizer)}), so the two cannot score the same masked tokens; compare bits per byte of "
+            "two `mlm-adapt evaluate` runs instead")
+    accelerator, _ = make_accelerator(config.precision)
+    prepared = prepare(config, accelerator)
+    model = evaluate_loss(accelerator.prepare(prepared.objective()), prepared.eval_set, config.batch_size, accelerator)
+    base_objective = MaskedLMObjective(load_model(base, packing=config.data.packing), separator=prepared.separator)
+    before = evaluate_loss(accelerator.prepare(base_objective), prepared.eval_set, config.batch_size, accelerator)
+    return before, model
+
+
+def comparison_summary(base: EvalResult, model: EvalResult, seed: int) -> dict[str, Any]:
+    """``evaluate --compare``'s verdict: the perplexity ratio model / base on the same tokens
+    and masks, with the interval that resamples the same documents for both (the run's own
+    ``perplexity_change_interval`` when ``base`` is its base model)."""
+    low, high = perplexity_interval(model.piece_nll, model.piece_tokens, seed, groups=model.piece_documents,
+                                    baseline=base.piece_nll)
+    resamples = resampled_units(model)
+    return {"ratio": model.perplexity / base.perplexity, "interval": [low, high],
+            "significant": _verdict(low, high, resamples), "base_perplexity": base.perplexity,
+            "interval_resamples": resamples, "interval_caveat": interval_caveat(resamples)}
 
 
 def evaluation_summary(result: EvalResult, seed: int) -> dict[str, Any]:
