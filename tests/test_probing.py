@@ -56,13 +56,18 @@ def test_a_label_one_word_reveals_is_found_and_a_random_one_is_not(bert_dir, tmp
     assert len(found["accuracy"]) == 3 and 0 <= found["macro_f1_mean"] <= 1
 
 
+def _compared(capsys, first, second, data, *flags) -> dict:
+    """``mlm-adapt probe --model FIRST --compare SECOND --data DATA FLAGS --json``'s report."""
+    code, out, err = run_main(capsys, "probe", "--model", str(first), "--compare", str(second), "--data", str(data),
+                              *flags, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
 def test_two_models_are_compared_on_the_same_splits_from_the_command_line(capsys, bert_dir, distilbert_dir, tmp_path):
     docs = make_documents(60, seed=2)
     data = labelled_csv(tmp_path / "d.csv", docs, ["a" if i % 2 else "b" for i in range(len(docs))])
-    code, out, err = run_main(capsys, "probe", "--model", str(bert_dir), "--compare", str(distilbert_dir),
-                              "--data", str(data), "--seeds", "2", "--json")
-    assert code == 0, err
-    report = json.loads(out)
+    report = _compared(capsys, bert_dir, distilbert_dir, data, "--seeds", "2")
     assert [m["model"] for m in report["models"]] == [str(bert_dir), str(distilbert_dir)] and report["seeds"] == [42, 43]
     first, second = report["models"]
     diff = np.array(second["accuracy"]) - np.array(first["accuracy"])
@@ -163,10 +168,7 @@ def test_texts_the_adaptation_trained_on_are_left_out(bert_dir, tmp_path):
 def test_the_probe_reports_a_baseline_per_class_scores_and_its_comparison_as_json(capsys, bert_dir, distilbert_dir, tmp_path):
     docs = make_documents(60, seed=2)
     data = labelled_csv(tmp_path / "d.csv", docs, ["a" if i % 3 else "b" for i in range(len(docs))])
-    code, out, err = run_main(capsys, "probe", "--model", str(bert_dir), "--compare", str(distilbert_dir),
-                              "--data", str(data), "--folds", "4", "--json")
-    assert code == 0, err
-    report = json.loads(out)
+    report = _compared(capsys, bert_dir, distilbert_dir, data, "--folds", "4")
     assert report["folds"] == 4 and report["baseline"]["accuracy"] == pytest.approx(40 / 60)
     for metric in ("accuracy", "macro_f1"):
         comparison = report["comparison"][metric]
