@@ -116,3 +116,60 @@ def test_pseudo_perplexity_comes_with_an_interval_over_documents(capsys, bert_di
     assert code == 0 and "95% interval" in out and f"over {result['interval_resamples']}" in out
     code, out, err = _evaluate_pseudo(capsys, bert_dir, data_root)  # 4 chunks: a handful of documents
     assert code == 0 and "[95% interval" not in out and "interval is unreliable" in out and "no verdict" in out
+
+
+def _text_reference(model, tokenizer, text: str, word_l2r: bool) -> tuple[float, int]:
+    """The slow definition for one text on its own: one forward pass per scored token."""
+    encoded = tokenizer(text)
+    ids, words = np.array(encoded["input_ids"]), np.array([-1 if w is None else w for w in encoded.word_ids()])
+    total, count = 0.0, 0
+    for p in np.nonzero(words >= 0)[0]:
+        masked = ids.copy()
+        masked[p] = tokenizer.mask_token_id
+        if word_l2r:
+            masked[(words == words[p]) & (np.arange(len(ids)) > p)] = tokenizer.mask_token_id
+        with torch.inference_mode():
+            logits = model(input_ids=torch.from_numpy(masked)[None]).logits
+        total -= float(torch.log_softmax(logits[0, p].float(), dim=-1)[ids[p]])
+        count += 1
+    return total, count
+
+
+@pytest.mark.parametrize("word_l2r", [True, False])
+@pytest.mark.parametrize("model", ["bert_dir", "roberta_dir"])
+def test_per_text_pll_equals_the_slow_loop_for_texts_of_different_lengths(request, model, word_l2r):
+    from mlm_adapt.config import ModelConfig
+    from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer
+    from mlm_adapt.pseudolikelihood import text_rows
+
+    config = ModelConfig(str(request.getfixturevalue(model)))
+    tokenizer, network = load_tokenizer(config), load_model(config).eval()
+    texts = ["The film.", "A cinematographically overwhelming story, loved by the cast and the director alike.",
+             "the good actor ruined the long boring ending of the movie."]
+    rows = text_rows(tokenizer, texts, 64)
+    token_nll = pseudo_token_nll(MaskedLMObjective(network), rows, tokenizer.mask_token_id, "cpu", batch_size=5,
+                                 word_l2r=word_l2r)
+    for i, text in enumerate(texts):  # padded rows in one batch, each text scored alone
+        nll, count = _text_reference(network, tokenizer, text, word_l2r)
+        assert int((rows.word_ids[i] >= 0).sum()) == count
+        assert float(token_nll[i].sum()) == pytest.approx(nll, abs=1e-4, rel=1e-5)
+
+
+def test_per_text_scores_are_written_as_json_lines_joined_to_the_data_rows(capsys, bert_dir, data_root, documents, tmp_path):
+    import json
+
+    out = tmp_path / "scores.jsonl"
+    code, stdout, err = _evaluate_pseudo(capsys, bert_dir, data_root, "--per-text", str(out), "--pll", "original", "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    scores = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(scores) == summary["texts"] == 4 and summary["pll"] == "original"
+    assert sum(s["tokens"] for s in scores) == summary["scored_tokens"]
+    assert sum(s["nll"] for s in scores) / summary["scored_tokens"] == pytest.approx(summary["pseudo_nll"])
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    for s in scores:  # each index is a row of --data, scored on its own
+        assert s["tokens"] == len(tokenizer(documents[s["index"]], truncation=True, max_length=32)["input_ids"]) - 2
+    code, _, err = _evaluate_pseudo(capsys, bert_dir, data_root, "--pll", "sentence")
+    assert code == 2 and "--pll must be word-l2r or original" in err

@@ -135,7 +135,7 @@ def train(
 
 
 # Command-line parameters that are not config options, or are named differently there.
-_NOT_OPTIONS = {"config", "json_out", "pseudo", "max_sentences", "compare"}
+_NOT_OPTIONS = {"config", "json_out", "pseudo", "max_sentences", "compare", "pll", "per_text"}
 _RENAMED = {"probe": "probes"}
 
 
@@ -163,8 +163,10 @@ def evaluate(
     eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None, batch_size: BatchSize = None,
     precision: PrecisionOpt = None, seed: Seed = None, allow_pickle: AllowPickle = None,
     trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
-    pseudo: Annotated[bool, typer.Option("--pseudo", help="Pseudo-perplexity instead: every token masked in turn (PLL-word-l2r)")] = False,
-    max_sentences: Annotated[int, typer.Option(help="With --pseudo: held-out chunks scored (each costs one forward per token)")] = 100,
+    pseudo: Annotated[bool, typer.Option("--pseudo", help="Pseudo-perplexity instead: every token of each text masked in turn, each text on its own")] = False,
+    pll: Annotated[str, typer.Option(help="With --pseudo: word-l2r (Kauf & Ivanova 2023) or original (Salazar et al. 2020)")] = "word-l2r",
+    per_text: Annotated[Optional[Path], typer.Option(help="With --pseudo: write each text's score here as JSON lines (index, nll, tokens)")] = None,
+    max_sentences: Annotated[int, typer.Option(help="With --pseudo: held-out texts scored (each costs one forward per token)")] = 100,
     compare: Annotated[Optional[str], typer.Option(help="A base model scored on the same tokens and masks: the ratio MODEL / BASE and its paired interval")] = None,
 ) -> None:
     """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
@@ -179,15 +181,19 @@ def evaluate(
     if pseudo:
         if max_sentences < 1:
             raise MlmAdaptError(f"--max-sentences must be a positive number, not {max_sentences}")
-        result = pseudo_perplexity(config, max_sentences)
-        summary = pseudo_summary(result, config.seed)
+        if pll not in ("word-l2r", "original"):
+            raise MlmAdaptError(f"--pll must be word-l2r or original, not {pll!r}")
+        result, per_text_scores = pseudo_perplexity(config, max_sentences, word_l2r=pll == "word-l2r")
+        summary = {**pseudo_summary(result, config.seed), "pll": pll, "texts": len(per_text_scores)}
+        if per_text is not None and _is_main_process():
+            summaries.write_jsonl(per_text, per_text_scores)
         if json_out and _is_main_process():
             print(json.dumps(summary))
         elif _is_main_process():
             low, high = summary["pseudo_perplexity_interval"]
             out.print(f"pseudo-perplexity {summary['pseudo_perplexity']:.4f} [{summaries.interval_label(summary)} {low:.4f}, "
-                      f"{high:.4f} over {summary['interval_resamples']}] over {summary['scored_tokens']} tokens (PLL-word-l2r)",
-                      markup=False)
+                      f"{high:.4f} over {summary['interval_resamples']}] over {summary['scored_tokens']} tokens of "
+                      f"{summary['texts']} texts (PLL-{pll})", markup=False)
         return
     summary = evaluation_summary(run(config), config.seed)
     if not _is_main_process():

@@ -32,7 +32,7 @@ from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.intervals import interval_caveat, perplexity_interval, pieces
 from mlm_adapt.models import MaskedLMObjective, check_packing, load_model, load_tokenizer, max_chunk_size
 from mlm_adapt.optimizer_step import device_batch
-from mlm_adapt.pseudolikelihood import pseudo_token_nll
+from mlm_adapt.pseudolikelihood import pseudo_token_nll, text_rows
 from mlm_adapt.runtime import accumulation_dtype, make_accelerator
 from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
 from mlm_adapt.seeding import Salt, generator
@@ -225,16 +225,43 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     return Prepared(model, tokenizer, data, eval_set, vocab, added, general_set, separator)
 
 
-def pseudo_perplexity(config: EvalConfig, max_chunks: int = 100, word_l2r: bool = True) -> EvalResult:
-    """Pseudo-perplexity of ``config.model`` on the first ``max_chunks`` held-out chunks a
-    ``train`` run with these options uses (``pseudolikelihood``): no random masks."""
+def pseudo_perplexity(config: EvalConfig, max_texts: int = 100, word_l2r: bool = True) -> tuple[EvalResult, list[dict]]:
+    """Pseudo-log-likelihood of ``config.model`` on up to ``max_texts`` texts, each scored on
+    its own (``pseudolikelihood.text_rows``): the held-out documents a ``train`` run with
+    these options uses (the first rows of a stream). Returns the pooled result (its interval
+    resamples texts) and one ``{"index", "nll", "tokens"}`` per text, ``index`` its row in
+    ``--data``. ``word_l2r``: PLL-word-l2r (Kauf & Ivanova 2023), else the original PLL."""
     accelerator, _ = make_accelerator(config.precision)
     prepared = prepare(config, accelerator)
     objective = accelerator.prepare(prepared.objective())
-    chunks = prepared.data.eval.select(np.arange(min(max_chunks, len(prepared.data.eval))))
+    rows, texts = held_out_texts(config.data, prepared.data.held_out, max_texts)
+    chunks = text_rows(prepared.tokenizer, texts, config.data.chunk_size)
     token_nll = pseudo_token_nll(objective, chunks, prepared.tokenizer.mask_token_id, accelerator.device,
                                  config.batch_size, word_l2r)
-    return EvalResult.from_tokens(token_nll, chunks.word_ids >= 0, chunks.documents)
+    scored = chunks.word_ids >= 0
+    per_text = [{"index": int(row), "nll": float(nll), "tokens": int(count)}
+                for row, nll, count in zip(rows, token_nll.sum(axis=1), scored.sum(axis=1))]
+    return EvalResult.from_tokens(token_nll, scored, chunks.documents), per_text
+
+
+def held_out_texts(config: DataConfig, held_out: np.ndarray | None, limit: int) -> tuple[list[int], list[str]]:
+    """(row in --data, text) of up to ``limit`` held-out documents, in order (a stream's
+    first non-empty rows: its held-out set is chosen by hash while training)."""
+    from mlm_adapt.corpus import load_corpus
+
+    wanted = None if held_out is None else set(held_out.tolist())
+    rows, texts, number, row = [], [], 0, 0
+    for batch in load_corpus(config).batches():
+        for text in batch:
+            if text.strip():
+                if wanted is None or number in wanted:
+                    rows.append(row)
+                    texts.append(text)
+                number += 1
+            row += 1
+            if len(texts) == limit:
+                return rows, texts
+    return rows, texts
 
 
 def evaluate(config: EvalConfig) -> EvalResult:

@@ -1,4 +1,4 @@
-"""Pseudo-perplexity: every token masked in turn, so no random masks are involved.
+"""Pseudo-log-likelihood (PLL): every token masked in turn, so no random masks are involved.
 
 Salazar et al. 2020 ("Masked Language Model Scoring") score a text by masking each token
 once and summing the log-probabilities of the originals. Kauf & Ivanova 2023 show that
@@ -6,8 +6,10 @@ this overrates words split into several tokens (the other pieces give the word a
 their PLL-word-l2r variant, the default here, also masks the tokens of the same word to
 the *right* of the one being scored.
 
-Each scored position becomes one copy of its chunk; copies are batched through
-``models.masked_lm_nll``, so the sparse head predicts only the scored position.
+Each scored position becomes one copy of its row; copies are batched through
+``models.masked_lm_nll``, so the sparse head predicts only the scored position. A row is
+one text scored on its own (:func:`text_rows`: "[CLS] text [SEP]", as the papers and
+minicons score sentences), so no context leaks in from a neighbouring document.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mlm_adapt.chunking import Chunks
+from mlm_adapt.chunking import NO_WORD, Chunks
 from mlm_adapt.masking import IGNORE_INDEX
 from mlm_adapt.optimizer_step import device_batch
 
@@ -64,3 +66,18 @@ def pseudo_token_nll(objective, chunks: Chunks, mask_id: int, device, batch_size
     for rows, positions, nll in scores:
         token_nll[rows, positions] = nll.cpu().double().numpy()  # MPS has no float64
     return token_nll
+
+
+def text_rows(tokenizer, texts: list[str], max_length: int) -> Chunks:
+    """Each text as one row of its own, "[CLS] text [SEP]" (truncated to ``max_length``
+    tokens), padded to the longest: word ids from the tokenizer (``NO_WORD`` at special and
+    pad positions), and each row's text number as its document (what intervals resample)."""
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    longest = max(len(ids) for ids in encoded["input_ids"])
+    shape = (len(texts), longest)
+    input_ids = np.full(shape, tokenizer.pad_token_id, dtype=np.int64)
+    attention, words = np.zeros(shape, dtype=np.int64), np.full(shape, NO_WORD, dtype=np.int64)
+    for row, ids in enumerate(encoded["input_ids"]):
+        input_ids[row, :len(ids)], attention[row, :len(ids)] = ids, 1
+        words[row, :len(ids)] = [NO_WORD if w is None else w for w in encoded.word_ids(row)]
+    return Chunks(input_ids, attention, words, np.repeat(np.arange(len(texts))[:, None], longest, axis=1))

@@ -134,6 +134,16 @@ def print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     out.print(f"saved to {output}  (try: mlm-adapt fill-mask --model {output} \"This is a great [MASK].\")")
 
 
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``rows`` as JSON lines (written whole, then renamed into place)."""
+    import json
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
 def interval_label(summary: dict[str, Any]) -> str:
     """"95% interval", or what the interval is where it is not one (``interval_caveat``)."""
     return f"interval ({summary['interval_caveat']})" if summary.get("interval_caveat") else "95% interval"
