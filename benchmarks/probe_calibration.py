@@ -61,9 +61,11 @@ def trial(scenario: str, rows: int, seed: int) -> dict:
     seeds, folds, groups = [seed, seed + 1], 5, np.arange(rows)
     a = probing.score(first, labels, seeds, folds, "first", groups, ["0", "1"])
     b = probing.score(second, labels, seeds, folds, "second", groups, ["0", "1"])
-    comparison = probing.compare(a, b, groups)
-    return {metric: comparison[metric]["significant"] for metric in ("accuracy", "macro_f1")} | {
-        "difference": comparison["accuracy"]["difference"]}
+    baseline = probing.majority_baseline(labels, groups, seeds, folds, ["0", "1"])
+    comparison = probing.compare(a, b, groups, baseline=baseline)
+    # No verdict (None: neither model beats the majority class) is not a "significant".
+    return {metric: bool(comparison[metric]["significant"]) for metric in ("accuracy", "macro_f1")} | {
+        "difference": comparison["accuracy"]["difference"], "no_verdict": "no_verdict" in comparison}
 
 
 def main() -> None:
@@ -80,9 +82,10 @@ def main() -> None:
         with multiprocessing.Pool(args.processes) as pool:
             results = pool.starmap(trial, [(scenario, args.rows, seed) for seed in range(args.trials)])
         rate = {m: float(np.mean([r[m] for r in results])) for m in ("accuracy", "macro_f1")}
+        withheld = float(np.mean([r["no_verdict"] for r in results]))
         # A binomial 95% band around the observed rate: how far 200 trials can pin it down.
         band = {m: 1.96 * np.sqrt(rate[m] * (1 - rate[m]) / args.trials) for m in rate}
-        report["scenarios"][scenario] = {"significant_rate": rate, "binomial_half_width": band,
+        report["scenarios"][scenario] = {"significant_rate": rate, "binomial_half_width": band, "no_verdict_rate": withheld,
                                          "mean_difference": float(np.mean([r["difference"] for r in results])),
                                          "seconds": time.perf_counter() - began}
         print(scenario, json.dumps(report["scenarios"][scenario]), flush=True)

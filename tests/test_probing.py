@@ -197,3 +197,17 @@ def test_probe_seen_names_a_training_corpus_whose_texts_are_left_out(capsys, ber
     assert report["leakage"] == {"seen_rows": 30, "unseen_rows": 50, "probed": "unseen"} and report["rows"] == 50
     code, out, _ = run_main(capsys, "probe", "--model", str(bert_dir), "--data", str(data), "--seen", str(data_root / "docs.txt"))
     assert code == 0 and "30 labelled rows whose text the adaptation trained on were left out" in out.replace("\n", " ")
+
+
+def test_no_verdict_when_neither_model_beats_the_majority_class():
+    truth = np.array([0] * 300 + [1] * 100)
+    groups = np.arange(400)
+    rng = np.random.default_rng(3)
+    majority = _scores("majority", truth, np.zeros((2, 400), dtype=int))
+    collapsed = _scores("collapsed", truth, np.zeros((2, 400), dtype=int))  # learned nothing: the majority class
+    guessing = _scores("guessing", truth, (rng.random((2, 400)) < 0.25).astype(int))  # chance, different macro-F1
+    report = probing.compare(collapsed, guessing, groups, baseline=majority)
+    assert report["no_verdict"] == "neither model beats the majority class"
+    assert report["macro_f1"]["significant"] is None and report["macro_f1"]["difference"] > 0.05
+    learned = _scores("learned", truth, np.where(rng.random((2, 400)) < 0.9, truth, 1 - truth))
+    assert probing.compare(collapsed, learned, groups, baseline=majority)["accuracy"]["significant"] is True

@@ -74,16 +74,18 @@ def probe_rows(report: dict[str, Any], labels: tuple[str, str, str] | None = Non
              for name, m in zip(names, report["models"])]
     if "comparison" not in report:
         return rows
-    diff = [difference_text(report["comparison"][metric]) for metric in ("accuracy", "macro_f1")]
+    reason = report["comparison"].get("no_verdict")
+    diff = [difference_text(report["comparison"][metric], reason) for metric in ("accuracy", "macro_f1")]
     return rows + [(labels[2] if labels else "second - first", *diff)]
 
 
-def difference_text(comparison: dict[str, Any]) -> str:
+def difference_text(comparison: dict[str, Any], reason: str | None = None) -> str:
     """A paired difference as people should read it: the interval, then the verdict it supports."""
     if "interval" not in comparison:  # a report written before intervals (exceeds_spread)
         return f"{comparison['difference_mean']:+.3f} (no interval: re-run the probe)"
     low, high = comparison["interval"]
-    verdict = {True: "significant", False: "not significant", None: "too few examples for a verdict"}[comparison["significant"]]
+    verdict = {True: "significant", False: "not significant", None: f"no verdict: {reason or 'too few examples'}"}[
+        comparison["significant"]]
     return f"{comparison['difference']:+.3f} [{low:+.3f}, {high:+.3f}] ({verdict})"
 
 

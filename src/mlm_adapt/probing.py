@@ -182,36 +182,50 @@ def score(features: np.ndarray, labels: np.ndarray, seeds: list[int], folds: int
     return ProbeScores(name, labels, predicted, classes or [str(c) for c in range(int(labels.max()) + 1)], fold)
 
 
-def majority_baseline(labels: np.ndarray, groups: np.ndarray, seeds: list[int], folds: int, classes: list[str]) -> dict:
-    """What always answering each training fold's most frequent class scores."""
+def majority_baseline(labels: np.ndarray, groups: np.ndarray, seeds: list[int], folds: int, classes: list[str]) -> ProbeScores:
+    """What always answering each training fold's most frequent class scores, on the same folds."""
     predicted, fold = out_of_fold(labels, groups, seeds, folds,
                                   lambda train, test, seed: np.full(len(test), np.bincount(labels[train]).argmax()))
-    scores = ProbeScores("majority class", labels, predicted, classes, fold)
-    return {"accuracy": float(np.mean(scores.accuracy)), "macro_f1": float(np.mean(scores.macro_f1))}
+    return ProbeScores("majority class", labels, predicted, classes, fold)
 
 
-def compare(first: ProbeScores, second: ProbeScores, groups: np.ndarray, level: float = 0.95) -> dict:
+def compare(first: ProbeScores, second: ProbeScores, groups: np.ndarray, level: float = 0.95,
+            baseline: ProbeScores | None = None) -> dict:
     """``second`` minus ``first`` in accuracy and macro-F1, paired by test fold, with the
     corrected repeated k-fold t interval (Nadeau & Bengio 2003; Bouckaert & Frank 2004):
     the spread of the per-fold differences, inflated by 1/(k-1) for the training sets the
     folds share, so that it holds its error rate where a plain t-test or a bootstrap over
     test examples does not (their spread leaves out how the fitted classifiers vary).
     "significant" only where the interval excludes 0; no verdict at all (None) with fewer
-    than MIN_GROUPS_FOR_VERDICT groups of examples."""
+    than MIN_GROUPS_FOR_VERDICT groups of examples, or where neither model's accuracy beats
+    ``baseline`` (the majority class): two probes that learned nothing differ only in how
+    their classifiers fail (a macro-F1 "difference" between two collapsed classifiers)."""
+    out = {"test": "corrected repeated k-fold t", "level": level, "groups": int(len(np.unique(groups)))}
+    reason = None
+    if out["groups"] < MIN_GROUPS_FOR_VERDICT:
+        reason = f"only {out['groups']} distinct texts (a verdict needs {MIN_GROUPS_FOR_VERDICT})"
+    elif baseline is not None and not any(_paired(baseline, model, "accuracy", level)[0] > 0 for model in (first, second)):
+        reason = "neither model beats the majority class"
+    for metric in ("accuracy", "macro_f1"):
+        low, mean, high = _paired(first, second, metric, level)
+        per_repeat = np.array(getattr(second, metric)) - np.array(getattr(first, metric))
+        out[metric] = {"difference": mean, "interval": [low, high],
+                       "significant": None if reason else bool(low > 0 or high < 0),
+                       "difference_mean": float(per_repeat.mean()), "difference_std": _spread(list(per_repeat))}
+    if reason:
+        out["no_verdict"] = reason
+    return out
+
+
+def _paired(first: ProbeScores, second: ProbeScores, metric: str, level: float) -> tuple[float, float, float]:
+    """(low, mean, high): the corrected repeated k-fold t interval of ``second - first``."""
     from scipy.stats import t as student
 
     folds = len(np.unique(first.fold[0]))
-    out = {"test": "corrected repeated k-fold t", "level": level, "groups": int(len(np.unique(groups)))}
-    for metric in ("accuracy", "macro_f1"):
-        diff = second.per_fold(metric) - first.per_fold(metric)
-        mean, variance = float(diff.mean()), float(np.var(diff, ddof=1)) if len(diff) > 1 else 0.0
-        half = student.ppf((1 + level) / 2, max(len(diff) - 1, 1)) * np.sqrt((1 / len(diff) + 1 / (folds - 1)) * variance)
-        low, high = mean - half, mean + half
-        verdict = bool(low > 0 or high < 0) if out["groups"] >= MIN_GROUPS_FOR_VERDICT else None
-        per_repeat = np.array(getattr(second, metric)) - np.array(getattr(first, metric))
-        out[metric] = {"difference": mean, "interval": [float(low), float(high)], "significant": verdict,
-                       "difference_mean": float(per_repeat.mean()), "difference_std": _spread(list(per_repeat))}
-    return out
+    diff = second.per_fold(metric) - first.per_fold(metric)
+    mean, variance = float(diff.mean()), float(np.var(diff, ddof=1)) if len(diff) > 1 else 0.0
+    half = float(student.ppf((1 + level) / 2, max(len(diff) - 1, 1)) * np.sqrt((1 / len(diff) + 1 / (folds - 1)) * variance))
+    return mean - half, mean, mean + half
 
 
 def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trained_on=None,
@@ -244,14 +258,15 @@ def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trai
         model, tokenizer = (loaded or {}).get(model_config.model) or (load_model(model_config), load_tokenizer(model_config))
         features = embed(model, tokenizer, texts, config.max_length)
         results.append(score(features, labels, seeds, folds, model_config.model, groups, names))
+    baseline = majority_baseline(labels, groups, seeds, folds, names)
     report = {"mode": "fine-tuned" if config.finetune else "frozen", "classes": names, "rows": len(texts),
               "seeds": seeds, "folds": folds, "groups": int(len(np.unique(groups))),
-              "baseline": majority_baseline(labels, groups, seeds, folds, names),
+              "baseline": {"accuracy": float(np.mean(baseline.accuracy)), "macro_f1": float(np.mean(baseline.macro_f1))},
               "models": [r.summary() for r in results]}
     if leakage:
         report["leakage"] = leakage
     if len(results) == 2:
-        report["comparison"] = compare(*results, groups)
+        report["comparison"] = compare(*results, groups, baseline=baseline)
     return report
 
 
