@@ -51,6 +51,8 @@ def _probe_table(title: str, first_column: str, rows: list[tuple[str, str, str]]
 
 
 def print_demo_summary(summary: dict[str, Any]) -> None:
+    from mlm_adapt.model_card import difference_text
+
     table = Table(title="did adaptation help, and what did it cost?", title_justify="left")
     for column in ("", "general model (news)", "adapted model (reviews)"):
         table.add_column(column)
@@ -61,6 +63,9 @@ def print_demo_summary(summary: dict[str, Any]) -> None:
                         ("news topic probe, accuracy", summary.get("topic_probe"))):
         if probe:
             table.add_row(name, *(f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}" for m in probe["models"]))
+            if "comparison" in probe:  # the paired verdict, in the adapted model's column
+                comparison = probe["comparison"]
+                table.add_row("  adapted - general", "", difference_text(comparison["accuracy"], comparison.get("no_verdict")))
     out.print(table)
     table = Table(title="top-5 fill-mask, general model vs adapted model", title_justify="left")
     table.add_column("text")
