@@ -118,13 +118,17 @@ def test_a_time_budget_that_is_not_positive_is_refused(tmp_path):
     assert not (tmp_path / "demo").exists()  # refused before anything is written
 
 
-def test_the_demo_summary_shows_each_probes_paired_verdict(capsys):
+def test_the_demo_summary_shows_each_probes_paired_verdict(capsys, monkeypatch):
+    from rich.console import Console
+
+    from mlm_adapt import summaries
     from mlm_adapt.summaries import print_demo_summary
 
+    monkeypatch.setattr(summaries, "out", Console(width=200))  # wide enough that no cell wraps, in CI too
     model = {"accuracy_mean": 0.7, "accuracy_std": 0.01}
     comparison = {"accuracy": {"difference": 0.02, "interval": [-0.01, 0.05], "significant": False}}
     summary = {"perplexity_before": 300.0, "perplexity_after": 150.0, "probes": [], "general_model": "g",
                "adapted_model": "a", "sentiment_probe": {"models": [model, model], "comparison": comparison}}
     print_demo_summary(summary)
     out = capsys.readouterr().out
-    assert "adapted - general" in out and "+0.020 [-0.010, +0.050] (not significant)" in out.replace("\n", " ").replace("│", "")
+    assert "adapted - general" in out and "+0.020 [-0.010, +0.050] (not significant)" in out
