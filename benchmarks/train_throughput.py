@@ -202,6 +202,9 @@ def ours_training(precision: str, batch: int, attn: str, compile_encoder: bool, 
     config = TrainConfig(batch_size=batch, precision=precision, lr=2e-5, compile=compile_encoder)
     net = loaded_model() if attn == "mlm-adapt" else model(attn)
     accelerator, _ = make_accelerator(precision)
+    from mlm_adapt.runtime import tune_process_for_training
+
+    tune_process_for_training(accelerator.device.type)  # what `mlm-adapt train` does to its process
     objective, optimizer, scheduler = optimisation(config, net, accelerator, steps)
     objective.train()
     batches = in_memory_batches(split.train, config, MaskingVocab.from_tokenizer(tok), accelerator, 0)

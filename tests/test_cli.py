@@ -205,3 +205,17 @@ def test_version(capsys):
 
     code, out, _ = run_main(capsys, "--version")
     assert code == 0 and out.strip() == f"mlm-adapt {version('mlm-adapt')}"
+
+
+def test_the_train_command_and_not_the_library_tunes_the_process(monkeypatch, tmp_path):
+    from mlm_adapt import runtime, training
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+    monkeypatch.setattr(runtime, "tune_process_for_training", lambda device="cpu": seen.append(device) or True)
+    monkeypatch.setattr(training, "train", lambda config: (_ for _ in ()).throw(Stop()))
+    with pytest.raises(Stop):
+        main(["train", "--output", str(tmp_path)])
+    assert seen == ["cpu"]  # before the library's train(), which never tunes it

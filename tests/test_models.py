@@ -266,3 +266,51 @@ def test_packing_is_refused_where_it_would_undo_a_sliding_window():
     check_packing(config, 9)  # the window spans the chunk: a 4-D mask changes nothing
     with pytest.raises(MlmAdaptError, match="--packing.*sliding-window.*--chunk-size 9 or less"):
         check_packing(config, 64)
+
+
+def test_one_switch_turns_every_speed_path_off_and_the_losses_and_gradients_stay(bert_no_dropout, monkeypatch):
+    # MLM_ADAPT_PLAIN=1: transformers' attention, the full forward and logits, no last-layer trim,
+    # no bucket padding. The same per-token losses and gradients (dropout off: deterministic).
+    import numpy as np
+
+    from mlm_adapt.models import MaskedLMObjective, supports_sparse_prediction, trims_last_layer
+
+    rng = np.random.default_rng(0)
+    ids = torch.from_numpy(rng.integers(5, 100, (4, 24)))
+    attention = torch.ones_like(ids)
+    attention[1, 18:] = 0
+    labels = torch.where(torch.from_numpy(rng.random((4, 24)) < 0.2) & (attention == 1), ids, torch.full_like(ids, -100))
+
+    def run():
+        model = load_model(ModelConfig(str(bert_no_dropout))).train()
+        nll, count = MaskedLMObjective(model)(ids, attention, labels, per_token=True)
+        nll.sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return model, nll.detach(), count, grads
+
+    fast_model, fast, count, fast_grads = run()
+    assert fast_model.config._attn_implementation == "mlm_adapt_eager" and trims_last_layer(fast_model)
+    monkeypatch.setenv("MLM_ADAPT_PLAIN", "1")
+    plain_model, plain, plain_count, plain_grads = run()
+    assert plain_model.config._attn_implementation != "mlm_adapt_eager"
+    assert not trims_last_layer(plain_model) and not supports_sparse_prediction(plain_model)
+    assert count == plain_count
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    assert set(fast_grads) == set(plain_grads)
+    for name in fast_grads:
+        torch.testing.assert_close(fast_grads[name], plain_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_library_training_leaves_the_allocator_to_the_command_line(bert_dir, data_root, tmp_path, monkeypatch):
+    from mlm_adapt import runtime
+    from mlm_adapt.training import train
+    from conftest import run_main, train_config
+
+    calls = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(1) or True)
+    train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "lib", max_steps=1))
+    assert calls == []  # a library call leaves its caller's process as it found it
+    assert runtime.tune_process_for_training("cpu") and calls == [1]
+    monkeypatch.setenv("MLM_ADAPT_PLAIN", "1")
+    assert not runtime.tune_process_for_training("cpu") and calls == [1]
+    assert not runtime.tune_process_for_training("cuda")

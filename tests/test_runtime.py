@@ -168,28 +168,10 @@ def test_the_accelerator_keeps_dynamo_off_buffers_unbroadcast_and_a_long_process
     assert accelerator.init_handler.timeout == PROCESS_GROUP_TIMEOUT > __import__("datetime").timedelta(minutes=10)
 
 
-def test_the_cpu_allocator_tuning_stays_off_on_a_gpu_run(bert_dir, monkeypatch):
-    import torch
-
-    from mlm_adapt import optimizer_step
-    from mlm_adapt.models import load_model
-    from conftest import train_config
+def test_the_cpu_allocator_tuning_stays_off_on_a_gpu_run(monkeypatch):
+    from mlm_adapt import runtime
 
     calls = []
-    monkeypatch.setattr(optimizer_step, "keep_freed_memory", lambda: calls.append(1))
-
-    class GpuStandIn:  # what optimisation asks of an accelerator on a GPU
-        device = torch.device("cuda")
-
-        def prepare(self, *objects):
-            return objects
-
-        def register_for_checkpointing(self, *objects):
-            pass
-
-    config = train_config(bert_dir, "unused", "unused")
-    optimizer_step.optimisation(config, load_model(config.model), GpuStandIn(), 2)
-    assert calls == []
-    accelerator, _ = optimizer_step.make_accelerator("fp32")
-    optimizer_step.optimisation(config, load_model(config.model), accelerator, 2)
-    assert calls == [1]
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(1) or True)
+    assert not runtime.tune_process_for_training("cuda") and calls == []  # a GPU's tensors are not in malloc's heap
+    assert runtime.tune_process_for_training("cpu") and calls == [1]

@@ -29,7 +29,7 @@ from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.hub import offline_mode
 from mlm_adapt.masking import IGNORE_INDEX
 from mlm_adapt.packing import document_attention_mask, document_position_ids, padding_attention_mask
-from mlm_adapt.runtime import has_accelerator_device
+from mlm_adapt.runtime import has_accelerator_device, speed_paths
 
 log = logging.getLogger("mlm_adapt")
 
@@ -149,7 +149,7 @@ def _attention(config, packing: bool = False) -> str | None:
     per-document 4-D mask packing otherwise needs rules FlashAttention out."""
     if packing and torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
-    if has_accelerator_device() or config.model_type not in ("bert", "roberta", "xlm-roberta", "camembert", "distilbert"):
+    if not speed_paths() or has_accelerator_device() or config.model_type not in ("bert", "roberta", "xlm-roberta", "camembert", "distilbert"):
         return None
     cpu_dropout.register()
     return cpu_dropout.ATTENTION
@@ -182,13 +182,14 @@ def _sparse_parts(model) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torc
 
 
 def supports_sparse_prediction(model) -> bool:
-    return _sparse_parts(model) is not None
+    """Whether the loss runs the MLM head on the masked positions only."""
+    return speed_paths() and _sparse_parts(model) is not None
 
 
 def trims_last_layer(model) -> bool:
     """Whether the loss runs the last layer's position-wise part on the masked rows only."""
     parts = _sparse_parts(model)
-    return parts is not None and last_layer.trimmable(parts[0]) is not None
+    return speed_paths() and parts is not None and last_layer.trimmable(parts[0]) is not None
 
 
 def masked_lm_nll(
@@ -214,7 +215,8 @@ def masked_lm_nll(
     count = int(positions.numel())
     reduction = "none" if per_row or per_token else "sum"
     extra = ({} if position_ids is None else {"position_ids": position_ids}) | (attention_kwargs or {})
-    parts = _sparse_parts(model) if sparse or attention_kwargs else None
+    # MLM_ADAPT_PLAIN=1 (runtime.speed_paths): the model's own forward and full logits.
+    parts = _sparse_parts(model) if (sparse and speed_paths()) or attention_kwargs else None
     if parts is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
         losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[positions].float(), flat_labels[positions], reduction=reduction)
@@ -222,7 +224,7 @@ def masked_lm_nll(
         # Round the number of predicted rows up to a multiple of SPARSE_BUCKET (padding rows
         # are ignored by the loss): a handful of distinct tensor sizes instead of one per
         # batch keeps the allocator from fragmenting (RSS grew from 1.7 to 3+ GB in 40 steps).
-        padded = -(-count // SPARSE_BUCKET) * SPARSE_BUCKET
+        padded = -(-count // SPARSE_BUCKET) * SPARSE_BUCKET if speed_paths() else count
         rows = torch.cat([positions, positions.new_zeros(padded - count)])
         targets = torch.cat([flat_labels[positions], flat_labels.new_full((padded - count,), IGNORE_INDEX)])
         encoder, head = parts
@@ -238,8 +240,8 @@ def masked_lm_nll(
 def _hidden_at(encoder, rows: torch.Tensor, count: int, **inputs) -> torch.Tensor:
     """The encoder's last hidden state at the flat positions ``rows`` (the first ``count``
     distinct, the rest padding); the last layer's queries and position-wise part run on
-    those rows only where ``last_layer`` knows its layout."""
-    layer = last_layer.trimmable(encoder)
+    those rows only where ``last_layer`` knows its layout (and the speed paths are on)."""
+    layer = last_layer.trimmable(encoder) if speed_paths() else None
     if layer is None or rows.numel() >= inputs["input_ids"].numel():  # bucket padding can exceed a tiny batch
         hidden = encoder(**inputs).last_hidden_state
         return hidden.reshape(-1, hidden.shape[-1])[rows]

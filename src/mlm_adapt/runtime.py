@@ -164,6 +164,25 @@ def make_accelerator(choice: str, report_to: str = "none", project_dir: Path | N
     return accelerator, precision
 
 
+# One switch for every CPU speed path (cheaper dropout masks with eager attention, the last
+# layer and the MLM head on the masked rows, bucket padding, the allocator setting): set it
+# to "1" to run transformers' model as it comes, e.g. to rule the speed work out when
+# numbers look wrong. tests/test_models.py shows losses and gradients equal either way.
+PLAIN_OFF = "MLM_ADAPT_PLAIN"
+
+
+def speed_paths(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the CPU speed paths are on (``MLM_ADAPT_PLAIN`` unset or not "1")."""
+    return environ.get(PLAIN_OFF) != "1"
+
+
+def tune_process_for_training(device_type: str = "cpu") -> bool:
+    """What the ``train`` and ``demo`` commands (not the library) do to their own process
+    before training on a CPU: :func:`keep_freed_memory`. A library call never changes its
+    caller's allocator. Returns whether it changed anything."""
+    return device_type == "cpu" and speed_paths() and keep_freed_memory()
+
+
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 KEEP_FREED_MEMORY_OFF = "MLM_ADAPT_SYSTEM_MALLOC"
