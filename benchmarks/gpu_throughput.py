@@ -1,6 +1,6 @@
 """mlm-adapt's training step against the course recipe on a GPU, side by side in one run.
 
-Shapes (issue 13): the distilbert-base and bert-base architectures (random weights, the
+Shapes: the distilbert-base and bert-base architectures (random weights, the
 30,522-token uncased vocabulary) at batch 64 x 128 and 32 x 512 tokens. The tokens are
 random too: speed does not depend on them, so nothing is downloaded and the demo's
 files are not needed. Neither is `datasets` (the step's modules do not import it) nor

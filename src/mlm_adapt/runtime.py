@@ -62,7 +62,7 @@ def precision_warning(choice: str, *, cuda: bool, cpu_bf16: bool) -> str | None:
     """What to tell a user who forces a precision this hardware runs slowly, if anything."""
     if choice == "bf16" and not cuda and not cpu_bf16:
         # Without AVX512-BF16 or AMX, oneDNN emulates bf16 matrix products in fp32 plus
-        # conversions. Issue 15 measured the course recipe's bf16 step at ~35 s against
+        # conversions. A user's report measured the course recipe's bf16 step at ~35 s against
         # ~3.8 s for an fp32 step on a 2-core AVX2-only EPYC: about 9x slower.
         return ("--precision bf16 on a CPU without bf16 instructions (no AVX512-BF16 or AMX): bf16 is emulated "
                 "and several times slower than fp32 here (about 9x on a 2-core AVX2 CPU); use --precision auto "
