@@ -63,10 +63,7 @@ def save_checkpoint(accelerator, output: Path, state: dict[str, Any], keep: int 
         shutil.rmtree(tmp, ignore_errors=True)
         if not full:
             raise
-        kept = complete_checkpoints(output)
-        after = (f"Earlier checkpoints are intact: free some space, then run the same command with --resume to "
-                 f"continue from {kept[-1].name}." if kept else "Free some space and run again.")
-        raise space_error(f"checkpoint {final.name}", root, after) from None
+        raise space_error(f"checkpoint {final.name}", root, resume_hint(output)) from None
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -82,6 +79,15 @@ def _prune(output: Path, keep: int, newest: Path) -> None:
     others = [p for p in complete_checkpoints(output) if p != newest]
     for old in others[: max(0, len(others) + 1 - keep)]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def resume_hint(output: Path) -> str:
+    """What to do after a save ran out of space: resume from the last complete checkpoint."""
+    kept = complete_checkpoints(output)
+    if not kept:
+        return "Free some space and run again."
+    return (f"Earlier checkpoints are intact: free some space, then run the same command with --resume to "
+            f"continue from {kept[-1].name}.")
 
 
 def clear(output: Path) -> None:

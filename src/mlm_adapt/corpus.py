@@ -150,6 +150,18 @@ def load_corpus(config: DataConfig) -> Corpus | StreamedCorpus:
     return corpus
 
 
+def numbered_documents(config: DataConfig) -> Iterator[tuple[int, int, str]]:
+    """(row in --data, document number, text) of each non-empty row: the documents as the
+    data stage numbers them (tokenization skips empty texts; held-out sets are numbers)."""
+    row = number = 0
+    for batch in load_corpus(config).batches():
+        for text in batch:
+            if text.strip():
+                yield row, number, text
+                number += 1
+            row += 1
+
+
 def read_texts(config: DataConfig, limit: int) -> Iterator[str]:
     """The texts of the first ``limit`` documents of ``config.data`` (a stream is read no further)."""
     for batch in load_corpus(config).batches():

@@ -16,6 +16,7 @@ reproduces a run's ``perplexity_after``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -247,21 +248,12 @@ def pseudo_perplexity(config: EvalConfig, max_texts: int = 100, word_l2r: bool =
 def held_out_texts(config: DataConfig, held_out: np.ndarray | None, limit: int) -> tuple[list[int], list[str]]:
     """(row in --data, text) of up to ``limit`` held-out documents, in order (a stream's
     first non-empty rows: its held-out set is chosen by hash while training)."""
-    from mlm_adapt.corpus import load_corpus
+    from mlm_adapt.corpus import numbered_documents
 
     wanted = None if held_out is None else set(held_out.tolist())
-    rows, texts, number, row = [], [], 0, 0
-    for batch in load_corpus(config).batches():
-        for text in batch:
-            if text.strip():
-                if wanted is None or number in wanted:
-                    rows.append(row)
-                    texts.append(text)
-                number += 1
-            row += 1
-            if len(texts) == limit:
-                return rows, texts
-    return rows, texts
+    chosen = ((row, text) for row, number, text in numbered_documents(config) if wanted is None or number in wanted)
+    pairs = list(itertools.islice(chosen, limit))
+    return [row for row, _ in pairs], [text for _, text in pairs]
 
 
 def evaluate(config: EvalConfig) -> EvalResult:
@@ -305,18 +297,18 @@ def comparison_summary(base: EvalResult, model: EvalResult, seed: int) -> dict[s
 def evaluation_summary(result: EvalResult, seed: int) -> dict[str, Any]:
     """What ``mlm-adapt evaluate`` reports: perplexity with its 95% interval (seeded as a
     run's, so it equals the run's ``perplexity_after_interval``), loss, tokens and bytes."""
+    resamples = resampled_units(result)
     return {"perplexity": result.perplexity, "perplexity_interval": list(result.interval(seed)),
-            "interval_resamples": resampled_units(result), "interval_caveat": interval_caveat(resampled_units(result)),
-            "eval_loss": result.loss,
+            "interval_resamples": resamples, "interval_caveat": interval_caveat(resamples), "eval_loss": result.loss,
             "masked_tokens": result.masked_tokens, "bits_per_byte": result.bits_per_byte,
             "masked_bytes": result.masked_bytes}
 
 
 def pseudo_summary(result: EvalResult, seed: int) -> dict[str, Any]:
     """What ``mlm-adapt evaluate --pseudo`` reports: pseudo-perplexity with its 95% interval."""
+    resamples = resampled_units(result)
     return {"pseudo_perplexity": result.perplexity, "pseudo_perplexity_interval": list(result.interval(seed)),
-            "interval_resamples": resampled_units(result), "interval_caveat": interval_caveat(resampled_units(result)),
-            "pseudo_nll": result.loss,
+            "interval_resamples": resamples, "interval_caveat": interval_caveat(resamples), "pseudo_nll": result.loss,
             "scored_tokens": result.masked_tokens}
 
 

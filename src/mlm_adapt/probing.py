@@ -25,8 +25,8 @@ from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.seeding import Salt, generator
 
 MIN_PER_CLASS = 5  # rows a class needs: a few to train on and at least one to test on
-# Below this many groups of examples a bootstrap interval is not trusted: no verdict
-# (simulated coverage of a cluster bootstrap falls well below 95% under ~20 clusters).
+# Below this many distinct texts no verdict is drawn: the folds' differences say little,
+# as intervals over under ~20 held-out documents do (intervals.MIN_DOCUMENTS).
 MIN_GROUPS_FOR_VERDICT = 20
 _SPACE = re.compile(r"\s+")
 
@@ -39,7 +39,7 @@ class ProbeScores:
     truth: np.ndarray
     predicted: np.ndarray  # [repeats, examples]
     classes: list[str]
-    fold: np.ndarray | None = None  # [repeats, examples]: the fold that tested each example
+    fold: np.ndarray  # [repeats, examples]: the fold that tested each example
 
     def per_fold(self, metric: str) -> np.ndarray:
         """``metric`` ("accuracy" or "macro_f1") on each test fold of each repeat, in order."""
@@ -315,19 +315,11 @@ def seen_texts(texts) -> set[str]:
 
 def found_in(corpus_config, texts: list[str], held_out: np.ndarray | None = None) -> set[str]:
     """Which of ``texts`` (normalised) a corpus holds as a document outside ``held_out``
-    (numbers among its non-empty documents, as the data stage counts them): the corpus is
-    read once, as a stream where so configured, holding only the probe's texts in memory."""
-    from mlm_adapt.corpus import load_corpus
+    (document numbers, ``corpus.numbered_documents``): the corpus is read once, as a stream
+    where so configured, holding only the probe's texts in memory."""
+    from mlm_adapt.corpus import numbered_documents
 
     wanted = {normalised(t) for t in texts}
     skip = set() if held_out is None else set(held_out.tolist())
-    found: set[str] = set()
-    number = 0
-    for batch in load_corpus(corpus_config).batches():
-        for text in batch:
-            if not text.strip():  # not a document to the data stage (tokenization drops it)
-                continue
-            if number not in skip and (key := normalised(text)) in wanted:
-                found.add(key)
-            number += 1
-    return found
+    return {key for _, number, text in numbered_documents(corpus_config)
+            if number not in skip and (key := normalised(text)) in wanted}

@@ -240,10 +240,8 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
         flat_options.write_yaml(config, folder / "config.yaml")
         reporting.write_run_report(folder, config, metrics, model, prepared.tokenizer, prepared.data.eval)
 
-    kept = checkpoints.complete_checkpoints(config.output)
-    hint = (f"Free some space, then run the same command with --resume: it continues from {kept[-1].name}."
-            if kept else None)
-    artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights, resume_hint=hint)
+    artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights,
+                         resume_hint=checkpoints.resume_hint(config.output))
     task = config.task_probe_config()
     if task is not None:
         log.info("probing the task in %s: base model vs adapted model, %d folds x %d repeats ...", task.data.data,
