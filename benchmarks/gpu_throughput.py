@@ -114,7 +114,7 @@ def random_chunks(rows: int, length: int, tok, seed: int = 0):
 
 def precision(smoke: bool) -> str:
     """What `--precision auto` picks here: bf16 on Ampere and newer, fp16 on older GPUs."""
-    from mlm_adapt.runtime import detect_precision
+    from mlm_adapt.system.runtime import detect_precision
 
     return "fp32" if smoke else detect_precision("auto")
 
@@ -130,8 +130,7 @@ def device_and_sync(smoke: bool):
 
 def run_recipe(arch: str, batch: int, length: int, steps: int, smoke: bool) -> dict:
     import torch
-    from transformers import (AutoModelForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainerCallback,
-                              TrainingArguments)
+    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
     device, sync = device_and_sync(smoke)
     tok = tokenizer()
@@ -160,13 +159,13 @@ def run_ours(arch: str, batch: int, length: int, steps: int, smoke: bool, compil
     import numpy as np
     import torch
 
-    from mlm_adapt.batching import in_memory_batches
-    from mlm_adapt.chunking import NO_WORD, Chunks
     from mlm_adapt.config import ModelConfig, TrainConfig
-    from mlm_adapt.masking import MaskingVocab
-    from mlm_adapt.models import load_model
-    from mlm_adapt.optimizer_step import optimisation, train_step
-    from mlm_adapt.runtime import make_accelerator
+    from mlm_adapt.data.batching import in_memory_batches
+    from mlm_adapt.data.chunking import NO_WORD, Chunks
+    from mlm_adapt.data.masking import MaskingVocab
+    from mlm_adapt.modeling.loading import load_model
+    from mlm_adapt.system.runtime import make_accelerator
+    from mlm_adapt.training.optimizer_step import optimisation, train_step
 
     _, sync = device_and_sync(smoke)
     tok = tokenizer()
@@ -203,14 +202,15 @@ def sync_case(precision_name: str, packing: bool, smoke: bool) -> None:
     import numpy as np
     import torch
 
-    from mlm_adapt.batching import in_memory_batches
-    from mlm_adapt.chunking import NO_WORD, Chunks
     from mlm_adapt.config import DataConfig, ModelConfig, TrainConfig
-    from mlm_adapt.evaluation import MaskedSet, score_shard
-    from mlm_adapt.masking import MaskingVocab
-    from mlm_adapt.models import load_model
-    from mlm_adapt.optimizer_step import optimisation, train_step
-    from mlm_adapt.runtime import make_accelerator
+    from mlm_adapt.data.batching import in_memory_batches
+    from mlm_adapt.data.chunking import NO_WORD, Chunks
+    from mlm_adapt.data.held_out import MaskedSet
+    from mlm_adapt.data.masking import MaskingVocab
+    from mlm_adapt.evaluation.perplexity import score_shard
+    from mlm_adapt.modeling.loading import load_model
+    from mlm_adapt.system.runtime import make_accelerator
+    from mlm_adapt.training.optimizer_step import optimisation, train_step
 
     tok = tokenizer()
     with tempfile.TemporaryDirectory() as folder:
@@ -260,7 +260,7 @@ def embed_case(smoke: bool) -> None:
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from mlm_adapt.probing import embed
+    from mlm_adapt.evaluation.probing import embed
 
     model = AutoModelForMaskedLM.from_config(model_config("bert", smoke=True)).to(device_and_sync(smoke)[0])
     vectors = embed(model, tokenizer(), ["w1 w2 w3", "w4 w5"], max_length=16)
@@ -281,7 +281,8 @@ def sync_check(smoke: bool) -> dict:
             case(*arguments)
             results[name] = "ok"
         except Exception as exc:  # reported, not raised: every case gets its line
-            results[name] = f"{type(exc).__name__}: {exc}".splitlines()[0] + " | " + traceback.format_exc(limit=-3).replace("\n", " ")[-600:]
+            where = traceback.format_exc(limit=-3).replace("\n", " ")[-600:]
+            results[name] = f"{type(exc).__name__}: {exc}".splitlines()[0] + " | " + where
         print(name, results[name], flush=True)
     return results
 
@@ -296,7 +297,7 @@ def run_variant(variant: str, shape: str, steps: int, smoke: bool) -> dict:
         result = run_ours(arch, batch, length, steps, smoke, compile_encoder=variant == "mlm-adapt-compile")
     samples = (steps - WARMUP) * batch
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
-    from mlm_adapt.last_layer import queries_on_rows
+    from mlm_adapt.speed.last_layer import queries_on_rows
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     flops = flops_per_sample(model_config(arch, smoke), length, result["predicted_share"], queries_on_rows(device),
@@ -389,7 +390,8 @@ def _summary(results: list[dict], peak: float) -> dict:
 
 def _markdown(report: dict) -> str:
     lines = [f"{report['device']}: {report['precision']} matmul peak {report['peak_tflops']:.0f} TFLOP/s", "",
-             "| shape | variant | samples/s (runs) | tokens/s | x recipe | MFU | peak GPU MB |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| shape | variant | samples/s (runs) | tokens/s | x recipe | MFU | peak GPU MB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for shape, variants in report["results"].items():
         recipe = variants.get("recipe", {}).get("samples_per_second")
         for name, r in variants.items():

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mlm_adapt.intervals import perplexity_interval  # noqa: E402
+from mlm_adapt.evaluation.intervals import perplexity_interval  # noqa: E402
 
 
 def documents(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -80,8 +80,9 @@ def ours(folder: Path, texts: list[str], word_l2r: bool, batch: int, bf16: bool 
     import torch
 
     from mlm_adapt.config import ModelConfig
-    from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer
-    from mlm_adapt.pseudolikelihood import pseudo_token_nll, text_rows
+    from mlm_adapt.evaluation.pseudolikelihood import pseudo_token_nll, text_rows
+    from mlm_adapt.modeling.loading import load_model, load_tokenizer
+    from mlm_adapt.modeling.objective import MaskedLMObjective
 
     config = ModelConfig(str(folder))
     tokenizer, model = load_tokenizer(config), load_model(config).eval()
@@ -115,7 +116,7 @@ def main() -> None:
             raise SystemExit(f"minicons failed: {done.stderr[-2000:]}")
         theirs = json.loads(done.stdout.strip().splitlines()[-1])
         report = {"texts": len(texts), "threads": torch.get_num_threads(), "variants": {}}
-        from mlm_adapt.runtime import cpu_supports_bf16
+        from mlm_adapt.system.runtime import cpu_supports_bf16
 
         runs = [("original", "original", False), ("word-l2r", "within_word_l2r", False)]
         if cpu_supports_bf16():
@@ -125,7 +126,8 @@ def main() -> None:
             mine = ours(folder, texts, metric == "within_word_l2r", args.batch, bf16)
             difference = np.abs(np.array(mine["nll"]) - np.array(theirs[metric]["nll"]))
             report["variants"][variant] = {
-                "max_abs_difference": float(difference.max()), "max_rel_difference": float((difference / np.abs(theirs[metric]["nll"])).max()),
+                "max_abs_difference": float(difference.max()),
+                "max_rel_difference": float((difference / np.abs(theirs[metric]["nll"])).max()),
                 "tokens": mine["tokens"], "ours_tokens_per_second": mine["tokens"] / mine["seconds"],
                 "minicons_tokens_per_second": mine["tokens"] / theirs[metric]["seconds"],
                 "speedup": theirs[metric]["seconds"] / mine["seconds"]}

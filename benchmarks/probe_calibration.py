@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mlm_adapt import probing  # noqa: E402
+from mlm_adapt.evaluation import probing  # noqa: E402
 
 DIMENSIONS = 16
 

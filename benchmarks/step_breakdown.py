@@ -41,8 +41,8 @@ def _median_ms(samples: list[float]) -> float:
 
 def timed_step(objective, optimizer, scheduler, accelerator, micro_batches) -> list[float]:
     """optimizer_step.train_step's work, with a clock between its phases."""
-    from mlm_adapt.masking import IGNORE_INDEX
-    from mlm_adapt.optimizer_step import device_batch
+    from mlm_adapt.data.masking import IGNORE_INDEX
+    from mlm_adapt.modeling.objective import device_batch
 
     marks = [time.perf_counter()]
     tokens = sum(int(np.count_nonzero(labels != IGNORE_INDEX)) for *_, labels in micro_batches)
@@ -95,8 +95,8 @@ def phases_and_dropout(precision: str, steps: int) -> dict:
 def last_layer_tail(precision: str, steps: int) -> dict:
     """Whole steps with the last layer's queries and position-wise part on the masked rows
     (the default, ``last_layer``) against the full last layer, interleaved in one process."""
-    from mlm_adapt import last_layer
-    from mlm_adapt.optimizer_step import train_step
+    from mlm_adapt.speed import last_layer
+    from mlm_adapt.training.optimizer_step import train_step
 
     _, _, objective, optimizer, scheduler, accelerator, batches = bench.ours_training(precision, 16, "mlm-adapt", False, 1000)
     tail = last_layer.trimmable
@@ -138,7 +138,7 @@ def previous_cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def masks(repeats: int = 15) -> dict:
-    from mlm_adapt.cpu_dropout import cpu_dropout
+    from mlm_adapt.speed.cpu_dropout import cpu_dropout
 
     forms = {"cpu_dropout": lambda x: cpu_dropout(x, 0.1, True), "previous": lambda x: previous_cpu_dropout(x, 0.1),
              "torch": lambda x: torch.nn.functional.dropout(x, 0.1, True)}
@@ -161,7 +161,7 @@ def masks(repeats: int = 15) -> dict:
 
 
 def packing(repeats: int = 6) -> dict:
-    from mlm_adapt.models import MaskedLMObjective
+    from mlm_adapt.modeling.objective import MaskedLMObjective
 
     net = bench.loaded_model().train()
     ids = torch.randint(1000, 30000, (16, bench.CHUNK), generator=torch.Generator().manual_seed(0))
@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps per dropout setting")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/breakdown.json"))
     args = parser.parse_args()
-    from mlm_adapt.runtime import cpu_supports_bf16
+    from mlm_adapt.system.runtime import cpu_supports_bf16
 
     precision = "bf16" if cpu_supports_bf16() else "fp32"
     report = {"cpu": bench.cpu_description(), "precision": precision,

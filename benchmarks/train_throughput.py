@@ -7,7 +7,7 @@ Text: the demo's BBC News articles plus Rotten Tomatoes reviews (~1.2M words).
 
 Each training variant runs in its own process (clean peak-memory numbers):
   recipe-fp32 / recipe-bf16  Trainer + the course's group_texts + DataCollatorForLanguageModeling
-  recipe-bf16-keep-freed     the same with mlm-adapt's malloc setting (runtime.keep_freed_memory)
+  recipe-bf16-keep-freed     the same with mlm-adapt's malloc setting (speed.keep_freed_memory)
   mlm-adapt-*                the training step `mlm-adapt train` runs (the MLM head and the last layer's
                              feed-forward block on the masked rows only), with the
                              model loaded as `train` loads it (mlm-adapt-bf16, the default on this CPU:
@@ -69,7 +69,7 @@ def loaded_model():
     import tempfile
 
     from mlm_adapt.config import ModelConfig
-    from mlm_adapt.models import load_model
+    from mlm_adapt.modeling.loading import load_model
 
     with tempfile.TemporaryDirectory() as folder:
         model().save_pretrained(folder)
@@ -102,10 +102,10 @@ def recipe_preprocess(texts, tok):
 def ours_preprocess(texts, tok, num_workers: int = 0):
     import datasets
 
-    from mlm_adapt.chunking import split_and_chunk
     from mlm_adapt.config import DataConfig
-    from mlm_adapt.corpus import Corpus
-    from mlm_adapt.tokenization import tokenize_corpus
+    from mlm_adapt.data.chunking import split_and_chunk
+    from mlm_adapt.data.corpus import Corpus
+    from mlm_adapt.data.tokenization import tokenize_corpus
 
     corpus = Corpus(datasets.Dataset.from_dict({"text": texts}), "text", "benchmark")
     tokens = tokenize_corpus(corpus, tok, num_workers=num_workers)
@@ -120,8 +120,8 @@ def bench_preprocessing(texts, tok, repeats: int = 3) -> dict:
 
     import datasets
 
-    from mlm_adapt.corpus import Corpus
-    from mlm_adapt.tokenization import plain_backend, tokenize_corpus
+    from mlm_adapt.data.corpus import Corpus
+    from mlm_adapt.data.tokenization import plain_backend, tokenize_corpus
 
     backend = plain_backend(tok)
 
@@ -162,7 +162,7 @@ def run_recipe(precision: str, steps: int, batch: int, keep_freed: bool = False)
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
     if keep_freed:
-        from mlm_adapt.runtime import keep_freed_memory
+        from mlm_adapt.speed import keep_freed_memory
 
         assert keep_freed_memory()
 
@@ -191,20 +191,20 @@ def run_recipe(precision: str, steps: int, batch: int, keep_freed: bool = False)
 def ours_training(precision: str, batch: int, attn: str, compile_encoder: bool, steps: int):
     """The set-up `mlm-adapt train` makes: (tokenizer, model, objective, optimizer, scheduler,
     accelerator, masked batches)."""
-    from mlm_adapt.batching import in_memory_batches
     from mlm_adapt.config import TrainConfig
-    from mlm_adapt.masking import MaskingVocab
-    from mlm_adapt.optimizer_step import optimisation
-    from mlm_adapt.runtime import make_accelerator
+    from mlm_adapt.data.batching import in_memory_batches
+    from mlm_adapt.data.masking import MaskingVocab
+    from mlm_adapt.system.runtime import make_accelerator
+    from mlm_adapt.training.optimizer_step import optimisation
 
     tok = tokenizer()
     split = ours_preprocess(corpus_texts()[:3000], tok)
     config = TrainConfig(batch_size=batch, precision=precision, lr=2e-5, compile=compile_encoder)
     net = loaded_model() if attn == "mlm-adapt" else model(attn)
     accelerator, _ = make_accelerator(precision)
-    from mlm_adapt.runtime import tune_process_for_training
+    from mlm_adapt.speed import tune_process
 
-    tune_process_for_training(accelerator.device.type)  # what `mlm-adapt train` does to its process
+    tune_process(accelerator.device.type)  # what `mlm-adapt train` does to its process
     objective, optimizer, scheduler = optimisation(config, net, accelerator, steps)
     objective.train()
     batches = in_memory_batches(split.train, config, MaskingVocab.from_tokenizer(tok), accelerator, 0)
@@ -213,7 +213,7 @@ def ours_training(precision: str, batch: int, attn: str, compile_encoder: bool, 
 
 def run_ours(precision: str, steps: int, batch: int, attn: str, compile_encoder: bool) -> dict:
     """The step `mlm-adapt train` runs: its optimiser set-up, masking and sparse loss."""
-    from mlm_adapt.optimizer_step import train_step
+    from mlm_adapt.training.optimizer_step import train_step
 
     tok, net, objective, optimizer, scheduler, accelerator, batches = ours_training(precision, batch, attn, compile_encoder, steps)
     times = [time.perf_counter()]
@@ -226,10 +226,11 @@ def run_ours(precision: str, steps: int, batch: int, attn: str, compile_encoder:
 def held_out_loss(net, tok) -> float:
     """Masked-token loss on one fixed, once-masked held-out set, the same for every variant."""
     from mlm_adapt.config import MaskingConfig
-    from mlm_adapt.evaluation import evaluate_loss, mask_eval_set
-    from mlm_adapt.masking import MaskingVocab
-    from mlm_adapt.models import MaskedLMObjective
-    from mlm_adapt.runtime import make_accelerator
+    from mlm_adapt.data.held_out import mask_eval_set
+    from mlm_adapt.data.masking import MaskingVocab
+    from mlm_adapt.evaluation.perplexity import evaluate_loss
+    from mlm_adapt.modeling.objective import MaskedLMObjective
+    from mlm_adapt.system.runtime import make_accelerator
 
     split = ours_preprocess(corpus_texts()[:3000], tok)
     masked = mask_eval_set(split.eval, MaskingConfig(), MaskingVocab.from_tokenizer(tok), seed=42)
@@ -248,7 +249,7 @@ def _result(times: list[float], batch: int) -> dict:
 VARIANTS = {
     "recipe-fp32": lambda s, b: run_recipe("fp32", s, b),
     "recipe-bf16": lambda s, b: run_recipe("bf16", s, b),
-    # The recipe with mlm-adapt's allocator setting (runtime.keep_freed_memory): how much of
+    # The recipe with mlm-adapt's allocator setting (speed.keep_freed_memory): how much of
     # mlm-adapt's lead is that setting alone.
     "recipe-bf16-keep-freed": lambda s, b: run_recipe("bf16", s, b, keep_freed=True),
     "mlm-adapt-fp32": lambda s, b: run_ours("fp32", s, b, "mlm-adapt", False),
@@ -275,7 +276,7 @@ def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
 
 def bf16_peak() -> float:
     # Emulated bf16 runs near 0.4 GFLOP/s: a 2048^2 product would take minutes.
-    from mlm_adapt.runtime import cpu_supports_bf16
+    from mlm_adapt.system.runtime import cpu_supports_bf16
 
     return matmul_peak("bfloat16") if cpu_supports_bf16() else matmul_peak("bfloat16", size=512, repeats=2)
 
@@ -297,7 +298,7 @@ def cpu_description() -> dict:
     # the kernels: how this benchmark simulates one (docs/performance.md).
     caps = {k: os.environ[k] for k in ISA_CAPS if k in os.environ}
     if caps and kind == "bf16-native":
-        from mlm_adapt.runtime import cpu_supports_bf16
+        from mlm_adapt.system.runtime import cpu_supports_bf16
 
         kind = kind if cpu_supports_bf16() else "avx2-only (ISA capped)"
     return {"model": model, "cores": os.cpu_count(), "kind": kind, "flags": [f for f in KERNEL_FLAGS if f in flags],
@@ -311,7 +312,8 @@ def flops_per_sample(sparse: bool, mask_rate: float = 0.15) -> float:
     """Training FLOPs of one 128-token DistilBERT-base sample that the variant needs
     (gpu_throughput.flops_per_sample's count): ``sparse`` (mlm-adapt) runs the MLM head and
     the last layer's queries and position-wise part on the predicted rows only (on a CPU)."""
-    from gpu_throughput import flops_per_sample as count, model_config
+    from gpu_throughput import flops_per_sample as count
+    from gpu_throughput import model_config
 
     return count(model_config("distilbert", smoke=False), CHUNK, mask_rate if sparse else 1.0, queries_on_rows=sparse)
 
@@ -371,7 +373,9 @@ def _summary(results: list[dict]) -> dict:
 
 def _markdown(report: dict) -> str:
     cpu = report.get("cpu", {})
-    lines = [f"CPU: {cpu.get('model')}, {cpu.get('cores')} cores, {cpu.get('kind')} ({' '.join(cpu.get('flags', []))})", "","| variant | samples/s (median; runs) | x fp32 recipe | x bf16 recipe | peak RSS MB | held-out loss | MFU of bf16 / fp32 peak |",
+    lines = [f"CPU: {cpu.get('model')}, {cpu.get('cores')} cores, {cpu.get('kind')} ({' '.join(cpu.get('flags', []))})", "",
+             "| variant | samples/s (median; runs) | x fp32 recipe | x bf16 recipe | peak RSS MB | held-out loss "
+             "| MFU of bf16 / fp32 peak |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in report["training"].items():
         if "error" in r:

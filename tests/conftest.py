@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mlm_adapt import TrainConfig
-    from mlm_adapt.tokenization import TokenizedCorpus
+    from mlm_adapt.data.tokenization import TokenizedCorpus
 
 _CACHE = Path(tempfile.mkdtemp(prefix="mlm-adapt-test-cache-"))
 os.environ.update(
@@ -107,13 +107,15 @@ def train_config(model_dir, data, output, **overrides) -> "TrainConfig":
     """A small, fast TrainConfig for the tiny models; keyword overrides for any option."""
     from mlm_adapt import DataConfig, MaskingConfig, ModelConfig, TrainConfig
 
-    data_options = {k: overrides.pop(k) for k in list(overrides) if k in ("text_column", "chunk_size", "train_size", "eval_size", "remainder", "streaming", "shuffle_buffer", "packing")}
+    data_fields = ("text_column", "chunk_size", "train_size", "eval_size", "remainder", "streaming", "shuffle_buffer", "packing")
+    data_options = {k: overrides.pop(k) for k in list(overrides) if k in data_fields}
     masking = overrides.pop("masking", MaskingConfig())
     base = dict(batch_size=16, lr=1e-3, epochs=2, precision="fp32", seed=7)
     base.update(overrides)
     return TrainConfig(
         model=ModelConfig(str(model_dir)),
-        data=DataConfig(data=str(data), chunk_size=data_options.pop("chunk_size", 48), eval_size=data_options.pop("eval_size", 40), train_size=data_options.pop("train_size", None), **data_options),
+        data=DataConfig(data=str(data), chunk_size=data_options.pop("chunk_size", 48), eval_size=data_options.pop("eval_size", 40),
+                        train_size=data_options.pop("train_size", None), **data_options),
         masking=masking,
         output=output,
         **base,
@@ -166,7 +168,7 @@ def synthetic_tokens(doc_lengths: list[int], seed: int = 0) -> "TokenizedCorpus"
     """Random ids and word starts for documents of ``doc_lengths`` tokens; no specials."""
     import numpy as np
 
-    from mlm_adapt.tokenization import TokenizedCorpus
+    from mlm_adapt.data.tokenization import TokenizedCorpus
 
     rng = np.random.default_rng(seed)
     total = sum(doc_lengths)
@@ -216,7 +218,8 @@ def distilbert_dir(models_root, documents) -> Path:
     from transformers import DistilBertConfig, DistilBertForMaskedLM
 
     tok = _wordpiece_tokenizer(documents)
-    config = DistilBertConfig(vocab_size=len(tok), n_layers=2, n_heads=2, dim=32, hidden_dim=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    config = DistilBertConfig(vocab_size=len(tok), n_layers=2, n_heads=2, dim=32, hidden_dim=64, max_position_embeddings=128,
+                              pad_token_id=tok.pad_token_id)
     return _save(DistilBertForMaskedLM, config, tok, models_root / "tiny-distilbert")
 
 

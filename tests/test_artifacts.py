@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlm_adapt import artifacts
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.outputs import artifacts
 
 
 class FakeSaver:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from mlm_adapt.batching import in_memory_batches
-from mlm_adapt.chunking import Chunks, chunk_documents
-from mlm_adapt.config import DataConfig, TrainConfig
-from mlm_adapt.masking import MaskingVocab
 from conftest import FrameTokenizer, synthetic_tokens
+from mlm_adapt.config import DataConfig, TrainConfig
+from mlm_adapt.data.batching import in_memory_batches
+from mlm_adapt.data.chunking import Chunks, chunk_documents
+from mlm_adapt.data.masking import MaskingVocab
 
 VOCAB = MaskingVocab(mask_token_id=3, replacement_ids=np.arange(10, 1000))
 
@@ -90,8 +90,8 @@ def test_in_memory_batches_are_prefetched_on_an_accelerator_only(data_root, bert
     import numpy as np
     import torch
 
-    from mlm_adapt.evaluation import prepare
     from conftest import train_config
+    from mlm_adapt.modeling.preparation import prepare
 
     config = train_config(bert_dir, data_root / "docs.txt", "unused", train_size=64)
     prepared = prepare(config)

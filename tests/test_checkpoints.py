@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mlm_adapt import checkpoints
-from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.training import train
 from conftest import train_config
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.training import checkpoints
+from mlm_adapt.training.loop import train
 
 # What differs between an interrupted-and-resumed run and an uninterrupted one by design.
 TIMING = {"train_samples_per_second", "train_runtime_seconds", "steps_run"}
@@ -49,14 +49,16 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(slower_bert, data_root
     subprocess.run(_command(slower_bert, data, reference, "--save-steps", "3"), check=True, capture_output=True, timeout=600)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_command(slower_bert, data, killed, "--save-steps", "3"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_command(slower_bert, data, killed, "--save-steps", "3"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (killed / "checkpoints" / "step-6" / checkpoints.STATE_FILE).exists(), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
 
-    resumed = subprocess.run(_command(slower_bert, data, killed, "--save-steps", "3", "--resume"), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(_command(slower_bert, data, killed, "--save-steps", "3", "--resume"), capture_output=True, text=True,
+                             timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stderr
     assert _metrics(killed) == _metrics(reference)
@@ -139,9 +141,9 @@ def test_resume_without_a_checkpoint(bert_dir, data_root, tmp_path):
 def test_nan_loss_stops_naming_the_step(bert_dir, data_root, tmp_path, monkeypatch):
     import torch
 
-    from mlm_adapt import models
+    from mlm_adapt.modeling import objective
 
-    real = models.masked_lm_nll
+    real = objective.masked_lm_nll
     calls = {"n": 0}
 
     def poisoned(model, *args, **kwargs):
@@ -152,7 +154,7 @@ def test_nan_loss_stops_naming_the_step(bert_dir, data_root, tmp_path, monkeypat
                 return nll * torch.tensor(float("nan")), count
         return nll, count
 
-    monkeypatch.setattr(models, "masked_lm_nll", poisoned)
+    monkeypatch.setattr(objective, "masked_lm_nll", poisoned)
     with pytest.raises(MlmAdaptError, match=r"loss became nan at step 3; the last good checkpoint is .*step-2"):
         train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=6, save_steps=2))
 
@@ -220,7 +222,7 @@ def test_a_full_disk_while_checkpointing_is_an_error_line_and_resume_continues(s
 def test_a_full_disk_while_saving_the_final_model_is_an_error_line(bert_dir, data_root, tmp_path, monkeypatch):
     import errno
 
-    from mlm_adapt import reporting
+    from mlm_adapt.outputs import reporting
 
     def full(folder, *args, **kwargs):
         (folder / "report.html").write_text("partial")

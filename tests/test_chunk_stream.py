@@ -4,7 +4,6 @@ seeded shuffling, exact resume, and end-to-end runs."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import shutil
@@ -16,18 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlm_adapt.chunk_stream import (
-    _training_tokens, held_out, read_eval_documents, rebatch, shuffle_buffer, stream_chunks,
-)
-from mlm_adapt.chunking import Chunks, chunk_documents
-from mlm_adapt.tokenization import TextEncoder, TokenizedCorpus, concat_tokens
+from conftest import FrameTokenizer, synthetic_tokens, train_config
 from mlm_adapt.config import DataConfig, ModelConfig
-from mlm_adapt.corpus import load_corpus
+from mlm_adapt.data.chunk_stream import _training_tokens, held_out, read_eval_documents, rebatch, shuffle_buffer, stream_chunks
+from mlm_adapt.data.chunking import Chunks, chunk_documents
+from mlm_adapt.data.corpus import load_corpus
+from mlm_adapt.data.tokenization import TextEncoder, TokenizedCorpus, concat_tokens
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.models import load_tokenizer
-from mlm_adapt.training import train
-from conftest import FrameTokenizer, synthetic_tokens
-from conftest import train_config
+from mlm_adapt.modeling.loading import load_tokenizer
+from mlm_adapt.training.loop import train
 
 TIMING = {"train_samples_per_second", "train_runtime_seconds", "steps_run"}
 
@@ -148,17 +144,17 @@ def test_streamed_run_resumes_exactly_from_a_checkpoint(bert_no_dropout, data_ro
 def test_streamed_train_chunks_are_counted_not_derived(bert_dir, data_root, tmp_path, monkeypatch):
     # Batches shorter than --batch-size (as a stream's last batch can be): the count must
     # be what was trained on, not steps x batch size.
-    from mlm_adapt import evaluation
-    from mlm_adapt.data import StreamSource
+    from mlm_adapt.data.splits import StreamSource
+    from mlm_adapt.modeling import preparation
 
-    real = evaluation.load_split
+    real = preparation.load_split
 
     def short_batches(*args, **kwargs):
         data = real(*args, **kwargs)
         read = data.train.read
         return dataclasses.replace(data, train=StreamSource(lambda r, w, size: (b.select(np.arange(5)) for b in read(r, w, size))))
 
-    monkeypatch.setattr(evaluation, "load_split", short_batches)
+    monkeypatch.setattr(preparation, "load_split", short_batches)
     metrics = train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=4, batch_size=8, streaming=True))
     assert metrics["train_chunks"] == metrics["chunks_trained"] == 4 * 5
 
@@ -212,7 +208,7 @@ def test_prefetch_hands_errors_to_the_consumer_and_stops_when_closed():
     import threading
     import time
 
-    from mlm_adapt.batching import prefetch
+    from mlm_adapt.data.batching import prefetch
 
     def failing():
         yield 1

@@ -7,20 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlm_adapt.chunking import (
-    NO_WORD,
-    TokenizedCorpus,
-    chunk_documents,
-    choose_rows,
-    count_chunks,
-    split_and_chunk,
-    split_documents,
-)
-from mlm_adapt.config import DataConfig
-from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.seeding import Salt
 from conftest import FrameTokenizer, synthetic_tokens
-
+from mlm_adapt.config import DataConfig
+from mlm_adapt.data.chunking import NO_WORD, TokenizedCorpus, choose_rows, chunk_documents, count_chunks, split_and_chunk, split_documents
+from mlm_adapt.data.seeding import Salt
+from mlm_adapt.errors import MlmAdaptError
 
 docs_strategy = st.lists(st.integers(1, 60), min_size=1, max_size=30)
 
@@ -89,7 +80,8 @@ def test_choose_rows_is_seeded_and_ordered():
     a, b = choose_rows(100, 10, 3, Salt.TRAIN_ROWS), choose_rows(100, 10, 3, Salt.TRAIN_ROWS)
     assert len(a) == 10 and (a == b).all() and (np.diff(a) > 0).all()
     assert (choose_rows(100, 10, 3, Salt.EVAL_ROWS) != a).any()
-    assert (choose_rows(5, 10, 3, Salt.TRAIN_ROWS) == np.arange(5)).all() and (choose_rows(5, None, 3, Salt.TRAIN_ROWS) == np.arange(5)).all()
+    assert (choose_rows(5, 10, 3, Salt.TRAIN_ROWS) == np.arange(5)).all()
+    assert (choose_rows(5, None, 3, Salt.TRAIN_ROWS) == np.arange(5)).all()
 
 
 @given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]), seed=st.integers(0, 99))
@@ -109,8 +101,8 @@ def test_building_some_rows_equals_selecting_them_from_all(lengths, chunk, remai
 @given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]), seed=st.integers(0, 99))
 @settings(max_examples=60, deadline=None)
 def test_each_position_names_its_document(lengths, chunk, remainder, seed):
-    from mlm_adapt.chunking import NO_DOCUMENT
-    from mlm_adapt.tokenization import TokenizedCorpus
+    from mlm_adapt.data.chunking import NO_DOCUMENT
+    from mlm_adapt.data.tokenization import TokenizedCorpus
 
     # Every token of document d has id 10 + d, so a chunk's tokens say whose they are.
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -143,7 +135,7 @@ def test_each_position_names_its_document(lengths, chunk, remainder, seed):
        block=st.integers(1, 5), seed=st.integers(0, 99))
 @settings(max_examples=60, deadline=None)
 def test_chunks_built_a_block_of_rows_at_a_time_equal_one_pass(lengths, chunk, remainder, block, seed):
-    from mlm_adapt import chunking
+    from mlm_adapt.data import chunking
 
     tokens = synthetic_tokens(lengths, seed=seed)
     docs = np.flatnonzero(np.random.default_rng(seed).random(len(lengths)) < 0.7)

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import run_main
 from mlm_adapt.cli import app, main
 from mlm_adapt.errors import MlmAdaptError
-from conftest import run_main
 
 
 def _assert_user_error(code: int, err: str, match: str) -> None:
@@ -161,7 +161,8 @@ def _command(name: str):
 def test_every_config_option_is_a_flag_whose_help_shows_the_configs_default(command, config_class):
     import dataclasses
 
-    from mlm_adapt import config as cfg, options as flat_options
+    from mlm_adapt import config as cfg
+    from mlm_adapt import flat_options
 
     not_options = ("ctx", "config", "json_out", "pseudo", "max_sentences", "compare", "pll", "per_text")  # command-only switches
     params = {p.name: p for p in _command(command).params if p.name not in not_options}
@@ -181,7 +182,7 @@ def test_every_config_option_is_a_flag_whose_help_shows_the_configs_default(comm
 
 
 def test_a_flag_reaches_the_config_under_its_own_name(capsys, monkeypatch, tmp_path):
-    from mlm_adapt import training
+    from mlm_adapt.training import loop as training
 
     class Stop(Exception):
         """Raised by the stand-in for train once it has the config: nothing else raises it."""
@@ -208,13 +209,14 @@ def test_version(capsys):
 
 
 def test_the_train_command_and_not_the_library_tunes_the_process(monkeypatch, tmp_path):
-    from mlm_adapt import runtime, training
+    from mlm_adapt import speed
+    from mlm_adapt.training import loop as training
 
     class Stop(Exception):
         pass
 
     seen = []
-    monkeypatch.setattr(runtime, "tune_process_for_training", lambda device="cpu": seen.append(device) or True)
+    monkeypatch.setattr(speed, "tune_process", lambda device="cpu": seen.append(device) or True)
     monkeypatch.setattr(training, "train", lambda config: (_ for _ in ()).throw(Stop()))
     with pytest.raises(Stop):
         main(["train", "--output", str(tmp_path)])

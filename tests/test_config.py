@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-
 from pathlib import Path
 
 import pytest
 
-from mlm_adapt.config import (
-    DataConfig,
-    MaskingConfig,
-    ProbeConfig,
-    TrainConfig,
-)
-from mlm_adapt.options import from_options
+from mlm_adapt.config import DataConfig, MaskingConfig, ProbeConfig, TrainConfig
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.flat_options import from_options
 
 
 def test_defaults_are_the_seeds():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlm_adapt.config import DataConfig
-from mlm_adapt.corpus import load_corpus
+from mlm_adapt.data.corpus import load_corpus
 from mlm_adapt.errors import MlmAdaptError
 
 
@@ -109,7 +109,7 @@ def test_hub_dataset_offline_says_so():
 def test_empty_and_whitespace_corpus_is_refused(tmp_path, bert_dir):
     from transformers import AutoTokenizer
 
-    from mlm_adapt.tokenization import tokenize_corpus
+    from mlm_adapt.data.tokenization import tokenize_corpus
 
     tok = AutoTokenizer.from_pretrained(bert_dir)
     for content in ("", "   \n\n\t\n"):
@@ -233,7 +233,7 @@ def test_compressed_text_in_another_encoding_is_a_user_error(tmp_path, name, str
 @pytest.mark.parametrize("streaming", [False, True], ids=["in-memory", "streamed"])
 def test_a_decoding_error_found_while_reading_is_a_user_error(tmp_path, monkeypatch, streaming):
     # What a remote file (hf://...json.gz) meets: no check before datasets reads it.
-    from mlm_adapt import corpus
+    from mlm_adapt.data import corpus
 
     monkeypatch.setattr(corpus, "_check_readable_text", lambda *args: None)
     path = _compressed_latin1(tmp_path / "latin.jsonl.gz", ["Un café très sympa."] * 4)

@@ -8,8 +8,8 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 from mlm_adapt.config import ModelConfig
-from mlm_adapt.cpu_dropout import CpuDropout, cpu_dropout
-from mlm_adapt.models import load_model
+from mlm_adapt.modeling.loading import load_model
+from mlm_adapt.speed.cpu_dropout import CpuDropout, cpu_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3])
@@ -65,13 +65,13 @@ def test_models_match_transformers_eager_attention(fixture, request):
 
 @pytest.mark.parametrize("accelerator", [False, True])
 def test_cheaper_dropout_only_where_the_model_trains_on_a_cpu(bert_dir, monkeypatch, accelerator):
-    from mlm_adapt import models
     from mlm_adapt.config import ModelConfig
+    from mlm_adapt.modeling import loading
 
     # CUDA, MPS or XPU: transformers' SDPA with torch's dropout (cpu_dropout's int64 words
     # are a CPU trick; MPS need not have them).
-    monkeypatch.setattr(models, "has_accelerator_device", lambda: accelerator)
-    model = models.load_model(ModelConfig(str(bert_dir)))
+    monkeypatch.setattr(loading, "has_accelerator_device", lambda: accelerator)
+    model = loading.load_model(ModelConfig(str(bert_dir)))
     assert (model.config._attn_implementation == "mlm_adapt_eager") == (not accelerator)
     assert any(type(m) is torch.nn.Dropout for m in model.modules()) == accelerator
     assert any(isinstance(m, CpuDropout) for m in model.modules()) == (not accelerator)

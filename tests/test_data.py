@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mlm_adapt.chunking import Chunks
-from mlm_adapt.data import InMemorySource, SplitData, with_replay
+from mlm_adapt.data.chunking import Chunks
+from mlm_adapt.data.splits import InMemorySource, SplitData, with_replay
 
 
 def _chunks(first_id: int, rows: int, width: int = 6) -> Chunks:

@@ -6,18 +6,33 @@ import dataclasses
 import json
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mlm_adapt.config import DataConfig, ModelConfig
-from mlm_adapt.demo import (ADAPT_CHUNKS, BATCH, GENERAL_CHUNKS, MIN_SHARE, OVERHEAD_SECONDS, OVERHEAD_STEPS, PROBES,
-                            DemoAssets, labelled_files, run_demo, stage_configs, stage_share, topic_probe_config)
+from mlm_adapt.demo import (
+    ADAPT_CHUNKS,
+    BATCH,
+    GENERAL_CHUNKS,
+    MIN_SHARE,
+    OVERHEAD_SECONDS,
+    OVERHEAD_STEPS,
+    PROBES,
+    DemoAssets,
+    labelled_files,
+    run_demo,
+    stage_configs,
+    stage_share,
+    topic_probe_config,
+)
 
 
 def test_demo_runs_both_stages_and_writes_the_summary(bert_dir, data_root, tmp_path):
     assets = DemoAssets(bert_dir, data_root / "folder", data_root / "reviews.csv")
     general, adapted = stage_configs(assets, tmp_path / "demo")
     small = dict(batch_size=8, max_steps=3)
-    general = dataclasses.replace(general, data=dataclasses.replace(general.data, chunk_size=48, train_size=40, eval_size=10, encoding="utf-8"), **small)
+    small_data = dataclasses.replace(general.data, chunk_size=48, train_size=40, eval_size=10, encoding="utf-8")
+    general = dataclasses.replace(general, data=small_data, **small)
     # The fixture's reviews carry a 0/1 label: the sentiment task stand-in.
     adapted = dataclasses.replace(adapted, data=dataclasses.replace(adapted.data, chunk_size=48, text_column="review", eval_size=10),
                                   general_encoding="utf-8", task_data=str(data_root / "reviews.csv"), task_text_column="review", **small)
@@ -121,8 +136,8 @@ def test_a_time_budget_that_is_not_positive_is_refused(tmp_path):
 def test_the_demo_summary_shows_each_probes_paired_verdict(capsys, monkeypatch):
     from rich.console import Console
 
-    from mlm_adapt import summaries
-    from mlm_adapt.summaries import print_demo_summary
+    from mlm_adapt.outputs import summaries
+    from mlm_adapt.outputs.summaries import print_demo_summary
 
     monkeypatch.setattr(summaries, "out", Console(width=200))  # wide enough that no cell wraps, in CI too
     model = {"accuracy_mean": 0.7, "accuracy_std": 0.01}

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlm_adapt import disclosure
-from mlm_adapt.config import TrainConfig
-from mlm_adapt.options import option_names, to_options
 from conftest import labelled_csv, make_documents, train_config
+from mlm_adapt.config import TrainConfig
+from mlm_adapt.flat_options import option_names, to_options
+from mlm_adapt.system import disclosure
 
 
 @pytest.mark.parametrize("name", option_names(TrainConfig))
@@ -48,8 +48,8 @@ def test_a_run_on_local_files_writes_no_local_path_into_its_card_or_report(bert_
     # Every path-valued option at once, absolute: the word list and the task data too.
     import huggingface_hub
 
+    from mlm_adapt.training.loop import train
     from test_hub import USER, FakeApi
-    from mlm_adapt.training import train
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.training import train
 from conftest import train_config
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.training.loop import train
 
 
 def test_push_to_hub_offline_fails_before_training(bert_dir, data_root, tmp_path):
@@ -131,7 +131,7 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step(slower_ber
     import re
     import signal
 
-    from mlm_adapt import checkpoints
+    from mlm_adapt.training import checkpoints
 
     out = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

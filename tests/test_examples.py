@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from mlm_adapt.config import TrainConfig
-from mlm_adapt.options import resolve, to_options
 from mlm_adapt.demo import DemoAssets, stage_configs
+from mlm_adapt.flat_options import resolve, to_options
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from mlm_adapt import probing
-from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
 from conftest import labelled_csv, make_documents, one_word_label_files, run_main
+from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
+from mlm_adapt.evaluation import probing
 
 
 def test_finetuning_finds_a_one_word_label_and_not_a_random_one(bert_dir, tmp_path):
@@ -50,7 +50,7 @@ def test_the_main_process_of_a_multi_process_run_fine_tunes_alone(bert_dir, tmp_
     script = tmp_path / "probe_on_rank_0.py"
     script.write_text(
         "from accelerate import PartialState\n"
-        "from mlm_adapt import probing\n"
+        "from mlm_adapt.evaluation import probing\n"
         "from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig\n"
         "state = PartialState(cpu=True)\n"
         "if state.is_main_process:\n"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlm_adapt import hub
-from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.training import train
 from conftest import train_config
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.system import hub
+from mlm_adapt.training.loop import train
 
 USER = {"name": "me", "orgs": [{"name": "lab"}], "auth": {"accessToken": {"role": "write"}}}
 
@@ -64,8 +64,8 @@ def test_offline_mode_is_named(monkeypatch, value):
 @pytest.mark.parametrize("value", ["true", "yes", "ON"])
 def test_offline_mode_is_named_when_a_model_or_dataset_cannot_be_loaded(monkeypatch, value):
     from mlm_adapt.config import DataConfig, ModelConfig
-    from mlm_adapt.corpus import load_corpus
-    from mlm_adapt.models import load_tokenizer
+    from mlm_adapt.data.corpus import load_corpus
+    from mlm_adapt.modeling.loading import load_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", value)
     with pytest.raises(MlmAdaptError, match="offline mode is on"):
@@ -81,7 +81,7 @@ def _check_access_in_a_fresh_process(tmp_path, **env: str) -> str:
     import subprocess
     import sys
 
-    code = ("from mlm_adapt import hub\n"
+    code = ("from mlm_adapt.system import hub\n"
             "try:\n    hub.check_access('me/adapted')\nexcept Exception as exc:\n    print(type(exc).__name__, exc)")
     environ = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9", **env}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=environ)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.inference import fill_mask, with_model_mask
+from mlm_adapt.evaluation.inference import fill_mask, with_model_mask
 
 
 def test_either_mask_spelling_becomes_the_models_own():

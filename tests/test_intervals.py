@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlm_adapt.evaluation import perplexity
-from mlm_adapt.intervals import perplexity_interval, pieces
+from mlm_adapt.evaluation.intervals import perplexity_interval, pieces
+from mlm_adapt.evaluation.perplexity import perplexity
 
 
 def _rows(seed: int, n: int):
@@ -17,7 +17,7 @@ def _rows(seed: int, n: int):
 
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(10, 300))
 def test_bootstrap_interval_is_seeded_and_holds_the_estimate(seed, n):
-    
+
     nll, tokens = _rows(seed, n)
     low, high = perplexity_interval(nll, tokens, seed=7)
     assert (low, high) == perplexity_interval(nll, tokens, seed=7)
@@ -26,7 +26,7 @@ def test_bootstrap_interval_is_seeded_and_holds_the_estimate(seed, n):
 
 
 def test_paired_interval_of_a_model_against_itself_and_a_better_one():
-    
+
     nll, tokens = _rows(0, 200)
     assert perplexity_interval(nll, tokens, seed=1, baseline=nll) == pytest.approx((1.0, 1.0))
     better = nll * 0.9  # 10% less NLL on every chunk: e^(-0.1 * mean loss) per token
@@ -40,7 +40,7 @@ def test_paired_interval_of_a_model_against_itself_and_a_better_one():
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(10, 100), copies=st.integers(2, 6))
 @settings(max_examples=30, deadline=None)
 def test_intervals_resample_documents_not_their_correlated_chunks(seed, n, copies):
-    
+
     nll, tokens = _rows(seed, n)
     documents = np.arange(n)
     # One chunk per document: resampling documents is resampling chunks.
@@ -58,7 +58,7 @@ def test_intervals_resample_documents_not_their_correlated_chunks(seed, n, copie
 
 
 def test_one_document_falls_back_to_resampling_chunks():
-    from mlm_adapt.evaluation import EvalResult, resampled_units
+    from mlm_adapt.evaluation.perplexity import EvalResult, resampled_units
 
     nll, tokens = _rows(0, 50)
     same = np.zeros(50, dtype=np.int64)

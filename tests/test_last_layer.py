@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlm_adapt import last_layer
 from mlm_adapt.config import ModelConfig
-from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer, masked_lm_nll, trims_last_layer
-from mlm_adapt.chunking import frame_ids
+from mlm_adapt.data.chunking import frame_ids
+from mlm_adapt.modeling.loading import load_model, load_tokenizer
+from mlm_adapt.modeling.objective import MaskedLMObjective, masked_lm_nll, trims_last_layer
+from mlm_adapt.speed import last_layer
 
 FAMILIES = ["bert", "distilbert", "roberta"]
 

@@ -7,15 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlm_adapt.seeding import Salt, generator
-from mlm_adapt.masking import (
-    IGNORE_INDEX,
-    MaskingVocab,
-    apply_masks,
-    choose_tokens,
-    choose_words,
-    mask_batch,
-)
+from mlm_adapt.data.masking import IGNORE_INDEX, MaskingVocab, apply_masks, choose_tokens, choose_words, mask_batch
+from mlm_adapt.data.seeding import Salt, generator
 
 VOCAB = MaskingVocab(mask_token_id=4, replacement_ids=np.arange(5, 100))
 
@@ -135,8 +128,8 @@ def _word_groups(tokenizer, chunks):
 def test_whole_word_masking_keeps_real_words_whole(request, data_root, model):
     from transformers import AutoTokenizer
 
-    from mlm_adapt.data import load_split
     from mlm_adapt.config import DataConfig
+    from mlm_adapt.data.splits import load_split
 
     tok = AutoTokenizer.from_pretrained(request.getfixturevalue(model))
     chunks = load_split(DataConfig(data=str(data_root / "docs.txt"), chunk_size=40, eval_size=20), tok, 0, 128).eval
@@ -171,8 +164,8 @@ def test_whole_word_masking_keeps_real_words_whole(request, data_root, model):
 def test_no_word_spans_two_documents(request, model):
     from transformers import AutoTokenizer
 
-    from mlm_adapt.chunking import chunk_documents
-    from mlm_adapt.tokenization import TextEncoder
+    from mlm_adapt.data.chunking import chunk_documents
+    from mlm_adapt.data.tokenization import TextEncoder
 
     tok = AutoTokenizer.from_pretrained(request.getfixturevalue(model))
     # Documents that end and begin with letters: only the document boundary separates the words.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlm_adapt.model_card import public_name, verdict, with_interval_text
+from mlm_adapt.outputs.model_card import public_name, verdict, with_interval_text
 
 
 def _metrics(low: float, high: float, **extra) -> dict:

@@ -9,7 +9,8 @@ import torch
 
 from mlm_adapt.config import ModelConfig
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.models import load_model, load_tokenizer, masked_lm_nll, max_chunk_size, supports_sparse_prediction
+from mlm_adapt.modeling.loading import load_model, load_tokenizer, max_chunk_size
+from mlm_adapt.modeling.objective import masked_lm_nll, supports_sparse_prediction
 
 
 def _random_batch(vocab_size: int, seed: int = 0):
@@ -139,8 +140,8 @@ def test_max_chunk_size_accounts_for_roberta_offset(roberta_dir, bert_dir):
 
 @pytest.mark.parametrize("family", ["bert_dir", "roberta_dir"])
 def test_with_packing_one_document_cannot_see_the_next(family, request):
-    from mlm_adapt.chunking import frame_ids
-    from mlm_adapt.models import MaskedLMObjective
+    from mlm_adapt.data.chunking import frame_ids
+    from mlm_adapt.modeling.objective import MaskedLMObjective
 
     folder = request.getfixturevalue(family)
     model, tokenizer = load_model(ModelConfig(str(folder))).eval(), load_tokenizer(ModelConfig(str(folder)))
@@ -161,9 +162,9 @@ def test_with_packing_one_document_cannot_see_the_next(family, request):
 def test_a_packed_document_reads_the_same_wherever_it_sits(family, request):
     """Mask and positions together: a document's loss does not depend on how long the
     document packed before it is (with the mask alone its positions would shift)."""
-    from mlm_adapt.chunking import frame_ids
-    from mlm_adapt.models import MaskedLMObjective
-    from mlm_adapt.packing import document_attention_mask
+    from mlm_adapt.data.chunking import frame_ids
+    from mlm_adapt.data.packing import document_attention_mask
+    from mlm_adapt.modeling.objective import MaskedLMObjective
 
     folder = request.getfixturevalue(family)
     model, tokenizer = load_model(ModelConfig(str(folder))).eval(), load_tokenizer(ModelConfig(str(folder)))
@@ -200,7 +201,7 @@ def test_every_command_works_on_a_half_precision_checkpoint(half_saved_bert, dat
     import torch
 
     from conftest import labelled_csv, make_documents, run_main
-    from mlm_adapt.models import load_model
+    from mlm_adapt.modeling.loading import load_model
 
     assert load_model(ModelConfig(str(half_saved_bert))).dtype == torch.float32  # fp32 master weights
     data, model = str(data_root / "docs.txt"), str(half_saved_bert)
@@ -240,7 +241,8 @@ def test_modernbert_keeps_its_sliding_window_in_the_loss_and_evaluation():
     import torch
     import torch.nn.functional as F
 
-    from mlm_adapt.models import MaskedLMObjective, sliding_window
+    from mlm_adapt.modeling.loading import sliding_window
+    from mlm_adapt.modeling.objective import MaskedLMObjective
 
     model = _tiny_modernbert()
     assert sliding_window(model.config) == 8
@@ -260,7 +262,7 @@ def test_modernbert_keeps_its_sliding_window_in_the_loss_and_evaluation():
 
 
 def test_packing_is_refused_where_it_would_undo_a_sliding_window():
-    from mlm_adapt.models import check_packing
+    from mlm_adapt.modeling.loading import check_packing
 
     config = _tiny_modernbert().config
     check_packing(config, 9)  # the window spans the chunk: a 4-D mask changes nothing
@@ -273,7 +275,7 @@ def test_one_switch_turns_every_speed_path_off_and_the_losses_and_gradients_stay
     # no bucket padding. The same per-token losses and gradients (dropout off: deterministic).
     import numpy as np
 
-    from mlm_adapt.models import MaskedLMObjective, supports_sparse_prediction, trims_last_layer
+    from mlm_adapt.modeling.objective import MaskedLMObjective, supports_sparse_prediction, trims_last_layer
 
     rng = np.random.default_rng(0)
     ids = torch.from_numpy(rng.integers(5, 100, (4, 24)))
@@ -302,15 +304,15 @@ def test_one_switch_turns_every_speed_path_off_and_the_losses_and_gradients_stay
 
 
 def test_a_library_training_leaves_the_allocator_to_the_command_line(bert_dir, data_root, tmp_path, monkeypatch):
-    from mlm_adapt import runtime
-    from mlm_adapt.training import train
-    from conftest import run_main, train_config
+    from conftest import train_config
+    from mlm_adapt import speed
+    from mlm_adapt.training.loop import train
 
     calls = []
-    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(speed, "keep_freed_memory", lambda: calls.append(1) or True)
     train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "lib", max_steps=1))
     assert calls == []  # a library call leaves its caller's process as it found it
-    assert runtime.tune_process_for_training("cpu") and calls == [1]
+    assert speed.tune_process("cpu") and calls == [1]
     monkeypatch.setenv("MLM_ADAPT_PLAIN", "1")
-    assert not runtime.tune_process_for_training("cpu") and calls == [1]
-    assert not runtime.tune_process_for_training("cuda")
+    assert not speed.tune_process("cpu") and calls == [1]
+    assert not speed.tune_process("cuda")

@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import train_config
 
-from mlm_adapt.masking import IGNORE_INDEX
-from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer
-from mlm_adapt.optimizer_step import device_batch, optimisation, train_step
-from mlm_adapt.runtime import make_accelerator
+from conftest import train_config
+from mlm_adapt.data.masking import IGNORE_INDEX
+from mlm_adapt.modeling.loading import load_model, load_tokenizer
+from mlm_adapt.modeling.objective import MaskedLMObjective, device_batch
+from mlm_adapt.system.runtime import make_accelerator
+from mlm_adapt.training.optimizer_step import optimisation, train_step
 
 
 def _micro_batch(vocab_size: int, rows: int, length: int, padded: bool, seed: int = 0):
@@ -115,19 +116,21 @@ def test_train_step_reads_no_tensor_value_on_the_host(bert_dir, roberta_dir, mon
 
 def test_the_step_and_the_evaluation_sum_in_the_devices_dtype(bert_dir, monkeypatch):
     """On MPS (no float64) loss sums accumulate in float32: asked for here on the CPU."""
-    from mlm_adapt import evaluation, optimizer_step
+    from mlm_adapt.data.held_out import MaskedSet
+    from mlm_adapt.evaluation import perplexity
+    from mlm_adapt.training import optimizer_step
 
     config = train_config(bert_dir, "unused", "unused")
     model = load_model(config.model)
     accelerator, _ = make_accelerator("fp32")
     objective, optimizer, scheduler = optimisation(config, model, accelerator, 2)
     ids, attention, labels = _micro_batch(model.config.vocab_size, 6, 24, padded=True, seed=3)
-    masked = evaluation.MaskedSet(ids, attention, labels)
-    exact = evaluation.evaluate_loss(objective, masked, 4, accelerator)
+    masked = MaskedSet(ids, attention, labels)
+    exact = perplexity.evaluate_loss(objective, masked, 4, accelerator)
     asked = []
-    for module in (optimizer_step, evaluation):
+    for module in (optimizer_step, perplexity):
         monkeypatch.setattr(module, "accumulation_dtype", lambda device: asked.append(device) or torch.float32)
-    single = evaluation.evaluate_loss(objective, masked, 4, accelerator)
+    single = perplexity.evaluate_loss(objective, masked, 4, accelerator)
     # Each token's loss is float32 already: held in float32, it sums to the same number.
     assert single.masked_tokens == exact.masked_tokens and single.nll_sum == pytest.approx(exact.nll_sum, rel=1e-9)
     outcome = train_step(objective, optimizer, scheduler, accelerator, [_micro_batch(model.config.vocab_size, 4, 24, False)])
@@ -139,7 +142,8 @@ def test_the_step_and_the_evaluation_sum_in_the_devices_dtype(bert_dir, monkeypa
 def test_evaluation_reads_no_tensor_value_on_the_host_until_its_end(bert_dir, monkeypatch, packing):
     """The evaluation's batches, like the step: no value read per batch (it used to copy
     three arrays to the device and find the masked positions there, each batch)."""
-    from mlm_adapt import evaluation
+    from mlm_adapt.data.held_out import MaskedSet
+    from mlm_adapt.evaluation import perplexity
 
     config = train_config(bert_dir, "unused", "unused", packing=packing)
     model = load_model(config.model)
@@ -148,10 +152,10 @@ def test_evaluation_reads_no_tensor_value_on_the_host_until_its_end(bert_dir, mo
     objective, _, _ = optimisation(config, model, accelerator, 2, separator)
     objective.eval()  # as evaluate_loss sets it: no dropout
     ids, attention, labels = _micro_batch(model.config.vocab_size, 10, 24, padded=True, seed=4)
-    masked = evaluation.MaskedSet(ids, attention, labels)
-    expected = evaluation.evaluate_loss(objective, masked, 4, accelerator)
+    masked = MaskedSet(ids, attention, labels)
+    expected = perplexity.evaluate_loss(objective, masked, 4, accelerator)
     with monkeypatch.context() as patch:
         _forbid_host_syncs(patch)
         with torch.inference_mode():
-            token_nll = evaluation.score_shard(objective, masked, 4, accelerator)
+            token_nll = perplexity.score_shard(objective, masked, 4, accelerator)
     assert float(token_nll.sum()) == pytest.approx(expected.nll_sum, rel=1e-9)

@@ -6,7 +6,7 @@ import pytest
 
 from mlm_adapt.config import EvalConfig, TrainConfig
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.options import from_options, option_names, resolve, to_options, write_yaml
+from mlm_adapt.flat_options import from_options, option_names, resolve, to_options, write_yaml
 
 
 def test_precedence_defaults_yaml_command_line(tmp_path):

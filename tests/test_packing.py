@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 @given(layout=st.lists(st.integers(0, 6), min_size=1, max_size=5), pad=st.integers(0, 4))
 def test_packing_mask_lets_a_token_see_exactly_the_real_tokens_of_its_document(layout, pad):
-    from mlm_adapt.packing import BLOCKED, document_attention_mask
+    from mlm_adapt.data.packing import BLOCKED, document_attention_mask
 
     sep = 2
     ids, owner = [1], [0]  # [CLS] belongs to the first document
@@ -29,7 +29,7 @@ def test_packing_mask_lets_a_token_see_exactly_the_real_tokens_of_its_document(l
 @given(layout=st.lists(st.integers(0, 6), min_size=1, max_size=5), pad=st.integers(0, 4),
        numbering=st.sampled_from([(0, 0), (2, 1)]))
 def test_packed_positions_restart_with_each_document(layout, pad, numbering):
-    from mlm_adapt.packing import document_position_ids
+    from mlm_adapt.data.packing import document_position_ids
 
     sep, (offset, pad_position) = 2, numbering
     ids, expected = [1], [offset]  # [CLS] at the first position
@@ -51,7 +51,7 @@ def test_packed_positions_restart_with_each_document(layout, pad, numbering):
 def test_sequence_bounds_cut_a_packed_batch_where_the_document_mask_does(rows, padding, length):
     import numpy as np
 
-    from mlm_adapt.packing import document_attention_mask, sequence_bounds
+    from mlm_adapt.data.packing import document_attention_mask, sequence_bounds
 
     separator, pad = 2, 0
     ids = np.full((len(rows), length), pad, dtype=np.int64)
@@ -96,12 +96,13 @@ def test_packed_batches_through_a_varlen_attention_equal_the_4d_mask(request, mo
     import numpy as np
     from transformers import AttentionInterface, AutoModelForMaskedLM, AutoTokenizer
 
-    from mlm_adapt import last_layer, models
-    from mlm_adapt.optimizer_step import device_batch
+    from mlm_adapt.modeling import objective
+    from mlm_adapt.modeling.objective import device_batch
+    from mlm_adapt.speed import last_layer
 
     folder = request.getfixturevalue(model_fixture)
     AttentionInterface.register("varlen_reference", _varlen_reference)
-    monkeypatch.setattr(models, "VARLEN_ATTENTION", {"varlen_reference"})
+    monkeypatch.setattr(objective, "VARLEN_ATTENTION", {"varlen_reference"})
     monkeypatch.setattr(last_layer, "queries_on_rows", lambda device: False)  # the GPU's branch
     separator = AutoTokenizer.from_pretrained(folder).sep_token_id
     varlen = AutoModelForMaskedLM.from_pretrained(folder, attn_implementation="varlen_reference").eval()
@@ -115,13 +116,13 @@ def test_packed_batches_through_a_varlen_attention_equal_the_4d_mask(request, mo
     attention[1, 30:] = 0
     ids[1, 30:] = varlen.config.pad_token_id
     labels = np.where((rng.random(ids.shape) < 0.3) & (attention == 1), ids, -100)
-    one = models.MaskedLMObjective(varlen, separator=separator)
+    one = objective.MaskedLMObjective(varlen, separator=separator)
     assert one.varlen_separator == separator
     batch = device_batch((ids, attention, labels), torch.device("cpu"), one.varlen_separator)
     assert "bounds" in batch and batch["longest"] == 40  # row 2 is one document
     with torch.no_grad():
         got, count = one(**batch, per_token=True)
-        expected, count_expected = models.MaskedLMObjective(masked, separator=separator)(
+        expected, count_expected = objective.MaskedLMObjective(masked, separator=separator)(
             **device_batch((ids, attention, labels), torch.device("cpu")), per_token=True)
         summed, _ = one(**batch)
     assert count == count_expected and got.shape == ids.shape

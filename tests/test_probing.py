@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from mlm_adapt import probing
+from conftest import labelled_csv, make_documents, one_word_label_files, run_main
 from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
 from mlm_adapt.errors import MlmAdaptError
-from conftest import labelled_csv, make_documents, one_word_label_files, run_main
+from mlm_adapt.evaluation import probing
 
 
 @pytest.mark.parametrize("values, match", [
@@ -84,7 +84,7 @@ def test_embed_runs_on_the_models_device_and_returns_host_arrays(bert_dir, monke
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from mlm_adapt.probing import embed
+    from mlm_adapt.evaluation.probing import embed
 
     model, tokenizer = AutoModelForMaskedLM.from_pretrained(bert_dir), AutoTokenizer.from_pretrained(bert_dir)
     encoder = model.bert

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mlm_adapt.masking import IGNORE_INDEX
-from mlm_adapt.pseudolikelihood import masked_copies, pseudo_token_nll
+from mlm_adapt.data.masking import IGNORE_INDEX
+from mlm_adapt.evaluation.pseudolikelihood import masked_copies, pseudo_token_nll
 
 
 def test_each_scored_position_gets_one_copy_masking_the_rest_of_its_word():
@@ -44,8 +44,9 @@ def _reference(model, chunks, mask_id: int, word_l2r: bool) -> tuple[float, int]
 @pytest.mark.parametrize("model", ["bert_dir", "roberta_dir"])
 def test_batched_pseudo_nll_equals_the_slow_loop(request, data_root, model, word_l2r):
     from mlm_adapt.config import DataConfig, ModelConfig
-    from mlm_adapt.data import load_split
-    from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer
+    from mlm_adapt.data.splits import load_split
+    from mlm_adapt.modeling.loading import load_model, load_tokenizer
+    from mlm_adapt.modeling.objective import MaskedLMObjective
 
     config = ModelConfig(str(request.getfixturevalue(model)))
     tokenizer, network = load_tokenizer(config), load_model(config).eval()
@@ -81,8 +82,9 @@ def test_evaluate_pseudo_on_the_command_line(capsys, bert_dir, data_root):
 
 def test_each_token_keeps_its_own_score_for_the_interval(bert_dir, data_root):
     from mlm_adapt.config import DataConfig, ModelConfig
-    from mlm_adapt.data import load_split
-    from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer
+    from mlm_adapt.data.splits import load_split
+    from mlm_adapt.modeling.loading import load_model, load_tokenizer
+    from mlm_adapt.modeling.objective import MaskedLMObjective
     config = ModelConfig(str(bert_dir))
     tokenizer, network = load_tokenizer(config), load_model(config).eval()
     chunks = load_split(DataConfig(data=str(data_root / "docs.txt"), chunk_size=24, eval_size=3), tokenizer, 0, 128).eval
@@ -139,8 +141,9 @@ def _text_reference(model, tokenizer, text: str, word_l2r: bool) -> tuple[float,
 @pytest.mark.parametrize("model", ["bert_dir", "roberta_dir"])
 def test_per_text_pll_equals_the_slow_loop_for_texts_of_different_lengths(request, model, word_l2r):
     from mlm_adapt.config import ModelConfig
-    from mlm_adapt.models import MaskedLMObjective, load_model, load_tokenizer
-    from mlm_adapt.pseudolikelihood import text_rows
+    from mlm_adapt.evaluation.pseudolikelihood import text_rows
+    from mlm_adapt.modeling.loading import load_model, load_tokenizer
+    from mlm_adapt.modeling.objective import MaskedLMObjective
 
     config = ModelConfig(str(request.getfixturevalue(model)))
     tokenizer, network = load_tokenizer(config), load_model(config).eval()

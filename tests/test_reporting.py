@@ -10,9 +10,9 @@ import subprocess
 import pytest
 import yaml
 
-from mlm_adapt.reporting import default_probes
-from mlm_adapt.training import train
 from conftest import train_config
+from mlm_adapt.outputs.reporting import default_probes
+from mlm_adapt.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,8 @@ def test_curves_png_and_self_contained_report(run):
 def test_default_probes_come_from_held_out_text(bert_dir, data_root, tmp_path):
     from transformers import AutoTokenizer
 
-    from mlm_adapt.data import load_split
     from mlm_adapt.config import DataConfig
+    from mlm_adapt.data.splits import load_split
 
     tok = AutoTokenizer.from_pretrained(bert_dir)
     split = load_split(DataConfig(data=str(data_root / "docs.txt"), chunk_size=48, eval_size=30), tok, 1, 128)

@@ -3,7 +3,7 @@
 import pytest
 
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.runtime import choose_precision, make_accelerator
+from mlm_adapt.system.runtime import choose_precision, make_accelerator
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ def test_accelerators_with_different_precisions_in_one_process():
     ("bf16", True, False, False),   # GPUs are checked by choose_precision
 ])
 def test_forcing_bf16_on_a_cpu_without_bf16_instructions_warns(choice, cuda, cpu_bf16, warns):
-    from mlm_adapt.runtime import precision_warning
+    from mlm_adapt.system.runtime import precision_warning
 
     message = precision_warning(choice, cuda=cuda, cpu_bf16=cpu_bf16)
     assert (message is not None) == warns
@@ -52,7 +52,7 @@ def test_forcing_bf16_on_a_cpu_without_bf16_instructions_warns(choice, cuda, cpu
 
 
 def test_the_warning_reaches_the_user(monkeypatch, mlm_log):
-    from mlm_adapt import runtime
+    from mlm_adapt.system import runtime
 
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)  # simulate an AVX2-only CPU
     monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: False)
@@ -71,7 +71,7 @@ def test_the_warning_reaches_the_user(monkeypatch, mlm_log):
 def test_an_isa_cap_below_bf16_means_emulated_bf16(monkeypatch, variable, cap, native):
     import torch
 
-    from mlm_adapt import runtime
+    from mlm_adapt.system import runtime
 
     # The CPU itself has the instructions; only the cap decides.
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
@@ -85,7 +85,7 @@ def test_keep_freed_memory_reuses_the_heap_instead_of_fresh_mappings():
 
     import torch
 
-    from mlm_adapt.runtime import keep_freed_memory
+    from mlm_adapt.speed import keep_freed_memory
 
     assert not keep_freed_memory({"MLM_ADAPT_SYSTEM_MALLOC": "1"})
     assert platform.libc_ver()[0] == "glibc", "this suite's machines (CI included) run glibc"
@@ -108,7 +108,7 @@ def test_keep_freed_memory_reuses_the_heap_instead_of_fresh_mappings():
 def test_loss_sums_are_float64_except_on_apples_mps():
     import torch
 
-    from mlm_adapt.runtime import accumulation_dtype
+    from mlm_adapt.system.runtime import accumulation_dtype
 
     assert accumulation_dtype(torch.device("cpu")) == accumulation_dtype(torch.device("cuda", 0)) == torch.float64
     assert accumulation_dtype(torch.device("mps")) == torch.float32  # MPS has no float64
@@ -119,7 +119,7 @@ def test_loss_sums_are_float64_except_on_apples_mps():
 def test_auto_precision_on_cuda_counts_native_bf16_only(monkeypatch, card, native, expected):
     import torch
 
-    from mlm_adapt import runtime
+    from mlm_adapt.system import runtime
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     # torch's own answer counts emulation unless asked not to: what a T4 gives.
@@ -133,7 +133,7 @@ def test_auto_precision_on_cuda_counts_native_bf16_only(monkeypatch, card, nativ
 def test_tf32_for_fp32_on_cuda_only():
     import torch
 
-    from mlm_adapt.runtime import use_tf32
+    from mlm_adapt.system.runtime import use_tf32
 
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
@@ -148,7 +148,7 @@ def test_tf32_for_fp32_on_cuda_only():
 def test_deepspeed_with_gradient_accumulation_is_refused():
     from accelerate.utils import DistributedType
 
-    from mlm_adapt.runtime import check_launch
+    from mlm_adapt.system.runtime import check_launch
 
     with pytest.raises(MlmAdaptError, match="--grad-accum with DeepSpeed"):
         check_launch(DistributedType.DEEPSPEED, 2)
@@ -159,7 +159,7 @@ def test_deepspeed_with_gradient_accumulation_is_refused():
 def test_the_accelerator_keeps_dynamo_off_buffers_unbroadcast_and_a_long_process_group_timeout(monkeypatch):
     from accelerate.utils import DynamoBackend
 
-    from mlm_adapt.runtime import PROCESS_GROUP_TIMEOUT, make_accelerator
+    from mlm_adapt.system.runtime import PROCESS_GROUP_TIMEOUT, make_accelerator
 
     monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "inductor")  # what `accelerate config` with dynamo writes
     accelerator, _ = make_accelerator("fp32")
@@ -169,9 +169,9 @@ def test_the_accelerator_keeps_dynamo_off_buffers_unbroadcast_and_a_long_process
 
 
 def test_the_cpu_allocator_tuning_stays_off_on_a_gpu_run(monkeypatch):
-    from mlm_adapt import runtime
+    from mlm_adapt import speed
 
     calls = []
-    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(1) or True)
-    assert not runtime.tune_process_for_training("cuda") and calls == []  # a GPU's tensors are not in malloc's heap
-    assert runtime.tune_process_for_training("cpu") and calls == [1]
+    monkeypatch.setattr(speed, "keep_freed_memory", lambda: calls.append(1) or True)
+    assert not speed.tune_process("cuda") and calls == []  # a GPU's tensors are not in malloc's heap
+    assert speed.tune_process("cpu") and calls == [1]

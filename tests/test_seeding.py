@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlm_adapt.seeding import Salt, generator
+from mlm_adapt.data.seeding import Salt, generator
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mlm_adapt"
 
@@ -54,10 +54,10 @@ def test_each_call_site_draws_its_own_stream(bert_dir, data_root, tmp_path, monk
     masks were once drawn with the evaluation-rows salt)."""
     import sys
 
-    from mlm_adapt import probing
-    from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
-    from mlm_adapt.training import train
     from conftest import train_config
+    from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
+    from mlm_adapt.evaluation import probing
+    from mlm_adapt.training.loop import train
 
     drawn: set[tuple[str, Salt]] = set()
 
@@ -65,10 +65,12 @@ def test_each_call_site_draws_its_own_stream(bert_dir, data_root, tmp_path, monk
         drawn.add((sys._getframe(1).f_code.co_name, Salt(salt)))
         return generator(seed, salt, *indices)
 
-    import mlm_adapt.batching, mlm_adapt.chunk_stream, mlm_adapt.data, mlm_adapt.evaluation  # noqa: E401,F401
-    import mlm_adapt.finetuning, mlm_adapt.reporting  # noqa: E401,F401
+    import mlm_adapt.data.batching  # noqa: E401,F401
+    import mlm_adapt.data.chunk_stream
+    import mlm_adapt.data.splits
+    import mlm_adapt.evaluation.finetuning  # noqa: E401,F401
     for name, module in list(sys.modules.items()):
-        if name.startswith("mlm_adapt.") and name != "mlm_adapt.seeding" and getattr(module, "generator", None) is generator:
+        if name.startswith("mlm_adapt.") and name != "mlm_adapt.data.seeding" and getattr(module, "generator", None) is generator:
             monkeypatch.setattr(module, "generator", recording)
     reviews = str(data_root / "reviews.csv")
     train(train_config(bert_dir, data_root / "docs.txt", tmp_path / "a", max_steps=2, train_size=60, eval_size=20,

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlm_adapt.chunking import chunk_documents
 from mlm_adapt.config import DataConfig
-from mlm_adapt.corpus import load_corpus
-from mlm_adapt.tokenization import TextEncoder, tokenize_corpus
+from mlm_adapt.data.chunking import chunk_documents
+from mlm_adapt.data.corpus import load_corpus
+from mlm_adapt.data.tokenization import TextEncoder, tokenize_corpus
 
 
 def test_tokenized_stream_matches_plain_tokenizer(bert_dir, data_root):
@@ -48,7 +48,7 @@ def test_padding_and_truncation_in_tokenizer_json_are_ignored(bert_dir, data_roo
 def test_tokenization_cache_is_reused(bert_dir, data_root, tmp_path, monkeypatch):
     from transformers import AutoTokenizer
 
-    from mlm_adapt import tokenization
+    from mlm_adapt.data import tokenization
 
     tok = AutoTokenizer.from_pretrained(bert_dir)
     corpus = load_corpus(DataConfig(data=str(data_root / "docs.txt")))
@@ -71,7 +71,7 @@ SPECIAL_TEXT = {
 def test_every_special_id_in_the_text_is_flagged_and_never_masked(request, model):
     from transformers import AutoTokenizer
 
-    from mlm_adapt.masking import IGNORE_INDEX, MaskingVocab, mask_batch
+    from mlm_adapt.data.masking import IGNORE_INDEX, MaskingVocab, mask_batch
 
     tok = AutoTokenizer.from_pretrained(request.getfixturevalue(model))
     tokens = TextEncoder.from_tokenizer(tok).encode([SPECIAL_TEXT[model]] * 40)
@@ -123,7 +123,7 @@ def bert_tokenizers(bert_dir, tmp_path_factory):
     """The WordPiece fixture as saved, and with domain words added to its model vocabulary."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from mlm_adapt.vocabulary import extend_vocabulary
+    from mlm_adapt.evaluation.vocabulary import extend_vocabulary
 
     tok = AutoTokenizer.from_pretrained(bert_dir)
     _, extended, _ = extend_vocabulary(AutoModelForMaskedLM.from_pretrained(bert_dir), tok, ["cinematographically", "naive"])
@@ -146,7 +146,7 @@ def test_word_starts_come_from_word_ids_where_pieces_do_not_say(roberta_dir):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoTokenizer
 
-    from mlm_adapt.tokenization import continuation_table
+    from mlm_adapt.data.tokenization import continuation_table
 
     assert TextEncoder.from_tokenizer(AutoTokenizer.from_pretrained(roberta_dir)).continuation is None
     # WordPiece split on whitespace only: a literal "##ing" would start a word with a continuation piece.
@@ -176,7 +176,7 @@ def test_worker_processes_give_the_same_arrays(request, data_root, model):
 def test_workers_read_a_stream_only_a_little_ahead(bert_dir):
     from transformers import AutoTokenizer
 
-    from mlm_adapt.tokenization import encode_batches
+    from mlm_adapt.data.tokenization import encode_batches
 
     encoder = TextEncoder.from_tokenizer(AutoTokenizer.from_pretrained(bert_dir))
     read = []

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from mlm_adapt import EvalConfig, MaskingConfig, ModelConfig, evaluate, train
-from mlm_adapt.evaluation import resampled_units
-from mlm_adapt.errors import MlmAdaptError
 from conftest import train_config
+from mlm_adapt import EvalConfig, MaskingConfig, ModelConfig, evaluate, train
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.evaluation.perplexity import resampled_units
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,8 @@ def test_training_lowers_perplexity_and_saves_a_loadable_model(bert_run):
 
 def test_evaluate_reproduces_perplexity_after(bert_run):
     config, metrics = bert_run
-    eval_config = EvalConfig(model=ModelConfig(str(config.output)), data=config.data, batch_size=config.batch_size, precision="fp32", seed=config.seed)
+    eval_config = EvalConfig(model=ModelConfig(str(config.output)), data=config.data, batch_size=config.batch_size, precision="fp32",
+                             seed=config.seed)
     first, second = evaluate(eval_config), evaluate(eval_config)
     assert first.masked_tokens == metrics["eval_masked_tokens"]
     assert first.perplexity == pytest.approx(metrics["perplexity_after"], rel=1e-5)
@@ -152,8 +153,8 @@ def test_every_run_reports_intervals_and_whether_the_change_is_noise(bert_run):
 def test_a_task_probe_ends_the_run_and_equals_the_probe_command_on_the_saved_models(bert_dir, data_root, tmp_path):
     import csv
 
-    from mlm_adapt import probing
     from mlm_adapt.config import DataConfig, ProbeConfig
+    from mlm_adapt.evaluation import probing
 
     task = tmp_path / "task.csv"
     with task.open("w", newline="", encoding="utf-8") as fh:
@@ -204,7 +205,7 @@ def test_a_packed_run_is_reproduced_by_evaluate_with_packing_only(bert_dir, data
 
 def test_the_model_is_saved_before_the_task_probe_runs(bert_dir, data_root, tmp_path, monkeypatch):
     # A probe that fails (a GPU quirk, a bad label file found late) must not lose the training.
-    from mlm_adapt import probing
+    from mlm_adapt.evaluation import probing
 
     def failing(*args, **kwargs):
         assert (tmp_path / "o" / "model.safetensors").is_file() and (tmp_path / "o" / "metrics.json").is_file()
@@ -219,7 +220,7 @@ def test_the_model_is_saved_before_the_task_probe_runs(bert_dir, data_root, tmp_
 
 def test_remainder_pad_trains_and_evaluates_the_last_short_chunk(bert_dir, data_root, tmp_path):
     # The effect, not the recorded option: pad keeps each side's last, short chunk (padded).
-    from mlm_adapt.evaluation import prepare
+    from mlm_adapt.modeling.preparation import prepare
 
     runs = {}
     for remainder in ("drop", "pad"):
@@ -235,7 +236,7 @@ def test_remainder_pad_trains_and_evaluates_the_last_short_chunk(bert_dir, data_
 
 def test_the_task_probe_leaves_out_texts_the_run_trained_on(bert_dir, data_root, tmp_path, documents):
     from conftest import labelled_csv, make_documents
-    from mlm_adapt.evaluation import prepare
+    from mlm_adapt.modeling.preparation import prepare
 
     # 80 of the labelled texts are documents of --data: those on its training side were trained on;
     # those the run held out for evaluation were not, and stay in the probe.

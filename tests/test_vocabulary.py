@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from mlm_adapt import vocabulary
-from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.training import train
 from conftest import run_main, train_config
+from mlm_adapt.data import tokenization
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.evaluation import vocabulary
+from mlm_adapt.training.loop import train
 
 MODELS = ["bert_dir", "roberta_dir"]
 
@@ -108,10 +109,10 @@ def test_bad_words_to_add(bert_dir, tmp_path):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_bits_per_byte_by_hand(request, model):
-    from mlm_adapt.evaluation import EvalResult
+    from mlm_adapt.evaluation.perplexity import EvalResult
 
     _, tok = _load(request, model)
-    counts = vocabulary.token_bytes(tok)
+    counts = tokenization.token_bytes(tok)
     assert (counts[tok.all_special_ids] == 0).all()
     ids = tok("the film unbelievably", add_special_tokens=False)["input_ids"]
     pieces = tok.convert_ids_to_tokens(ids)

@@ -21,10 +21,10 @@ _EXPORTS = {
     "ModelConfig": "mlm_adapt.config",
     "TrainConfig": "mlm_adapt.config",
     "MlmAdaptError": "mlm_adapt.errors",
-    "FillMask": "mlm_adapt.inference",
-    "fill_mask": "mlm_adapt.inference",
-    "evaluate": "mlm_adapt.evaluation",
-    "train": "mlm_adapt.training",
+    "FillMask": "mlm_adapt.evaluation.inference",
+    "fill_mask": "mlm_adapt.evaluation.inference",
+    "evaluate": "mlm_adapt.evaluation.scoring",
+    "train": "mlm_adapt.training.loop",
     "run_demo": "mlm_adapt.demo",
 }
 __all__ = sorted(_EXPORTS)

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlm_adapt import artifacts
-from mlm_adapt.config import DataConfig, MaskingConfig, ModelConfig, ProbeConfig, TrainConfig, cache_home
+from mlm_adapt.config import DEFAULT_DEMO_MINUTES, DataConfig, MaskingConfig, ModelConfig, ProbeConfig, TrainConfig, cache_home
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.outputs import artifacts
 
 log = logging.getLogger("mlm_adapt")
 
@@ -182,7 +182,7 @@ def topic_probe_config(assets: DemoAssets, general: TrainConfig, adapted: TrainC
 
 def sized_configs(assets: DemoAssets, output: Path, overwrite: bool, minutes: float) -> tuple[TrainConfig, TrainConfig, ProbeConfig]:
     """The demo's runs sized from this machine's measured step time to take ``minutes``."""
-    from mlm_adapt.optimizer_step import measure_step_seconds
+    from mlm_adapt.training.optimizer_step import measure_step_seconds
 
     general, _ = stage_configs(assets, output, overwrite)
     seconds, precision = measure_step_seconds(general)
@@ -194,11 +194,11 @@ def sized_configs(assets: DemoAssets, output: Path, overwrite: bool, minutes: fl
 
 
 def run_demo(output: Path, overwrite: bool = False, assets: DemoAssets | None = None,
-             configs: tuple[TrainConfig, TrainConfig, ProbeConfig] | None = None, minutes: float = 10) -> dict[str, Any]:
+             configs: tuple[TrainConfig, TrainConfig, ProbeConfig] | None = None, minutes: float = DEFAULT_DEMO_MINUTES) -> dict[str, Any]:
     """Both stages, fill-mask before/after and the topic probe; writes and returns ``summary.json``."""
-    from mlm_adapt.inference import FillMask
-    from mlm_adapt.probing import probe
-    from mlm_adapt.training import train
+    from mlm_adapt.evaluation.inference import FillMask
+    from mlm_adapt.evaluation.probing import probe
+    from mlm_adapt.training.loop import train
 
     if minutes <= 0:
         raise MlmAdaptError(f"--minutes must be positive, not {minutes}")

@@ -1,0 +1,157 @@
+"""A domain-adaptation run's configuration: the evaluation settings plus the optimisation,
+checkpoints, forgetting and task checks. Each field's docstring is its ``--help`` text."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlm_adapt.config.fields import ReportTo, choice, count, positive, probability
+from mlm_adapt.config.sources import DataConfig, EvalConfig, ModelConfig
+from mlm_adapt.config.tools import ProbeConfig
+from mlm_adapt.errors import MlmAdaptError
+
+
+@dataclass(frozen=True)
+class TrainConfig(EvalConfig):
+    """A domain-adaptation run: the evaluation settings plus the optimisation."""
+
+    output: Path = Path("mlm-adapt-output")
+    """Folder for the adapted model."""
+    epochs: int = 3
+    """Passes over the training chunks."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides --epochs)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    lr: float = 2e-5
+    """Peak learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.0
+    """Share of steps for linear warm-up."""
+    logging_steps: int = 10
+    """Record the training loss every N steps."""
+    compile: bool = False
+    """torch.compile the encoder (slower on small CPUs; see docs/performance.md)."""
+    probes: tuple[str, ...] = ()
+    """A text with [MASK] for the report's before/after table (repeatable: --probe)."""
+    report_to: ReportTo = "none"
+    """Experiment tracker."""
+    push_to_hub: str | None = None
+    """Upload the final folder to this Hub repo (user/name)."""
+    hub_private: bool = False
+    """Create the Hub repo as private."""
+    save_steps: int | None = None
+    """Also checkpoint every N steps (always at epoch ends)."""
+    eval_steps: int | None = None
+    """Also evaluate every N steps (always at epoch ends and the last step)."""
+    keep_checkpoints: int | None = 2
+    """Keep the newest K checkpoints."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in --output."""
+    overwrite: bool = False
+    """Write into an output folder that holds files (its checkpoints are cleared)."""
+    add_tokens: int | None = None
+    """Add the N domain words whose splitting costs most as whole tokens (see `mlm-adapt vocab`)."""
+    add_tokens_file: Path | None = None
+    """Add the words of this file (one per line) as whole tokens."""
+    general_data: str | None = None
+    """General-domain text held out to measure forgetting (same forms as --data)."""
+    general_split: str = "train"
+    """Split of --general-data."""
+    general_text_column: str = "text"
+    """Text column of --general-data."""
+    general_encoding: str | None = None
+    """Text encoding of --general-data (default: --encoding)."""
+    replay_ratio: float | None = None
+    """Share of training chunks drawn from --general-data's training side (limits forgetting)."""
+    task_data: str | None = None
+    """Labelled task data (csv/jsonl/parquet/Hub): the run ends with a probe of base vs adapted model."""
+    task_split: str = "train"
+    """Split of --task-data."""
+    task_text_column: str | None = None
+    """Text column of --task-data (default: --text-column)."""
+    task_label_column: str = "label"
+    """Label column of --task-data."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "output", Path(self.output))
+        count("epochs", self.epochs)
+        count("max_steps", self.max_steps, optional=True)
+        count("save_steps", self.save_steps, optional=True)
+        count("eval_steps", self.eval_steps, optional=True)
+        count("keep_checkpoints", self.keep_checkpoints, optional=True)
+        count("add_tokens", self.add_tokens, optional=True)
+        if self.add_tokens is not None and self.add_tokens_file is not None:
+            raise MlmAdaptError("--add-tokens picks the words from the data; --add-tokens-file names them: pick one")
+        if self.add_tokens_file is not None:
+            object.__setattr__(self, "add_tokens_file", Path(self.add_tokens_file))
+        probability("replay_ratio", self.replay_ratio)
+        if self.replay_ratio is not None and (self.general_data is None or self.data.streaming):
+            raise MlmAdaptError("--replay-ratio mixes chunks of --general-data into the training set held in memory: "
+                                "give --general-data, without --streaming")
+        self.task_probe_config()  # refuses unlabelled task data before any training
+        choice("report_to", self.report_to, ReportTo)
+        object.__setattr__(self, "probes", tuple(self.probes or ()))
+        for probe in self.probes:
+            if "[MASK]" not in probe and "<mask>" not in probe:
+                raise MlmAdaptError(f"--probe {probe!r} has no [MASK] or <mask>")
+        if self.data.streaming and self.max_steps is None:
+            raise MlmAdaptError("--streaming needs --max-steps: the length of a stream is not known in advance")
+        if self.resume and self.overwrite:
+            raise MlmAdaptError("--resume continues the run in --output; --overwrite would start afresh: pick one")
+        count("grad_accum", self.grad_accum)
+        count("logging_steps", self.logging_steps)
+        positive("lr", self.lr)
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise MlmAdaptError(f"--weight-decay must be zero or positive, not {self.weight_decay!r}")
+        if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
+            raise MlmAdaptError(f"--warmup-ratio must be in [0, 1), not {self.warmup_ratio!r}")
+
+    def general_data_config(self) -> DataConfig | None:
+        """The general-domain text (--general-data): its held-out side is the forgetting check,
+        chunked and masked like the domain's and like ``mlm-adapt evaluate --data`` on it would
+        be; its training side is what --replay-ratio mixes in (held-out documents never are)."""
+        if self.general_data is None:
+            return None
+        # Without replay only the held-out side is used: keep the training side to one chunk.
+        train_size = None if self.data.streaming or self.replay_ratio is not None else 1
+        return dataclasses.replace(
+            self.data, data=self.general_data, split=self.general_split, text_column=self.general_text_column,
+            encoding=self.general_encoding or self.data.encoding, train_size=train_size)
+
+    def task_probe_config(self) -> ProbeConfig | None:
+        """The labelled task (--task-data) on which the run ends with a frozen-encoder probe of
+        the base model vs the adapted one (``--output``): did adaptation help the task?"""
+        if self.task_data is None:
+            return None
+        data = DataConfig(data=self.task_data, split=self.task_split, encoding=self.data.encoding,
+                          text_column=self.task_text_column or self.data.text_column)
+        trust = {"allow_pickle": self.model.allow_pickle, "trust_remote_code": self.model.trust_remote_code}
+        return ProbeConfig(models=(self.model, ModelConfig(str(self.output), **trust)), data=data,
+                           label_column=self.task_label_column, seed=self.seed)
+
+    def extends_vocabulary(self) -> bool:
+        return self.add_tokens is not None or self.add_tokens_file is not None
+
+    def steps_per_epoch(self, train_chunks: int, world_size: int = 1) -> int:
+        """Optimizer steps in one pass over ``train_chunks``.
+
+        A last, partial global batch counts if it gives every micro-batch of every
+        process at least one chunk: a process with nothing to run would leave the
+        others waiting in the gradient all-reduce."""
+        full, rest = divmod(train_chunks, self.batch_size * self.grad_accum * world_size)
+        return full + (rest >= self.grad_accum * world_size)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's length: --max-steps, else --epochs passes."""
+        if self.max_steps is not None:
+            return self.max_steps
+        return self.epochs * steps_per_epoch
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return math.ceil(self.warmup_ratio * total_steps)

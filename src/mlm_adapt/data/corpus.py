@@ -1,0 +1,373 @@
+"""Reading a corpus of documents from the Hub or from local files.
+
+``--data`` names either a local path (``.txt`` with one document per line,
+``.jsonl``/``.json``, ``.csv``, ``.parquet``, or a directory of ``.txt`` files
+with one document per file) or a Hub dataset id with an optional config after a
+colon (``wikitext:wikitext-2-raw-v1``). Loading goes through ``datasets`` in every
+case, so files are memory-mapped Arrow tables rather than Python strings.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import datasets
+
+from mlm_adapt.config import DataConfig
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.system.hub import offline_mode
+
+BUILDERS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# datasets decompresses these on the fly (docs.jsonl.gz reads as docs.jsonl).
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+# A data file named by URL: hf://datasets/OWNER/NAME/FILE (any Hub repo's file) or http(s).
+REMOTE_PREFIXES = ("hf://", "https://", "http://")
+_TEXT_LIKE = {".txt", ".text", ".jsonl", ".json", ".csv"}
+_SNIFF_BYTES = 1 << 13
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A loaded dataset and the column (or dotted path into nested fields) holding each document."""
+
+    dataset: datasets.Dataset
+    column: str
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    encoding: str = "utf-8"
+
+    def batches(self, batch_size: int = 1_000) -> Iterator[list[str]]:
+        """Documents in order, a batch at a time; list values joined by a space (seed 001)."""
+        with decoded(self.source, self.encoding):
+            for batch in self.dataset.select_columns([_head(self.dataset, self.column)]).iter(batch_size=batch_size):
+                yield column_texts(batch, self.column)
+
+
+@dataclass(frozen=True)
+class StreamedCorpus:
+    """A corpus read as a stream (``--streaming``): documents in order, never all in memory.
+
+    The text column is found in the first records rather than in a schema, because
+    streamed text and JSON files have none until they are read.
+    """
+
+    dataset: datasets.IterableDataset
+    column: str
+    source: str
+
+    encoding: str = "utf-8"
+
+    def batches(self, batch_size: int = 1_000) -> Iterator[list[str]]:
+        with decoded(self.source, self.encoding):
+            for batch in self.dataset.iter(batch_size=batch_size):
+                yield column_texts(batch, self.column)
+
+
+@contextmanager
+def decoded(source: str, encoding: str) -> Iterator[None]:
+    """Text that is not in ``--encoding`` found while reading (a remote or compressed file
+    that could not be checked in advance) is the user's error, not a traceback. datasets
+    wraps it in its own error type while generating a dataset: the cause is looked for."""
+    try:
+        yield
+    except Exception as exc:
+        cause = exc
+        while cause is not None and not isinstance(cause, UnicodeDecodeError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise encoding_error(source, encoding) from None
+
+
+def column_texts(batch: dict[str, list], column: str) -> list[str]:
+    """The text of ``column`` for each record of a batch (columns -> values), both paths' one reader.
+
+    A dotted path walks nested fields: through a record (``{"answers": {"text": [...]}}``,
+    seed 001's ELI5 layout) or each record of a list (``{"answers": [{"text": ...}, ...]}``).
+    """
+    if column in batch:
+        return [_as_text(value) for value in batch[column]]
+    head, *rest = column.split(".")
+    if head not in batch:
+        raise MlmAdaptError(f"--text-column {column!r} not found; the data has columns: {', '.join(batch) or 'none'}")
+    values = batch[head]
+    for depth, key in enumerate(rest, start=1):
+        values = [_field(value, key, column, depth) for value in values]
+    return [_as_text(value) for value in values]
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def _field(value: object, key: str, column: str, depth: int) -> object:
+    """``value[key]`` for a record, or for each record of a list (``answers.text``)."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_field(v, key, column, depth) for v in value]
+    if not isinstance(value, dict) or key not in value:
+        prefix = ".".join(column.split(".")[:depth])
+        found = ", ".join(f"{prefix}.{k}" for k in value) if isinstance(value, dict) else type(value).__name__
+        raise MlmAdaptError(f"--text-column {column!r} not found: {prefix} holds {found}")
+    return value[key]
+
+
+def load_corpus(config: DataConfig) -> Corpus | StreamedCorpus:
+    """Load ``config.data`` and resolve ``config.text_column`` in it (a stream with ``--streaming``)."""
+    datasets.disable_progress_bars()
+    path = Path(config.data).expanduser()
+    if config.document_boundary is not None and _builder_for(config.data) != "text" and not path.is_dir():
+        raise MlmAdaptError(f"--document-boundary applies to .txt input (and folders of it); in {config.data} each "
+                            "record is a document")
+    if path.exists():
+        dataset = _load_local(path, config)
+    elif config.data.startswith(REMOTE_PREFIXES):
+        dataset = _load_remote(config)
+    elif _looks_like_path(config.data):
+        raise MlmAdaptError(f"--data {config.data}: no such file or directory")
+    else:
+        dataset = _load_hub(config)
+    if config.streaming:
+        return StreamedCorpus(dataset, config.text_column, config.data, config.encoding)
+    corpus = Corpus(dataset, config.text_column, config.data, config.encoding)
+    if len(dataset):  # a path that does not resolve fails now, not after a long tokenization
+        with decoded(config.data, config.encoding):
+            column_texts(dataset.select_columns([_head(dataset, config.text_column)])[:1], config.text_column)
+    return corpus
+
+
+def numbered_documents(config: DataConfig) -> Iterator[tuple[int, int, str]]:
+    """(row in --data, document number, text) of each non-empty row: the documents as the
+    data stage numbers them (tokenization skips empty texts; held-out sets are numbers)."""
+    row = number = 0
+    for batch in load_corpus(config).batches():
+        for text in batch:
+            if text.strip():
+                yield row, number, text
+                number += 1
+            row += 1
+
+
+def read_texts(config: DataConfig, limit: int) -> Iterator[str]:
+    """The texts of the first ``limit`` documents of ``config.data`` (a stream is read no further)."""
+    for batch in load_corpus(config).batches():
+        for text in batch[:limit]:
+            yield text
+        limit -= len(batch)
+        if limit <= 0:
+            return
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A missing local path, as opposed to a Hub id (which has no suffix and no leading ./ or /)."""
+    return spec.startswith((".", "/", "~")) or _builder_for(spec) is not None
+
+
+def _compressed(name: str) -> bool:
+    return name.lower().endswith(COMPRESSIONS)
+
+
+def _builder_suffix(name: str) -> str:
+    """A file name's format suffix, looking through a compression suffix (.jsonl for docs.jsonl.gz)."""
+    lower = name.lower()
+    for suffix in COMPRESSIONS:
+        lower = lower.removesuffix(suffix)
+    return Path(lower).suffix
+
+
+def _builder_for(name: str) -> str | None:
+    """The datasets builder for a file name, looking through a compression suffix."""
+    return BUILDERS.get(_builder_suffix(name))
+
+
+# --document-boundary as the datasets text builder's sample_by.
+_SAMPLE_BY = {"line": "line", "blank-line": "paragraph", "file": "document"}
+
+
+def _text_options(builder: str, encoding: str, boundary: str | None = None) -> dict:
+    """Builder options: a .txt file is a document per line (or --document-boundary's unit);
+    text formats take --encoding."""
+    options = {"sample_by": _SAMPLE_BY[boundary or "line"]} if builder == "text" else {}
+    if builder in ("text", "csv", "json"):
+        options["encoding"] = encoding
+    return options
+
+
+def _load_remote(config: DataConfig) -> datasets.Dataset | datasets.IterableDataset:
+    """One data file by URL, e.g. a script-based Hub dataset's raw files (datasets 4 no longer runs scripts)."""
+    builder = _builder_for(config.data)
+    if builder is None:
+        known = ", ".join(sorted(BUILDERS))
+        raise MlmAdaptError(f"--data {config.data}: a data file URL must end in one of {known} (optionally .gz, .bz2, .xz, .zst)")
+    try:
+        with decoded(config.data, config.encoding):
+            return _load(config, builder, data_files=[config.data], **_text_options(builder, config.encoding, config.document_boundary))
+    except MlmAdaptError:
+        raise
+    except Exception as exc:  # network, HTTP and parser errors of many types
+        raise _hub_error(config, exc) from None
+
+
+def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
+    if path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in (".txt", ".text") and p.is_file())
+        if not files:
+            raise MlmAdaptError(f"--data {path}: the directory holds no .txt files")
+        builder, kwargs = "text", {"sample_by": _SAMPLE_BY[config.document_boundary or "file"], "encoding": config.encoding}
+    else:
+        builder = _builder_for(path.name)
+        if builder is None:
+            known = ", ".join(sorted(BUILDERS))
+            raise MlmAdaptError(f"--data {path}: unknown file type {path.suffix!r}; use one of {known} or a directory")
+        files, kwargs = [str(path)], _text_options(builder, config.encoding, config.document_boundary)
+    for file in files:
+        _check_readable_text(Path(file), config.encoding, builder)
+        if builder == "text" and _compressed(file) and codecs.lookup(config.encoding).name != "utf-8":
+            # datasets 4-5's text builder opens a compressed file as UTF-8 whatever its
+            # encoding option says (its JSON and CSV builders honour it).
+            raise MlmAdaptError(f"--data {file}: compressed .txt files are read as UTF-8 only (a limitation of the "
+                                f"datasets library), not {config.encoding}; decompress the file, or convert it to "
+                                f"UTF-8 (iconv -f {config.encoding} -t utf-8)")
+    try:
+        with decoded(str(path), config.encoding):
+            return _load(config, builder, data_files=files, **kwargs)
+    except MlmAdaptError:
+        raise
+    except (ValueError, KeyError) as exc:
+        if "split" in str(exc).lower():
+            raise MlmAdaptError(f"--split {config.split!r} does not fit a local file; use 'train' or a slice like 'train[:5000]'") from None
+        raise _diagnose(path, builder, exc) from None
+    except Exception as exc:  # datasets wraps parser errors in DatasetGenerationError
+        raise _diagnose(path, builder, exc) from None
+
+
+_HEAD_SLICE = re.compile(r"^(\w+)\[:(\d+)\]$")
+
+
+def _load(config: DataConfig, *args, **kwargs) -> datasets.Dataset | datasets.IterableDataset:
+    """``datasets.load_dataset`` in memory, or as a stream where ``split[:N]`` becomes ``take(N)``
+    (streams have no other slices)."""
+    if not config.streaming:
+        return datasets.load_dataset(*args, split=config.split, **kwargs)
+    split, take = config.split, None
+    head = _HEAD_SLICE.match(split)
+    if head:
+        split, take = head.group(1), int(head.group(2))
+    elif "[" in split:
+        raise MlmAdaptError(f"--split {split!r}: with --streaming only a split name or a head like 'train[:5000]' works")
+    stream = datasets.load_dataset(*args, split=split, streaming=True, **kwargs)
+    return stream.take(take) if take is not None else stream
+
+
+def _check_readable_text(path: Path, encoding: str, builder: str) -> None:
+    """Refuse unreadable, binary or wrongly encoded files before ``datasets`` sees them; a
+    compressed file (``docs.jsonl.gz``) is checked as the text it decompresses to."""
+    if _builder_suffix(path.name) not in _TEXT_LIKE:
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            raise MlmAdaptError(f"--data {path}: cannot read the file ({exc.strerror})") from None
+        return
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        raise MlmAdaptError(f"--encoding {encoding!r} is not a known text encoding") from None
+    offset = 0
+    try:
+        with _open_decompressed(path) as fh:  # one block at a time: never the whole file in memory
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                if offset == 0 and b"\x00" in block[:_SNIFF_BYTES] and not encoding.lower().startswith("utf-16"):
+                    raise MlmAdaptError(f"--data {path}: this looks like binary data, not text (it holds NUL bytes)")
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    raise encoding_error(str(path), encoding, offset + exc.start) from None
+                offset += len(block)
+    except (OSError, EOFError) as exc:  # unreadable, or a corrupt archive (gzip raises BadGzipFile, an OSError)
+        raise MlmAdaptError(f"--data {path}: cannot read the file ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _open_decompressed(path: Path):
+    """``path`` opened for reading bytes, through its compression (gzip, bz2, xz, zstd)."""
+    if not _compressed(path.name):
+        return path.open("rb")
+    import fsspec
+
+    try:
+        return fsspec.open(str(path), "rb", compression="infer").open()
+    except ValueError as exc:  # no decompressor installed (zstandard for .zst)
+        raise MlmAdaptError(f"--data {path}: cannot decompress ({exc})") from None
+
+
+def encoding_error(source: str, encoding: str, offset: int | None = None) -> MlmAdaptError:
+    """The one message for text that is not in ``--encoding``."""
+    where = f" (byte {offset}{' of the decompressed text' if _compressed(source) else ''})" if offset is not None else ""
+    return MlmAdaptError(f"--data {source}: not valid {encoding} text{where}; pass --encoding with the file's "
+                         "encoding, e.g. --encoding latin-1")
+
+
+def _diagnose(path: Path, builder: str, exc: Exception) -> MlmAdaptError:
+    if builder == "json" and path.is_file():
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as err:
+                    if number == 1 and path.suffix.lower() == ".json":
+                        break  # a single JSON document, not JSON Lines
+                    return MlmAdaptError(f"--data {path}: line {number} is not valid JSON ({err.msg})")
+    cause = exc.__cause__ or exc
+    return MlmAdaptError(f"--data {path}: could not be read as {builder}: {type(cause).__name__}: {cause}")
+
+
+def _load_hub(config: DataConfig) -> datasets.Dataset:
+    name, _, subset = config.data.partition(":")
+    try:
+        return _load(config, name, subset or None)
+    except MlmAdaptError:
+        raise
+    except Exception as exc:  # the Hub client raises many unrelated types
+        raise _hub_error(config, exc) from None
+
+
+def _hub_error(config: DataConfig, exc: Exception) -> MlmAdaptError:
+    offline = offline_mode("HF_DATASETS_OFFLINE")
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if "scripts are no longer supported" in text:
+        return MlmAdaptError(
+            f"--data {config.data}: this Hub dataset is script-based (a Python loading script), and datasets "
+            f"{datasets.__version__} no longer runs loading scripts. Point --data at its data files instead, e.g. "
+            "--data hf://datasets/OWNER/NAME/FILE.jsonl.gz (see the repo's file list), or at a Parquet copy of it"
+        )
+    if "split" in text.lower() and "unknown" in text.lower():
+        return MlmAdaptError(f"--split {config.split!r} is not a split of {config.data}: {text}")
+    where = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the Hub may be unreachable or the id wrong"
+    return MlmAdaptError(
+        f"--data {config.data}: could not load this dataset ({where}; {text}). "
+        "Check the id, or work offline with a local .txt/.jsonl/.csv/.parquet file or directory."
+    )
+
+
+def _head(dataset: datasets.Dataset, column: str) -> str:
+    """The top-level column ``column`` starts in (itself, if a column has that very name)."""
+    head = column if column in dataset.column_names else column.split(".")[0]
+    if head not in dataset.column_names:
+        known = ", ".join(dataset.column_names) or "none"
+        raise MlmAdaptError(f"--text-column {column!r} not found; the data has columns: {known}")
+    return head

@@ -1,0 +1,325 @@
+"""Did adaptation help a task? A probe on labelled text, and a paired, calibrated comparison.
+
+Every labelled example gets out-of-fold predictions: a stratified k-fold, repeated with
+``seeds`` shuffles, in which texts that are the same up to case and white space form one
+group that never spans train and test (scikit-learn's ``StratifiedGroupKFold``). The
+frozen probe embeds each text once (mean of the last hidden states over real tokens) and
+fits a logistic regression on standardised features, its regularisation chosen by an
+inner cross-validation (``LogisticRegressionCV``); ``--finetune`` fine-tunes a classifier
+instead (``finetuning``). Two models are compared on the same examples and folds: the
+difference in accuracy and macro-F1 paired by test fold, with the corrected repeated
+k-fold t interval, and "significant" only where that interval excludes 0. benchmarks/probe_calibration.py measures how often it says so when
+the two models are equally good (docs/statistics.md).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mlm_adapt.data.seeding import Salt, generator
+from mlm_adapt.errors import MlmAdaptError
+
+MIN_PER_CLASS = 5  # rows a class needs: a few to train on and at least one to test on
+# Below this many distinct texts no verdict is drawn: the folds' differences say little,
+# as intervals over under ~20 held-out documents do (intervals.MIN_DOCUMENTS).
+MIN_GROUPS_FOR_VERDICT = 20
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class ProbeScores:
+    """A model's out-of-fold predictions (one row per repeat) and the scores they give."""
+
+    model: str
+    truth: np.ndarray
+    predicted: np.ndarray  # [repeats, examples]
+    classes: list[str]
+    fold: np.ndarray  # [repeats, examples]: the fold that tested each example
+
+    def per_fold(self, metric: str) -> np.ndarray:
+        """``metric`` ("accuracy" or "macro_f1") on each test fold of each repeat, in order."""
+        values = []
+        for predicted, fold in zip(self.predicted, self.fold):
+            for f in np.unique(fold):
+                rows = fold == f
+                values.append(float(np.mean(predicted[rows] == self.truth[rows])) if metric == "accuracy"
+                              else macro_f1(self.truth[rows], predicted[rows], len(self.classes)))
+        return np.array(values)
+
+    @property
+    def accuracy(self) -> list[float]:  # one per repeat
+        return [float(np.mean(row == self.truth)) for row in self.predicted]
+
+    @property
+    def macro_f1(self) -> list[float]:
+        return [macro_f1(self.truth, row, len(self.classes)) for row in self.predicted]
+
+    def summary(self) -> dict:
+        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+        truth = np.tile(self.truth, len(self.predicted))
+        pooled = self.predicted.reshape(-1)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            truth, pooled, labels=range(len(self.classes)), zero_division=0)
+        return {"model": self.model, "accuracy": self.accuracy, "macro_f1": self.macro_f1,
+                "accuracy_mean": float(np.mean(self.accuracy)), "accuracy_std": _spread(self.accuracy),
+                "macro_f1_mean": float(np.mean(self.macro_f1)), "macro_f1_std": _spread(self.macro_f1),
+                "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f),
+                                     "support": int(s) // len(self.predicted)}
+                              for name, p, r, f, s in zip(self.classes, precision, recall, f1, support)},
+                "confusion": confusion_matrix(truth, pooled, labels=range(len(self.classes))).tolist()}
+
+
+def _spread(values: list[float]) -> float:
+    """Sample standard deviation (ddof=1) over repeats; 0 for one repeat (no spread measured)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def encode_labels(values: list) -> tuple[np.ndarray, list[str]]:
+    """Class indices and class names; refuses what cannot be probed."""
+    if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
+        missing = sum(v is None or (isinstance(v, float) and np.isnan(v)) for v in values)
+        raise MlmAdaptError(f"--label-column: {missing} of {len(values)} rows have no label; drop or fill them")
+    names = sorted({str(v) for v in values})
+    if len(names) < 2:
+        raise MlmAdaptError(f"--label-column: every row has the label {names[0]!r}; a probe needs two classes or more")
+    labels = np.array([names.index(str(v)) for v in values])
+    counts = np.bincount(labels, minlength=len(names))
+    few = [f"{names[c]} ({counts[c]})" for c in range(len(names)) if counts[c] < MIN_PER_CLASS]
+    if few:
+        raise MlmAdaptError(f"--label-column: too few rows for class(es) {', '.join(few)}; each needs {MIN_PER_CLASS}")
+    return labels, names
+
+
+def normalised(text: str) -> str:
+    """A text as duplicates are found: case and runs of white space ignored."""
+    return _SPACE.sub(" ", text).strip().lower()
+
+
+def duplicate_groups(texts: list[str]) -> np.ndarray:
+    """A group number per text; texts equal up to case and white space share one."""
+    seen: dict[str, int] = {}
+    return np.array([seen.setdefault(normalised(t), len(seen)) for t in texts])
+
+
+def fold_splits(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) rows of a stratified k-fold in which no group spans train and test, seeded."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    for c in np.unique(labels):
+        distinct = len(np.unique(groups[labels == c]))
+        if distinct < folds:
+            raise MlmAdaptError(f"--label-column: class {int(c)} has {distinct} distinct texts, too few for "
+                                f"{folds} folds; lower --folds or add labelled rows")
+    state = int(generator(seed, Salt.PROBE_SPLIT).integers(2**31 - 1))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=state)
+    return [(np.sort(train), np.sort(test)) for train, test in splitter.split(np.zeros(len(labels)), labels, groups)]
+
+
+def out_of_fold(labels: np.ndarray, groups: np.ndarray, seeds: list[int], folds: int, predict) -> tuple[np.ndarray, np.ndarray]:
+    """Each example's prediction in each repeat (one k-fold per seed) from
+    ``predict(train_rows, test_rows, seed) -> test predictions``, and the fold that tested
+    it: two [len(seeds), examples] arrays."""
+    predicted = np.full((len(seeds), len(labels)), -1)
+    fold = np.full((len(seeds), len(labels)), -1)
+    for r, seed in enumerate(seeds):
+        for f, (train, test) in enumerate(fold_splits(labels, groups, folds, seed)):
+            predicted[r, test], fold[r, test] = predict(train, test, seed), f
+    return predicted, fold
+
+
+def fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, train_groups: np.ndarray) -> np.ndarray:
+    """Logistic regression on standardised features, its L2 strength chosen by a 3-fold inner
+    cross-validation on the training rows (grouped like the outer folds)."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    smallest = min(len(np.unique(train_groups[train_y == c])) for c in np.unique(train_y))
+    inner = StratifiedGroupKFold(n_splits=max(2, min(3, smallest)))
+    splits = list(inner.split(train_x, train_y, train_groups))
+    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-4, 1, 6), cv=splits,
+                                                                 scoring="neg_log_loss", max_iter=1000))
+    with warnings.catch_warnings():  # scikit-learn 1.9's notices of changing defaults
+        warnings.simplefilter("ignore", FutureWarning)
+        model.fit(train_x, train_y)
+    return model.predict(test_x)
+
+
+def macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: int) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(truth, predicted, labels=range(classes), average="macro", zero_division=0))
+
+
+@torch.inference_mode()
+def embed(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 32) -> np.ndarray:
+    """Mean-pooled last hidden states over real tokens: one vector per text."""
+    encoder = getattr(model, model.base_model_prefix, model).eval()
+    device = next(encoder.parameters()).device  # a trained model may sit on a GPU
+    vectors = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
+                          padding=True, return_tensors="pt").to(device)
+        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        vectors.append(((hidden * mask).sum(dim=1) / mask.sum(dim=1)).float())
+    return torch.cat(vectors).cpu().numpy()  # one copy back, not one per batch
+
+
+def score(features: np.ndarray, labels: np.ndarray, seeds: list[int], folds: int, name: str,
+          groups: np.ndarray | None = None, classes: list[str] | None = None) -> ProbeScores:
+    """The frozen probe's out-of-fold scores for ``features``."""
+    groups = np.arange(len(labels)) if groups is None else groups
+    predicted, fold = out_of_fold(labels, groups, seeds, folds,
+                                  lambda train, test, seed: fit_predict(features[train], labels[train], features[test], groups[train]))
+    return ProbeScores(name, labels, predicted, classes or [str(c) for c in range(int(labels.max()) + 1)], fold)
+
+
+def majority_baseline(labels: np.ndarray, groups: np.ndarray, seeds: list[int], folds: int, classes: list[str]) -> ProbeScores:
+    """What always answering each training fold's most frequent class scores, on the same folds."""
+    predicted, fold = out_of_fold(labels, groups, seeds, folds,
+                                  lambda train, test, seed: np.full(len(test), np.bincount(labels[train]).argmax()))
+    return ProbeScores("majority class", labels, predicted, classes, fold)
+
+
+def compare(first: ProbeScores, second: ProbeScores, groups: np.ndarray, level: float = 0.95,
+            baseline: ProbeScores | None = None) -> dict:
+    """``second`` minus ``first`` in accuracy and macro-F1, paired by test fold, with the
+    corrected repeated k-fold t interval (Nadeau & Bengio 2003; Bouckaert & Frank 2004):
+    the spread of the per-fold differences, inflated by 1/(k-1) for the training sets the
+    folds share, so that it holds its error rate where a plain t-test or a bootstrap over
+    test examples does not (their spread leaves out how the fitted classifiers vary).
+    "significant" only where the interval excludes 0; no verdict at all (None) with fewer
+    than MIN_GROUPS_FOR_VERDICT groups of examples, or where neither model's accuracy beats
+    ``baseline`` (the majority class): two probes that learned nothing differ only in how
+    their classifiers fail (a macro-F1 "difference" between two collapsed classifiers)."""
+    out = {"test": "corrected repeated k-fold t", "level": level, "groups": int(len(np.unique(groups)))}
+    reason = None
+    if out["groups"] < MIN_GROUPS_FOR_VERDICT:
+        reason = f"only {out['groups']} distinct texts (a verdict needs {MIN_GROUPS_FOR_VERDICT})"
+    elif baseline is not None and not any(_paired(baseline, model, "accuracy", level)[0] > 0 for model in (first, second)):
+        reason = "neither model beats the majority class"
+    for metric in ("accuracy", "macro_f1"):
+        low, mean, high = _paired(first, second, metric, level)
+        per_repeat = np.array(getattr(second, metric)) - np.array(getattr(first, metric))
+        out[metric] = {"difference": mean, "interval": [low, high],
+                       "significant": None if reason else bool(low > 0 or high < 0),
+                       "difference_mean": float(per_repeat.mean()), "difference_std": _spread(list(per_repeat))}
+    if reason:
+        out["no_verdict"] = reason
+    return out
+
+
+def _paired(first: ProbeScores, second: ProbeScores, metric: str, level: float) -> tuple[float, float, float]:
+    """(low, mean, high): the corrected repeated k-fold t interval of ``second - first``."""
+    from scipy.stats import t as student
+
+    folds = len(np.unique(first.fold[0]))
+    diff = second.per_fold(metric) - first.per_fold(metric)
+    mean, variance = float(diff.mean()), float(np.var(diff, ddof=1)) if len(diff) > 1 else 0.0
+    half = float(student.ppf((1 + level) / 2, max(len(diff) - 1, 1)) * np.sqrt((1 / len(diff) + 1 / (folds - 1)) * variance))
+    return mean - half, mean, mean + half
+
+
+def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trained_on=None,
+          held_out: np.ndarray | None = None) -> dict:
+    """Run a ``ProbeConfig``: scores per model (out-of-fold, mean and spread over repeats),
+    the majority-class baseline, and with two models their paired comparison. ``loaded``
+    maps a model name of ``config.models`` to a (model, tokenizer) already in memory (a
+    run's trained model). ``seen``: normalised texts a model trained on (:func:`normalised`),
+    or ``trained_on``: the ``DataConfig`` of its training corpus, read once to find them
+    (without its ``held_out`` documents, which the run never trained on); those rows are
+    left out where enough remain."""
+    from mlm_adapt.evaluation.finetuning import finetuner
+    from mlm_adapt.modeling.loading import load_model, load_tokenizer
+
+    texts, labels, names = labelled_texts(config)
+    if trained_on is not None:
+        seen = found_in(trained_on, texts, held_out)
+    texts, labels, leakage = _unseen(texts, labels, names, seen, config.fold_count())  # before sampling: keep the most
+    texts, labels = sample(texts, labels, config)
+    groups = duplicate_groups(texts)
+    seeds = [config.seed + i for i in range(config.repeats())]
+    folds = config.fold_count()
+    results = []
+    for model_config in config.models:
+        if config.finetune:
+            predict = finetuner(model_config, texts, labels, config)
+            predicted, fold = out_of_fold(labels, groups, seeds, folds, predict)
+            results.append(ProbeScores(model_config.model, labels, predicted, names, fold))
+            continue
+        model, tokenizer = (loaded or {}).get(model_config.model) or (load_model(model_config), load_tokenizer(model_config))
+        features = embed(model, tokenizer, texts, config.max_length)
+        results.append(score(features, labels, seeds, folds, model_config.model, groups, names))
+    baseline = majority_baseline(labels, groups, seeds, folds, names)
+    report = {"mode": "fine-tuned" if config.finetune else "frozen", "classes": names, "rows": len(texts),
+              "seeds": seeds, "folds": folds, "groups": int(len(np.unique(groups))),
+              "baseline": {"accuracy": float(np.mean(baseline.accuracy)), "macro_f1": float(np.mean(baseline.macro_f1))},
+              "models": [r.summary() for r in results]}
+    if leakage:
+        report["leakage"] = leakage
+    if len(results) == 2:
+        report["comparison"] = compare(*results, groups, baseline=baseline)
+    return report
+
+
+def _unseen(texts: list[str], labels: np.ndarray, names: list[str], seen: set[str] | None,
+            folds: int) -> tuple[list[str], np.ndarray, dict | None]:
+    """The rows whose text is not in ``seen`` where every class keeps enough for the folds;
+    else all rows, with the leak recorded."""
+    if not seen:
+        return texts, labels, None
+    fresh = np.array([normalised(t) not in seen for t in texts])
+    kept = labels[fresh]
+    enough = len(np.unique(kept)) == len(names) and np.bincount(kept, minlength=len(names)).min() >= max(MIN_PER_CLASS, 2 * folds)
+    leakage = {"seen_rows": int((~fresh).sum()), "unseen_rows": int(fresh.sum()), "probed": "unseen" if enough else "all"}
+    if not enough:
+        return texts, labels, leakage
+    return [t for t, f in zip(texts, fresh) if f], kept, leakage
+
+
+def labelled_texts(config) -> tuple[list[str], np.ndarray, list[str]]:
+    """Every labelled row's text, class index, and the class names (:func:`sample` then
+    keeps at most ``max_rows``)."""
+    from mlm_adapt.data.corpus import load_corpus
+
+    corpus = load_corpus(config.data)
+    if config.label_column not in corpus.dataset.column_names:
+        raise MlmAdaptError(f"--label-column {config.label_column!r} not found; the data has columns: "
+                            f"{', '.join(corpus.dataset.column_names)}")
+    labels, names = encode_labels(corpus.dataset[config.label_column])
+    texts = [t for batch in corpus.batches() for t in batch]
+    return texts, labels, names
+
+
+def sample(texts: list[str], labels: np.ndarray, config) -> tuple[list[str], np.ndarray]:
+    """A seeded sample of ``config.max_rows`` rows (all where there are fewer): a file's
+    order may follow its labels, so not its head."""
+    if len(texts) <= config.max_rows:
+        return texts, labels
+    rows = np.sort(generator(config.seed, Salt.PROBE_ROWS).choice(len(texts), config.max_rows, replace=False))
+    return [texts[i] for i in rows], labels[rows]
+
+
+def seen_texts(texts) -> set[str]:
+    """The normalised form of every text in an iterable of texts (a training corpus)."""
+    return {normalised(t) for t in texts}
+
+
+def found_in(corpus_config, texts: list[str], held_out: np.ndarray | None = None) -> set[str]:
+    """Which of ``texts`` (normalised) a corpus holds as a document outside ``held_out``
+    (document numbers, ``corpus.numbered_documents``): the corpus is read once, as a stream
+    where so configured, holding only the probe's texts in memory."""
+    from mlm_adapt.data.corpus import numbered_documents
+
+    wanted = {normalised(t) for t in texts}
+    skip = set() if held_out is None else set(held_out.tolist())
+    return {key for _, number, text in numbered_documents(corpus_config)
+            if number not in skip and (key := normalised(text)) in wanted}

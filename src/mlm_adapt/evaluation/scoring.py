@@ -1,0 +1,75 @@
+"""Scoring a saved model on the held-out text a ``train`` run with the same options used:
+``mlm-adapt evaluate`` (perplexity on the fixed masks, against a base model with
+``--compare``) and ``--pseudo`` (pseudo-log-likelihood, each text on its own).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from mlm_adapt.config import DEFAULT_PSEUDO_TEXTS, DataConfig, EvalConfig, ModelConfig
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.evaluation.perplexity import EvalResult, evaluate_loss
+from mlm_adapt.evaluation.pseudolikelihood import pseudo_token_nll, text_rows
+from mlm_adapt.modeling.loading import load_model, load_tokenizer
+from mlm_adapt.modeling.objective import MaskedLMObjective
+from mlm_adapt.modeling.preparation import prepare
+from mlm_adapt.system.runtime import make_accelerator
+
+
+def pseudo_perplexity(config: EvalConfig, max_texts: int = DEFAULT_PSEUDO_TEXTS, word_l2r: bool = True) -> tuple[EvalResult, list[dict]]:
+    """Pseudo-log-likelihood of ``config.model`` on up to ``max_texts`` texts, each scored on
+    its own (``pseudolikelihood.text_rows``): the held-out documents a ``train`` run with
+    these options uses (the first rows of a stream). Returns the pooled result (its interval
+    resamples texts) and one ``{"index", "nll", "tokens"}`` per text, ``index`` its row in
+    ``--data``. ``word_l2r``: PLL-word-l2r (Kauf & Ivanova 2023), else the original PLL."""
+    accelerator, _ = make_accelerator(config.precision)
+    prepared = prepare(config, accelerator)
+    objective = accelerator.prepare(prepared.objective())
+    rows, texts = held_out_texts(config.data, prepared.data.held_out, max_texts)
+    chunks = text_rows(prepared.tokenizer, texts, config.data.chunk_size)
+    token_nll = pseudo_token_nll(objective, chunks, prepared.tokenizer.mask_token_id, accelerator.device,
+                                 config.batch_size, word_l2r)
+    scored = chunks.word_ids >= 0
+    per_text = [{"index": int(row), "nll": float(nll), "tokens": int(count)}
+                for row, nll, count in zip(rows, token_nll.sum(axis=1), scored.sum(axis=1))]
+    return EvalResult.from_tokens(token_nll, scored, chunks.documents), per_text
+
+
+def held_out_texts(config: DataConfig, held_out: np.ndarray | None, limit: int) -> tuple[list[int], list[str]]:
+    """(row in --data, text) of up to ``limit`` held-out documents, in order (a stream's
+    first non-empty rows: its held-out set is chosen by hash while training)."""
+    from mlm_adapt.data.corpus import numbered_documents
+
+    wanted = None if held_out is None else set(held_out.tolist())
+    chosen = ((row, text) for row, number, text in numbered_documents(config) if wanted is None or number in wanted)
+    pairs = list(itertools.islice(chosen, limit))
+    return [row for row, _ in pairs], [text for _, text in pairs]
+
+
+def evaluate(config: EvalConfig) -> EvalResult:
+    """Perplexity of ``config.model`` on the held-out chunks a ``train`` run with these options used."""
+    accelerator, _ = make_accelerator(config.precision)
+    prepared = prepare(config, accelerator)
+    objective = accelerator.prepare(prepared.objective())
+    return evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)
+
+
+def evaluate_against(config: EvalConfig, base: ModelConfig) -> tuple[EvalResult, EvalResult]:
+    """``base`` and ``config.model`` on the same held-out chunks and masks (those a ``train``
+    run with these options used, tokenized by ``config.model``'s tokenizer): (base, model).
+    Refuses a base whose vocabulary differs: it could not score the same tokens."""
+    base_tokenizer, tokenizer = load_tokenizer(base), load_tokenizer(config.model)
+    if base_tokenizer.get_vocab() != tokenizer.get_vocab():  # before any data is read
+        raise MlmAdaptError(
+            f"--compare {base.model}: its vocabulary ({len(base_tokenizer)} tokens) differs from {config.model.model}'s "
+            f"({len(tokenizer)}), so the two cannot score the same masked tokens; compare bits per byte of "
+            "two `mlm-adapt evaluate` runs instead")
+    accelerator, _ = make_accelerator(config.precision)
+    prepared = prepare(config, accelerator)
+    model = evaluate_loss(accelerator.prepare(prepared.objective()), prepared.eval_set, config.batch_size, accelerator)
+    base_objective = MaskedLMObjective(load_model(base, packing=config.data.packing), separator=prepared.separator)
+    before = evaluate_loss(accelerator.prepare(base_objective), prepared.eval_set, config.batch_size, accelerator)
+    return before, model

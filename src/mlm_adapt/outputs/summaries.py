@@ -1,0 +1,197 @@
+"""What the commands print: rich tables and JSON shapes for the terminal.
+
+Kept apart from ``cli`` so that the command definitions stay a thin layer of options
+over library calls; everything here takes plain results (dicts, dataclasses) and prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console(soft_wrap=True)
+
+
+def print_vocab(result) -> None:
+    table = Table(title="domain words split into several tokens, costliest first", title_justify="left")
+    for column in ("word", "count", "pieces", "extra tokens") + (("x general rate",) if result.general else ()):
+        table.add_column(column, justify="left" if column in ("word", "pieces") else "right")
+    for w in result.ranked:
+        ratio = (f"{w.ratio:.1f}",) if result.general else ()
+        table.add_row(w.text, str(w.count), " ".join(w.pieces), str(w.cost), *ratio)
+    out.print(table)
+    for name, usage in (("domain", result.domain), ("general", result.general)):
+        if usage is not None:
+            out.print(f"{name}: {usage.tokens_per_word:.3f} tokens per word, {usage.split_share:.1%} of words split "
+                      f"({usage.words} words)")
+
+
+def print_probe(report: dict[str, Any]) -> None:
+    from mlm_adapt.outputs.model_card import leakage_text, probe_rows
+
+    mode = "fine-tuned" if report.get("mode") == "fine-tuned" else "frozen-encoder"
+    _probe_table(f"{mode} probe: {report['rows']} rows, {len(report['classes'])} classes, "
+                 f"{report.get('folds', '?')} folds x {len(report['seeds'])} repeats", "model", probe_rows(report))
+    if report.get("leakage"):
+        out.print(leakage_text(report).strip())
+
+
+def _probe_table(title: str, first_column: str, rows: list[tuple[str, str, str]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in (first_column, "accuracy", "macro-F1"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def print_demo_summary(summary: dict[str, Any]) -> None:
+    from mlm_adapt.outputs.model_card import difference_text
+
+    table = Table(title="did adaptation help, and what did it cost?", title_justify="left")
+    for column in ("", "general model (news)", "adapted model (reviews)"):
+        table.add_column(column)
+    table.add_row("held-out review perplexity", *_before_after(summary, "perplexity"))
+    if "general_perplexity_before" in summary:
+        table.add_row("held-out news perplexity", *_before_after(summary, "general_perplexity"))
+    for name, probe in (("review sentiment probe, accuracy", summary.get("sentiment_probe")),
+                        ("news topic probe, accuracy", summary.get("topic_probe"))):
+        if probe:
+            table.add_row(name, *(f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}" for m in probe["models"]))
+            if "comparison" in probe:  # the paired verdict, in the adapted model's column
+                comparison = probe["comparison"]
+                table.add_row("  adapted - general", "", difference_text(comparison["accuracy"], comparison.get("no_verdict")))
+    out.print(table)
+    table = Table(title="top-5 fill-mask, general model vs adapted model", title_justify="left")
+    table.add_column("text")
+    table.add_column("before (news)")
+    table.add_column("after (reviews)")
+    for probe in summary["probes"]:
+        table.add_row(probe["text"], ", ".join(probe["before"]), ", ".join(probe["after"]))
+    out.print(table)
+    out.print(f"models: {summary['general_model']} and {summary['adapted_model']}; numbers in summary.json")
+
+
+def _before_after(summary: dict[str, Any], key: str) -> tuple[str, str]:
+    return tuple(with_interval(summary[f"{key}_{when}"], summary[f"{key}_{when}_interval"])
+                 if f"{key}_{when}_interval" in summary else f"{summary[f'{key}_{when}']:.2f}" for when in ("before", "after"))
+
+
+def fill_mask_json(texts: list[str], results: dict[str, list]) -> list[dict[str, Any]]:
+    return [
+        {
+            "text": text,
+            "masks": [
+                {name: [{"token": p.token, "score": p.score} for p in results[name][i][m]] for name in results}
+                for m in range(len(next(iter(results.values()))[i]))
+            ],
+        }
+        for i, text in enumerate(texts)
+    ]
+
+
+def print_fill_mask(texts: list[str], results: dict[str, list]) -> None:
+    for i, text in enumerate(texts):
+        first = next(iter(results.values()))[i]
+        for m in range(len(first)):
+            title = text if len(first) == 1 else f"{text}  (mask {m + 1})"
+            table = Table(title=title, title_justify="left")
+            table.add_column("#", justify="right")
+            for name in results:
+                table.add_column(name)
+            for rank in range(len(first[m])):
+                cells = [f"{results[n][i][m][rank].token}  {results[n][i][m][rank].score:.3f}" for n in results]
+                table.add_row(str(rank + 1), *cells)
+            out.print(table)
+
+
+def print_train_summary(metrics: dict[str, Any], output: Path) -> None:
+    table = Table(title="mlm-adapt train", title_justify="left")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("perplexity before", with_interval(metrics["perplexity_before"], metrics["perplexity_before_interval"]))
+    table.add_row("perplexity after", with_interval(metrics["perplexity_after"], metrics["perplexity_after_interval"]))
+    low, high = metrics["perplexity_change_interval"]
+    table.add_row(*_change_row("after / before", low, high, metrics["interval_resamples"], metrics["change_exceeds_noise"]))
+    if metrics.get("general_data"):
+        for when in ("before", "after"):
+            table.add_row(f"general-text perplexity {when}",
+                          with_interval(metrics[f"general_perplexity_{when}"], metrics[f"general_perplexity_{when}_interval"]))
+        if "general_perplexity_change_interval" in metrics:
+            low, high = metrics["general_perplexity_change_interval"]
+            table.add_row(*_change_row("general after / before", low, high, metrics["general_interval_resamples"],
+                                       metrics["general_change_exceeds_noise"]))
+    if metrics.get("replay_chunks"):
+        table.add_row("general-text chunks replayed", f"{metrics['replay_chunks']} of {metrics['train_chunks']}")
+    table.add_row("bits per byte before / after", f"{metrics['bits_per_byte_before']:.4f} / {metrics['bits_per_byte_after']:.4f}")
+    if metrics["added_tokens"]:
+        table.add_row("words added to the vocabulary", str(len(metrics["added_tokens"])))
+    table.add_row("train / eval chunks", f"{metrics['train_chunks']} / {metrics['eval_chunks']}")
+    table.add_row("optimizer steps", str(metrics["steps"]))
+    table.add_row("samples / s", f"{metrics['train_samples_per_second']:.2f} ({metrics['precision']})")
+    out.print(table)
+    if metrics.get("task_probe"):
+        print_task_probe(metrics["task_probe"])
+    out.print(f"saved to {output}  (try: mlm-adapt fill-mask --model {output} \"This is a great [MASK].\")")
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``rows`` as JSON lines (written whole, then renamed into place)."""
+    import json
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
+def interval_label(summary: dict[str, Any]) -> str:
+    """"95% interval", or what the interval is where it is not one (``interval_caveat``)."""
+    return f"interval ({summary['interval_caveat']})" if summary.get("interval_caveat") else "95% interval"
+
+
+def _change_row(name: str, low: float, high: float, resamples: str, exceeds: bool | None) -> tuple[str, str]:
+    """A ratio's row: its interval and verdict, or why there is none."""
+    from mlm_adapt.evaluation.intervals import interval_caveat
+
+    caveat = interval_caveat(resamples)
+    if caveat:
+        return f"{name} (interval over {resamples})", f"[{low:.3f}, {high:.3f}]: {caveat}"
+    return f"{name} (95% interval over {resamples})", f"[{low:.3f}, {high:.3f}]: {'beyond' if exceeds else 'within'} noise"
+
+
+def with_interval(value: float, interval: list[float]) -> str:
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def print_task_probe(task: dict[str, Any]) -> None:
+    from mlm_adapt.outputs.model_card import leakage_text, task_probe_rows
+
+    _probe_table(f"did it help? frozen-encoder probe on {task['data']} ({task['rows']} rows, out of fold)",
+                 "", task_probe_rows(task))
+    if task.get("leakage"):
+        out.print(leakage_text(task).strip())
+
+
+class TqdmHandler(logging.Handler):
+    """Messages as plain lines on stderr, written through tqdm so progress bars don't overwrite them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        tqdm.write(prefix + record.getMessage(), file=sys.stderr)
+
+
+def setup_logging() -> None:
+    """The package's log messages as plain lines on stderr (a command's progress and warnings)."""
+    handler = TqdmHandler()
+    logger = logging.getLogger("mlm_adapt")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

@@ -1,0 +1,320 @@
+"""The domain-adaptation run: one training loop, readable top to bottom.
+
+The training source (``data``) hands this process its masked micro-batches; the
+optimizer step (``optimizer_step.train_step``, torchtune-style) makes the gradient that
+of the mean loss per masked token over the whole step; this module runs the loop:
+evaluations, checkpoints, signals, metrics and the saved outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from mlm_adapt import flat_options
+from mlm_adapt.config import TrainConfig
+from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
+from mlm_adapt.evaluation import probing, vocabulary
+from mlm_adapt.evaluation.perplexity import before_after, evaluate_sets, evaluation_record
+from mlm_adapt.modeling.objective import supports_sparse_prediction, trims_last_layer
+from mlm_adapt.modeling.preparation import Prepared, prepare
+from mlm_adapt.outputs import artifacts, reporting
+from mlm_adapt.system import disclosure, hub
+from mlm_adapt.system.runtime import check_launch, make_accelerator
+from mlm_adapt.training import checkpoints
+from mlm_adapt.training.optimizer_step import WARMUP_STEPS_NOT_TIMED, StepOutcome, optimisation, train_step
+
+log = logging.getLogger("mlm_adapt")
+
+def _check_finite(loss: float, step: int, output) -> None:
+    if not math.isfinite(loss):
+        kept = checkpoints.complete_checkpoints(output)
+        where = f"the last good checkpoint is {kept[-1]} (--resume continues from it)" if kept else "no checkpoint was written yet"
+        raise MlmAdaptError(
+            f"the training loss became {loss} at step {step}; {where}. Lower --lr, or use --precision fp32 "
+            "to rule out overflow"
+        )
+
+
+@dataclass
+class RunState:
+    """Where a run is; JSON-serialisable so a checkpoint can carry it."""
+
+    options: dict[str, Any]
+    before: dict[str, float]
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    epoch_nll: float = 0.0
+    epoch_tokens: int = 0
+    chunks_trained: int = 0  # counted over all processes, each chunk once per time it is trained on
+    history: list[dict] = field(default_factory=list)
+    log_history: list[dict] = field(default_factory=list)
+
+    def advance(self) -> None:
+        self.step, self.step_in_epoch = self.step + 1, self.step_in_epoch + 1
+
+    def next_epoch(self) -> None:
+        self.epoch, self.step_in_epoch, self.epoch_nll, self.epoch_tokens = self.epoch + 1, 0, 0.0, 0
+
+
+@dataclass
+class Timer:
+    """Throughput of optimizer steps alone (no evaluation or checkpointing), after the first
+    few. A step's time runs from the previous read (or ``mark``, set when steps resume)
+    to its own read: on a GPU, the moment it has finished."""
+
+    started: float = field(default_factory=time.perf_counter)
+    mark: float | None = None
+    steps: int = 0
+    timed_seconds: float = 0.0
+    timed_samples: int = 0
+
+    def tick(self, samples: int) -> None:
+        now = time.perf_counter()
+        self.steps += 1
+        if self.steps > WARMUP_STEPS_NOT_TIMED:
+            self.timed_seconds += now - self.mark
+            self.timed_samples += samples
+        self.mark = now
+
+    def samples_per_second(self) -> float:
+        return self.timed_samples / self.timed_seconds if self.timed_seconds > 0 else float("nan")
+
+
+def _prepare_output(config: TrainConfig):
+    if config.resume:
+        if not checkpoints.complete_checkpoints(config.output):
+            raise MlmAdaptError(f"--resume: no complete checkpoint in {checkpoints.checkpoint_root(config.output)}")
+        return config.output
+    output = artifacts.prepare_output(config.output, config.overwrite)
+    if config.overwrite:
+        checkpoints.clear(output)
+    return output
+
+
+def _start_or_resume(config, accelerator, objective, prepared: Prepared) -> RunState:
+    options = flat_options.to_options(config)
+    if config.resume:
+        path = checkpoints.complete_checkpoints(config.output)[-1]
+        saved = checkpoints.load_checkpoint(accelerator, path)
+        checkpoints.check_resumable(saved["options"], options)
+        log.info("resuming from %s (step %d)", path, saved["step"])
+        return RunState(**{**saved, "options": options})
+    results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
+    before = results["eval"]
+    log.info("perplexity before training: %.3f on %d masked tokens", before.perplexity, before.masked_tokens)
+    if "general" in results:
+        log.info("general-text perplexity before training: %.3f", results["general"].perplexity)
+    # Its NLL per piece of chunk stays in the checkpoint: the end's before/after interval resamples them (by document).
+    return RunState(options=options, before=evaluation_record(results, config.seed))
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Adapt ``config.model`` to ``config.data``; save the model and return its metrics."""
+    if config.push_to_hub:
+        hub.check_access(config.push_to_hub)
+    accelerator, precision = make_accelerator(config.precision, config.report_to, config.output / "logs")
+    check_launch(accelerator.distributed_type, config.grad_accum)
+    with accelerator.main_process_first():  # the others find the folder the main process made, still empty
+        output = _prepare_output(config)
+    prepared = prepare(config, accelerator, extend=_vocabulary_extension(config), general=config.general_data_config(),
+                       replay_ratio=config.replay_ratio)
+    if not accelerator.is_main_process:
+        log.setLevel(logging.WARNING)  # one process reports progress
+    source = prepared.data.train
+    steps_per_epoch = source.steps_per_epoch(config, accelerator.num_processes)
+    total_steps = config.total_steps(steps_per_epoch)
+    objective, optimizer, scheduler = optimisation(config, prepared.model, accelerator, total_steps, prepared.separator)
+    state = _start_or_resume(config, accelerator, objective, prepared)
+    objective.train()  # from_pretrained returns models in eval mode: dropout must be on
+    accelerator.init_trackers("mlm-adapt", config=_tracker_config(state.options))
+
+    timer = Timer()
+    unread: list[tuple[int, float, StepOutcome]] = []  # steps whose results are not read yet
+    stopping = False  # a stop request read from a step's outcome: the same on every process
+    batches = source.batches(config, prepared.vocab, accelerator, state.step)
+    with closing(batches), checkpoints.StopFlag() as stop, tqdm(total=total_steps, initial=state.step, desc="training", unit="step",
+                                   disable=not accelerator.is_main_process) as bar:
+        while state.step < total_steps:
+            if timer.mark is None:
+                timer.mark = time.perf_counter()
+            unread.append((state.step + 1, scheduler.get_last_lr()[0],
+                           train_step(objective, optimizer, scheduler, accelerator, next(batches), stop.signal is not None)))
+            state.advance()
+            bar.update(1)
+            # Evaluate at each epoch's end, every --eval-steps and at the last step. Checkpoint at
+            # each epoch's end, every --save-steps and on SIGINT/SIGTERM, but not at the last step:
+            # the final model is saved instead (a signal then just lets the run finish).
+            epoch_done, last = state.step_in_epoch == steps_per_epoch, state.step == total_steps
+            evaluate = epoch_done or last or _every(config.eval_steps, state.step)
+            scheduled_save = not last and (epoch_done or _every(config.save_steps, state.step))
+            # A step's loss is read once the next step is queued, so a GPU never idles while the
+            # host reads and logs it; everything is read before evaluating or saving, and in the
+            # untimed first steps (so that the timer's first timed step starts when they end).
+            keep = 0 if evaluate or scheduled_save or timer.steps < WARMUP_STEPS_NOT_TIMED else 1
+            seen = (len(state.log_history), len(state.history))
+            stopping |= _read_steps(state, config, unread[: len(unread) - keep], timer, bar)
+            del unread[: len(unread) - keep]
+            # One process stops on its own signal; several on a request read from a step's outcome,
+            # which every process reads at the same step: signals reach them at different moments.
+            interrupted = not last and (stopping if accelerator.num_processes > 1 else stop.signal is not None)
+            if interrupted and unread:
+                _read_steps(state, config, unread, timer, bar)
+                unread.clear()
+            save = scheduled_save or interrupted
+            if evaluate:
+                results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
+                _record_evaluation(state, evaluation_record(results, config.seed, state.before),
+                                   epoch_done, steps_per_epoch)
+            if epoch_done:
+                state.next_epoch()
+            if save:
+                checkpoints.save_checkpoint(accelerator, config.output, dataclasses.asdict(state), config.keep_checkpoints)
+            if evaluate or save:
+                timer.mark = None  # their time is not the steps'
+            _log_to_trackers(accelerator, state, seen)
+            if interrupted:
+                raise TrainingInterrupted(
+                    f"interrupted at step {state.step}; checkpoint saved in {checkpoints.checkpoint_root(config.output)}. "
+                    "Resume with the same command plus --resume"
+                )
+    metrics = _metrics(config, prepared, state, precision, timer, accelerator.num_processes)
+    _finish(config, accelerator, objective, prepared, output, metrics)
+    return metrics
+
+
+def _vocabulary_extension(config: TrainConfig):
+    """With --add-tokens / --add-tokens-file: what adds the words to model and tokenizer.
+    The words are chosen again on --resume, from the same data: the same words."""
+    if not config.extends_vocabulary():
+        return None
+
+    def extend(model, tokenizer):
+        model, tokenizer, added = vocabulary.extend_vocabulary(model, tokenizer, vocabulary.words_to_add(config, tokenizer))
+        log.info("added %d words to the vocabulary: %s", len(added), ", ".join(a.token for a in added[:10])
+                 + (", ..." if len(added) > 10 else ""))
+        return model, tokenizer, added
+
+    return extend
+
+
+def _every(interval: int | None, step: int) -> bool:
+    return interval is not None and step % interval == 0
+
+
+def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, output, metrics: dict[str, Any]) -> None:
+    """Log the final numbers, save the model and its reports (and push them), end the run."""
+    accelerator.log({"perplexity_before": metrics["perplexity_before"], "perplexity_after": metrics["perplexity_after"]},
+                    step=metrics["steps"])
+    # Every process takes part: a sharded model (FSDP, DeepSpeed ZeRO-3) is gathered here.
+    weights = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(objective).items()}
+    if accelerator.is_main_process:
+        _save_outputs(config, output, accelerator.unwrap_model(objective).model, weights, prepared, metrics)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # last: it also ends the process group
+
+
+def _tracker_config(options: dict[str, Any]) -> dict[str, Any]:
+    # Trackers take scalars and strings only.
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in options.items()}
+
+
+def _log_to_trackers(accelerator, state: RunState, seen: tuple[int, int]) -> None:
+    """Send the step's new log and epoch entries: the same numbers metrics.json records."""
+    for entry in state.log_history[seen[0]:]:
+        accelerator.log({"train/loss": entry["loss"], "train/lr": entry["lr"]}, step=entry["step"])
+    for entry in state.history[seen[1]:]:
+        values = {"eval/loss": entry["eval_loss"], "eval/perplexity": entry["perplexity"], "epoch": entry["epoch"]}
+        if entry["train_loss"] is not None:
+            values["train/epoch_loss"] = entry["train_loss"]
+        accelerator.log(values, step=entry["step"])
+
+
+def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: Prepared, metrics: dict[str, Any]) -> None:
+    """Save the model first, then run the extras (task probe, push): a failing extra never
+    loses the training. The probe's scores then join metrics.json, the report and the card."""
+    def extras(folder) -> None:
+        flat_options.write_yaml(config, folder / "config.yaml")
+        reporting.write_run_report(folder, config, metrics, model, prepared.tokenizer, prepared.data.eval)
+
+    artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights,
+                         resume_hint=checkpoints.resume_hint(config.output))
+    task = config.task_probe_config()
+    if task is not None:
+        log.info("probing the task in %s: base model vs adapted model, %d folds x %d repeats ...", task.data.data,
+                 task.fold_count(), task.repeats())
+        # Its texts that --data's training side holds were trained on: left out where enough remain.
+        metrics["task_probe"] = {"data": task.data.data, **probing.probe(
+            task, loaded={str(config.output): (model, prepared.tokenizer)}, trained_on=config.data,
+            held_out=prepared.data.held_out)}
+        artifacts.save_reports(output, metrics, write_extra=extras)
+    if config.push_to_hub:
+        local = tuple(disclosure.local_paths(flat_options.to_options(config), str(output)))
+        log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private, local))
+
+
+def _read_steps(state: RunState, config: TrainConfig, outcomes: list, timer: Timer, bar) -> bool:
+    """Add the results of ``outcomes`` ((step, lr, StepOutcome), in order) to the run's state;
+    whether any of them carries a stop request."""
+    stop = False
+    for step, lr, outcome in outcomes:
+        stop |= outcome.stop_requested()
+        nll, tokens, chunks = outcome.read()
+        timer.tick(chunks)
+        state.chunks_trained += chunks
+        loss = nll / max(tokens, 1)
+        _check_finite(loss, step, config.output)
+        state.epoch_nll += nll
+        state.epoch_tokens += tokens
+        if step % config.logging_steps == 0 or step == 1:
+            state.log_history.append({"step": step, "loss": loss, "lr": lr})
+        bar.set_postfix(loss=f"{loss:.3f}")
+    return stop
+
+
+def _record_evaluation(state: RunState, record: dict[str, Any], epoch_done: bool, steps_per_epoch: int) -> None:
+    """Append an evaluation to the history (its "epoch" is fractional between epoch ends)."""
+    fraction = state.step_in_epoch / steps_per_epoch
+    state.history.append({
+        "epoch": state.epoch + 1 if epoch_done else round(state.epoch + fraction, 4),
+        "step": state.step,
+        "train_loss": state.epoch_nll / state.epoch_tokens if state.epoch_tokens else None,
+        **record,
+    })
+    general = f", general perplexity {record['general_perplexity']:.3f}" if "general_perplexity" in record else ""
+    log.info("epoch %s: train loss %.4f, eval loss %.4f, perplexity %.3f%s", state.history[-1]["epoch"],
+             state.history[-1]["train_loss"] or float("nan"), record["eval_loss"], record["perplexity"], general)
+
+
+def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer: Timer, world: int) -> dict[str, Any]:
+    return {
+        "model": config.model.model,
+        "data": config.data.data,
+        "general_data": config.general_data,
+        **before_after(state.before, state.history[-1], prepared.eval_set.masked_bytes),
+        "added_tokens": [{"token": a.token, "id": a.id, "pieces": list(a.pieces)} for a in prepared.added],
+        "train_chunks": prepared.data.train.train_chunks(state.chunks_trained),
+        "replay_chunks": prepared.data.replay_chunks,  # of train_chunks, from --general-data
+        "chunks_trained": state.chunks_trained,
+        "eval_chunks": len(prepared.data.eval),
+        "eval_documents": prepared.data.eval_documents,
+        "documents": prepared.data.train.documents,
+        "steps": state.step,
+        "steps_run": timer.steps,  # by this invocation: fewer than "steps" after --resume
+        "train_samples_per_second": timer.samples_per_second(),
+        "train_runtime_seconds": time.perf_counter() - timer.started,
+        "precision": precision,
+        "processes": world,
+        "sparse_prediction": supports_sparse_prediction(prepared.model),
+        "last_layer_on_masked_rows": trims_last_layer(prepared.model),
+        "history": state.history,
+        "log_history": state.log_history,
+    }
