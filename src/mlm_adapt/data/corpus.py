@@ -46,7 +46,7 @@ class Corpus:
     encoding: str = "utf-8"
 
     def batches(self, batch_size: int = 1_000) -> Iterator[list[str]]:
-        """Documents in order, a batch at a time; list values joined by a space (seed 001)."""
+        """Documents in order, a batch at a time; list values joined by a space (the ELI5 notebook's answers.text)."""
         with decoded(self.source, self.encoding):
             for batch in self.dataset.select_columns([_head(self.dataset, self.column)]).iter(batch_size=batch_size):
                 yield column_texts(batch, self.column)
@@ -92,7 +92,7 @@ def column_texts(batch: dict[str, list], column: str) -> list[str]:
     """The text of ``column`` for each record of a batch (columns -> values), both paths' one reader.
 
     A dotted path walks nested fields: through a record (``{"answers": {"text": [...]}}``,
-    seed 001's ELI5 layout) or each record of a list (``{"answers": [{"text": ...}, ...]}``).
+    the ELI5 layout) or each record of a list (``{"answers": [{"text": ...}, ...]}``).
     """
     if column in batch:
         return [_as_text(value) for value in batch[column]]
