@@ -19,13 +19,15 @@ from mlm_adapt.config.fields import (
                                      Precision,
                                      Remainder,
                                      ReportTo,
+                                     Select,
                                      choices,
                                      field_docs,
 )
 from mlm_adapt.config.sources import DataConfig, EvalConfig, MaskingConfig, ModelConfig, cache_home
 from mlm_adapt.config.tools import AssessConfig, BlendConfig, ProbeConfig, TaskConfig, VocabConfig
-from mlm_adapt.config.training import TrainConfig
+from mlm_adapt.config.training import Rule, TrainConfig
 
-__all__ = ["DEFAULT_DEMO_MINUTES", "DEFAULT_MASK_PROB", "DEFAULT_PSEUDO_TEXTS", "DEFAULT_TOP_K", "DEFAULT_TRAIN_SIZE", "DataConfig",
-           "DocumentBoundary", "EvalConfig", "Masking", "MaskingConfig", "ModelConfig", "Precision", "ProbeConfig", "Remainder",
-           "ReportTo", "TrainConfig", "VocabConfig", "BlendConfig", "TaskConfig", "AssessConfig", "cache_home", "choices", "field_docs"]
+__all__ = ["DEFAULT_DEMO_MINUTES", "DEFAULT_MASK_PROB", "DEFAULT_PSEUDO_TEXTS", "DEFAULT_TOP_K", "DEFAULT_TRAIN_SIZE", "AssessConfig",
+           "BlendConfig", "DataConfig", "DocumentBoundary", "EvalConfig", "Masking", "MaskingConfig", "ModelConfig", "Precision",
+           "ProbeConfig", "Remainder", "ReportTo", "Rule", "Select", "TaskConfig", "TrainConfig", "VocabConfig", "cache_home", "choices",
+           "field_docs"]

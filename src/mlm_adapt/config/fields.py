@@ -21,6 +21,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Remainder = Literal["drop", "pad"]
 DocumentBoundary = Literal["line", "blank-line", "file"]
 ReportTo = Literal["none", "tensorboard", "wandb", "mlflow", "trackio"]
+Select = Literal["last", "best"]
 
 # The seeds' rates: 15% of tokens as in BERT; 20% of words for whole-word masking
 # as in the Hugging Face course's whole_word_masking_data_collator.

@@ -8,10 +8,30 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlm_adapt.config.fields import ReportTo, choice, count, positive, probability
+from mlm_adapt.config.fields import ReportTo, Select, choice, count, non_negative, positive, probability
 from mlm_adapt.config.sources import DataConfig, EvalConfig, ModelConfig
 from mlm_adapt.config.tools import ProbeConfig
 from mlm_adapt.errors import MlmAdaptError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How a run chooses the model it saves among its evaluations (``training.selection``):
+    ``select`` ("last" or "best") and an optional forgetting limit."""
+
+    select: str = "last"
+    max_forgetting: float | None = None  # percent
+
+    @property
+    def chooses(self) -> bool:
+        """Whether the rule picks among evaluations (and so keeps the selected weights)."""
+        return self.select == "best" or self.max_forgetting is not None
+
+    def describe(self) -> str:
+        if self.max_forgetting is not None:
+            return (f"lowest held-out perplexity among evaluations whose general-text perplexity rose at most "
+                    f"{self.max_forgetting:g}%")
+        return "lowest held-out perplexity" if self.select == "best" else "last step"
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,16 @@ class TrainConfig(EvalConfig):
     """Also evaluate every N steps (always at epoch ends and the last step)."""
     keep_checkpoints: int | None = 2
     """Keep the newest K checkpoints."""
+    select: Select = "last"
+    """Which evaluated model to save: the last step's (its held-out perplexity is then an unbiased
+    estimate), or best, the one with the lowest held-out perplexity (chosen on the held-out set:
+    slightly optimistic)."""
+    max_forgetting: float | None = None
+    """With --general-data: save the lowest held-out perplexity among the evaluations whose
+    general-text perplexity rose at most PCT percent (implies --select best)."""
+    early_stop: int | None = None
+    """End the run after N evaluations without a lower held-out perplexity (within
+    --max-forgetting, if given); implies --select best."""
     resume: bool = False
     """Continue from the newest complete checkpoint in --output."""
     overwrite: bool = False
@@ -85,6 +115,12 @@ class TrainConfig(EvalConfig):
         count("save_steps", self.save_steps, optional=True)
         count("eval_steps", self.eval_steps, optional=True)
         count("keep_checkpoints", self.keep_checkpoints, optional=True)
+        choice("select", self.select, Select)
+        count("early_stop", self.early_stop, optional=True)
+        if self.max_forgetting is not None:
+            non_negative("max_forgetting", self.max_forgetting)
+            if self.general_data is None:
+                raise MlmAdaptError("--max-forgetting limits the rise of general-text perplexity: give --general-data")
         count("add_tokens", self.add_tokens, optional=True)
         if self.add_tokens is not None and self.add_tokens_file is not None:
             raise MlmAdaptError("--add-tokens picks the words from the data; --add-tokens-file names them: pick one")
@@ -134,6 +170,11 @@ class TrainConfig(EvalConfig):
         trust = {"allow_pickle": self.model.allow_pickle, "trust_remote_code": self.model.trust_remote_code}
         return ProbeConfig(models=(self.model, ModelConfig(str(self.output), **trust)), data=data,
                            label_column=self.task_label_column, seed=self.seed)
+
+    def selection_rule(self) -> Rule:
+        """How the saved model is chosen among the run's evaluations (``training.selection``)."""
+        chooses = self.max_forgetting is not None or self.early_stop is not None
+        return Rule("best" if chooses else self.select, self.max_forgetting)
 
     def extends_vocabulary(self) -> bool:
         return self.add_tokens is not None or self.add_tokens_file is not None

@@ -130,6 +130,7 @@ def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
         f"{config.masking.eval_masking} at {config.masking.eval_mask_prob}, masks fixed by seed {config.seed}",
         f"- {metrics['steps']} optimizer steps, batch {config.batch_size} x {config.grad_accum}, lr {config.lr}, "
         f"weight decay {config.weight_decay}, warm-up {config.warmup_ratio}, precision {metrics['precision']}",
+        f"- saved model: {saved_step_text(metrics)}",
         f"- hardware: {platform.machine()} {platform.processor() or ''}, {metrics['train_runtime_seconds']:.0f} s "
         f"({metrics['train_samples_per_second']:.1f} samples/s)",
         "",
@@ -160,6 +161,13 @@ def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
     lines += ["", "```python", "from transformers import pipeline", "",
               f'fill = pipeline("fill-mask", model="{Path(config.output).name}")', "```", ""]
     return "\n".join(lines)
+
+
+def saved_step_text(metrics: dict[str, Any]) -> str:
+    """Which evaluation the saved model is, and the rule that chose it ("after" is its numbers)."""
+    chosen = metrics.get("selection") or {"rule": "last step", "step": metrics["steps"]}
+    text = f"step {chosen['step']} of {metrics['steps']} ({chosen['rule']})"
+    return text + (f"; {chosen['note']}" if chosen.get("note") else "")
 
 
 def with_interval_text(value: float, interval: list[float]) -> str:

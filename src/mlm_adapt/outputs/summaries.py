@@ -111,6 +111,8 @@ def print_fill_mask(texts: list[str], results: dict[str, list]) -> None:
 
 
 def print_train_summary(metrics: dict[str, Any], output: Path) -> None:
+    from mlm_adapt.outputs.model_card import saved_step_text
+
     table = Table(title="mlm-adapt train", title_justify="left")
     table.add_column("")
     table.add_column("value", justify="right")
@@ -133,6 +135,7 @@ def print_train_summary(metrics: dict[str, Any], output: Path) -> None:
         table.add_row("words added to the vocabulary", str(len(metrics["added_tokens"])))
     table.add_row("train / eval chunks", f"{metrics['train_chunks']} / {metrics['eval_chunks']}")
     table.add_row("optimizer steps", str(metrics["steps"]))
+    table.add_row("saved model", saved_step_text(metrics))
     table.add_row("samples / s", f"{metrics['train_samples_per_second']:.2f} ({metrics['precision']})")
     out.print(table)
     if metrics.get("task_probe"):

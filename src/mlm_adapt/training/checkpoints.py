@@ -96,6 +96,47 @@ def clear(output: Path) -> None:
     shutil.rmtree(checkpoint_root(output), ignore_errors=True)
 
 
+SELECTED = "selected"  # OUTPUT/checkpoints/selected/: the weights --select chose so far
+
+
+def keep_selected(accelerator, objective, output: Path, step: int) -> None:
+    """Keep the weights of the evaluation just selected (``training.selection``), written
+    atomically beside the checkpoints: every process takes part (a sharded model is gathered)."""
+    weights = {k.removeprefix("model."): v.detach().to("cpu", copy=True).contiguous()
+               for k, v in accelerator.get_state_dict(objective).items()}  # copies: tied weights share memory
+    if not accelerator.is_main_process:
+        return
+    from safetensors.torch import save_file
+
+    root = checkpoint_root(output)
+    tmp, final = root / f".tmp-{SELECTED}", root / SELECTED
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(weights, tmp / "model.safetensors", metadata={"step": str(step)})
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if out_of_space(exc, root):
+            raise space_error(f"the selected model of step {step}", final, resume_hint(output)) from None
+        raise
+
+
+def load_selected(output: Path, step: int) -> dict[str, Any]:
+    """The weights :func:`keep_selected` kept for ``step``; an error if another step's are there."""
+    from safetensors import safe_open
+
+    path = checkpoint_root(output) / SELECTED / "model.safetensors"
+    if not path.is_file():
+        raise MlmAdaptError(f"the selected model of step {step} is missing from {path.parent}")
+    with safe_open(path, framework="pt") as file:
+        kept = int((file.metadata() or {}).get("step", -1))
+        if kept != step:
+            raise MlmAdaptError(f"{path.parent} holds step {kept}'s weights, not the selected step {step}'s")
+        return {key: file.get_tensor(key) for key in file.keys()}
+
+
 def load_checkpoint(accelerator, path: Path) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG states; return the saved trainer state."""
     accelerator.load_state(str(path))

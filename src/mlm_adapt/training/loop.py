@@ -28,7 +28,7 @@ from mlm_adapt.modeling.preparation import Prepared, prepare
 from mlm_adapt.outputs import artifacts, reporting
 from mlm_adapt.system import disclosure, hub
 from mlm_adapt.system.runtime import check_launch, make_accelerator
-from mlm_adapt.training import checkpoints
+from mlm_adapt.training import checkpoints, selection
 from mlm_adapt.training.optimizer_step import WARMUP_STEPS_NOT_TIMED, StepOutcome, optimisation, train_step
 
 log = logging.getLogger("mlm_adapt")
@@ -134,6 +134,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     total_steps = config.total_steps(steps_per_epoch)
     objective, optimizer, scheduler = optimisation(config, prepared.model, accelerator, total_steps, prepared.separator)
     state = _start_or_resume(config, accelerator, objective, prepared)
+    rule = config.selection_rule()
     objective.train()  # from_pretrained returns models in eval mode: dropout must be on
     accelerator.init_trackers("mlm-adapt", config=_tracker_config(state.options))
 
@@ -170,10 +171,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 _read_steps(state, config, unread, timer, bar)
                 unread.clear()
             save = scheduled_save or interrupted
+            stop_early = False
             if evaluate:
                 results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
                 _record_evaluation(state, evaluation_record(results, config.seed, state.before),
                                    epoch_done, steps_per_epoch)
+                # --select best / --max-forgetting: keep this evaluation's weights if it is now the
+                # selected one; --early-stop: N evaluations without a better one end the run.
+                if rule.chooses and selection.selected_index(state.history, state.before, rule)[0] == len(state.history) - 1:
+                    checkpoints.keep_selected(accelerator, objective, config.output, state.step)
+                stop_early = config.early_stop is not None and not last and \
+                    selection.evaluations_without_improvement(state.history, state.before, rule) >= config.early_stop
             if epoch_done:
                 state.next_epoch()
             if save:
@@ -186,6 +194,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     f"interrupted at step {state.step}; checkpoint saved in {checkpoints.checkpoint_root(config.output)}. "
                     "Resume with the same command plus --resume"
                 )
+            if stop_early:
+                log.info("stopping early at step %d: %d evaluations without a lower held-out perplexity",
+                         state.step, config.early_stop)
+                break
     metrics = _metrics(config, prepared, state, precision, timer, accelerator.num_processes)
     _finish(config, accelerator, objective, prepared, output, metrics)
     return metrics
@@ -217,7 +229,11 @@ def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, out
     # Every process takes part: a sharded model (FSDP, DeepSpeed ZeRO-3) is gathered here.
     weights = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(objective).items()}
     if accelerator.is_main_process:
-        _save_outputs(config, output, accelerator.unwrap_model(objective).model, weights, prepared, metrics)
+        model = accelerator.unwrap_model(objective).model
+        if metrics["selected_step"] != metrics["steps"]:  # an earlier evaluation was selected: save its weights
+            weights = checkpoints.load_selected(config.output, metrics["selected_step"])
+            model.load_state_dict(weights)  # the reports' fill-mask table shows the saved model
+        _save_outputs(config, output, model, weights, prepared, metrics)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # last: it also ends the process group
 
@@ -295,11 +311,15 @@ def _record_evaluation(state: RunState, record: dict[str, Any], epoch_done: bool
 
 
 def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer: Timer, world: int) -> dict[str, Any]:
+    """metrics.json: "after" is the saved model, the evaluation the selection rule chose."""
+    chosen = selection.selection_record(state.history, state.before, config.selection_rule())
+    saved = next(entry for entry in state.history if entry["step"] == chosen["selected_step"])
     return {
         "model": config.model.model,
         "data": config.data.data,
         "general_data": config.general_data,
-        **before_after(state.before, state.history[-1], prepared.eval_set.masked_bytes),
+        **before_after(state.before, saved, prepared.eval_set.masked_bytes),
+        **chosen,
         "added_tokens": [{"token": a.token, "id": a.id, "pieces": list(a.pieces)} for a in prepared.added],
         "train_chunks": prepared.data.train.train_chunks(state.chunks_trained),
         "replay_chunks": prepared.data.replay_chunks,  # of train_chunks, from --general-data
