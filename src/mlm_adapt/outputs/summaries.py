@@ -143,6 +143,43 @@ def print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     out.print(f"saved to {output}  (try: mlm-adapt fill-mask --model {output} \"This is a great [MASK].\")")
 
 
+def print_blend(summary: dict[str, Any]) -> None:
+    """One row per blend weight: domain and general-text perplexity (with intervals), task accuracy."""
+    table = Table(title=f"(1 - a) * {summary['base']} + a * {summary['adapted']}", title_justify="left")
+    entries = summary["alphas"]
+    columns = [("perplexity", "domain perplexity"), ("general_perplexity", "general-text perplexity"), ("accuracy", "task accuracy")]
+    shown = [(key, label) for key, label in columns if key in entries[0]]
+    for label in ["a", *(label for _, label in shown)]:
+        table.add_column(label, justify="right")
+    for entry in entries:
+        cells = [with_interval(entry[k], entry[f"{k}_interval"]) if f"{k}_interval" in entry else f"{entry[k]:.3f}" for k, _ in shown]
+        table.add_row(f"{entry['alpha']:g}" + (" (picked)" if entry["alpha"] == summary["picked"] else ""), *cells)
+    out.print(table)
+    out.print(f"picked a = {summary['picked']:g}: {summary['rule']}", markup=False)
+
+
+def print_assessment(result: dict[str, Any]) -> None:
+    """``mlm-adapt assess``: the measurements, then the recommendation."""
+    table = Table(title=f"mlm-adapt assess: {result['data']} for {result['model']}", title_justify="left")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("base perplexity on held-out documents", with_interval(result["base_perplexity"], result["base_perplexity_interval"]))
+    if "general_base_perplexity" in result:
+        table.add_row("base perplexity on general text", f"{result['general_base_perplexity']:.3f}")
+        table.add_row("ratio (headroom)", f"{result['headroom']:.2f}")
+    fertility = result["fertility"]
+    general = f" (general text {fertility['general']['tokens_per_word']:.2f})" if fertility.get("general") else ""
+    table.add_row("tokens per word", f"{fertility['domain']['tokens_per_word']:.2f}{general}")
+    table.add_row("duplicate / near-duplicate documents", f"{result['duplicate_share']:.1%} / {result['near_duplicate_share']:.1%}")
+    lengths = result["document_tokens"]
+    table.add_row("document tokens (p10 / median / p90)", f"{lengths['p10']:.0f} / {lengths['median']:.0f} / {lengths['p90']:.0f}")
+    table.add_row("training chunks", str(result["training_chunks"]))
+    table.add_row("step time (this machine)", f"{result['seconds_per_step']:.2f} s ({result['precision']})")
+    table.add_row("one epoch", f"{result['steps_per_epoch']} steps, about {result['seconds_per_epoch'] / 60:.1f} min")
+    out.print(table)
+    out.print(f"recommendation: {result['recommendation']}", markup=False)
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """``rows`` as JSON lines (written whole, then renamed into place)."""
     import json
