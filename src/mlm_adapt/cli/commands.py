@@ -105,7 +105,7 @@ def train(
 
 
 # Command-line parameters that are not config options, or are named differently there.
-_NOT_OPTIONS = {"config", "json_out", "pseudo", "max_sentences", "compare", "pll", "per_text"}
+_NOT_OPTIONS = {"config", "json_out", "pseudo", "max_sentences", "compare", "pll", "per_text", "words"}
 _RENAMED = {"probe": "probes"}
 
 
@@ -141,6 +141,8 @@ def evaluate(
         help="With --pseudo: held-out texts scored (each costs one forward per token)")] = cfg.DEFAULT_PSEUDO_TEXTS,
     compare: Annotated[Optional[str], typer.Option(
         help="A base model scored on the same tokens and masks: the ratio MODEL / BASE and its paired interval")] = None,
+    words: Annotated[int, typer.Option(
+        help="With --compare: list the N whole words whose NLL fell most and rose most (0: none)")] = 0,
 ) -> None:
     """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
     from mlm_adapt.evaluation.perplexity import evaluation_summary, pseudo_summary
@@ -151,7 +153,7 @@ def evaluate(
     if compare and pseudo:
         raise MlmAdaptError("--compare works with the masked perplexity; drop --pseudo")
     if compare:
-        _evaluate_against(config, compare, json_out)
+        _evaluate_against(config, compare, json_out, words)
         return
     if pseudo:
         if max_sentences < 1:
@@ -182,13 +184,17 @@ def evaluate(
                   f"{summary['masked_tokens']} masked tokens; {summary['bits_per_byte']:.4f} bits per byte)", markup=False)
 
 
-def _evaluate_against(config, base: str, json_out: bool) -> None:
+def _evaluate_against(config, base: str, json_out: bool, words: int) -> None:
     from mlm_adapt.evaluation.perplexity import comparison_summary, evaluation_summary
     from mlm_adapt.evaluation.scoring import evaluate_against
 
     base_config = cfg.ModelConfig(base, allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code)
-    before, after = evaluate_against(config, base_config)
+    if words < 0:
+        raise MlmAdaptError(f"--words must be 0 or a positive number, not {words}")
+    before, after, ledger = evaluate_against(config, base_config, words)
     summary = {**evaluation_summary(after, config.seed), "comparison": comparison_summary(before, after, config.seed)}
+    if ledger is not None:
+        summary["words"] = ledger
     if not _is_main_process():
         return
     if json_out:
@@ -200,5 +206,7 @@ def _evaluate_against(config, base: str, json_out: bool) -> None:
     out.print(f"perplexity {summary['perplexity']:.4f} (base {c['base_perplexity']:.4f}) on {summary['masked_tokens']} "
               f"masked tokens; ratio {c['ratio']:.4f} [{label} {c['interval'][0]:.4f}, {c['interval'][1]:.4f} over "
               f"{c['interval_resamples']}]: {verdict}", markup=False)
+    if ledger is not None:
+        summaries.print_word_ledger(ledger)
 
 

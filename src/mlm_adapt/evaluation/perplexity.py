@@ -87,17 +87,23 @@ def perplexity(nll_sum: float, masked_tokens: int) -> float:
         return float("inf")
 
 
-@torch.inference_mode()
 def evaluate_loss(objective, masked: MaskedSet, batch_size: int, accelerator) -> EvalResult:
     """Summed NLL and masked-token count over ``masked``, each process taking its share of
     rows; with each piece's NLL (:func:`pieces`) for :func:`perplexity_interval`."""
+    per_token = token_nll(objective, masked, batch_size, accelerator)
+    return EvalResult.from_tokens(per_token, masked.labels != IGNORE_INDEX, masked.documents, masked.masked_bytes)
+
+
+@torch.inference_mode()
+def token_nll(objective, masked: MaskedSet, batch_size: int, accelerator) -> np.ndarray:
+    """Each masked token's NLL, shaped as ``masked.labels`` (zero where nothing is masked),
+    gathered from every process's share of the rows."""
     was_training = objective.training
     objective.eval()
-    token_nll = score_shard(objective, masked, batch_size, accelerator)
+    shard = score_shard(objective, masked, batch_size, accelerator)
     objective.train(was_training)
-    gathered = accelerator.gather(token_nll).cpu().double().numpy()  # the one read of the values
-    per_token = gathered[~np.isnan(gathered).all(axis=1)]  # a real row holds zeros where nothing is masked
-    return EvalResult.from_tokens(per_token, masked.labels != IGNORE_INDEX, masked.documents, masked.masked_bytes)
+    gathered = accelerator.gather(shard).cpu().double().numpy()  # the one read of the values
+    return gathered[~np.isnan(gathered).all(axis=1)]  # a real row holds zeros where nothing is masked
 
 
 def score_shard(objective, masked: MaskedSet, batch_size: int, accelerator) -> torch.Tensor:

@@ -10,9 +10,11 @@ import itertools
 import numpy as np
 
 from mlm_adapt.config import DEFAULT_PSEUDO_TEXTS, DataConfig, EvalConfig, ModelConfig
+from mlm_adapt.data.masking import IGNORE_INDEX
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.evaluation.perplexity import EvalResult, evaluate_loss
+from mlm_adapt.evaluation.perplexity import EvalResult, evaluate_loss, token_nll
 from mlm_adapt.evaluation.pseudolikelihood import pseudo_token_nll, text_rows
+from mlm_adapt.evaluation.word_ledger import ledger, occurrences
 from mlm_adapt.modeling.loading import load_model, load_tokenizer
 from mlm_adapt.modeling.objective import MaskedLMObjective
 from mlm_adapt.modeling.preparation import prepare
@@ -57,9 +59,10 @@ def evaluate(config: EvalConfig) -> EvalResult:
     return evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)
 
 
-def evaluate_against(config: EvalConfig, base: ModelConfig) -> tuple[EvalResult, EvalResult]:
+def evaluate_against(config: EvalConfig, base: ModelConfig, words: int = 0) -> tuple[EvalResult, EvalResult, dict | None]:
     """``base`` and ``config.model`` on the same held-out chunks and masks (those a ``train``
-    run with these options used, tokenized by ``config.model``'s tokenizer): (base, model).
+    run with these options used, tokenized by ``config.model``'s tokenizer): (base, model,
+    and with ``words`` the word ledger of the ``words`` words that changed most, else None).
     Refuses a base whose vocabulary differs: it could not score the same tokens."""
     base_tokenizer, tokenizer = load_tokenizer(base), load_tokenizer(config.model)
     if base_tokenizer.get_vocab() != tokenizer.get_vocab():  # before any data is read
@@ -69,7 +72,11 @@ def evaluate_against(config: EvalConfig, base: ModelConfig) -> tuple[EvalResult,
             "two `mlm-adapt evaluate` runs instead")
     accelerator, _ = make_accelerator(config.precision)
     prepared = prepare(config, accelerator)
-    model = evaluate_loss(accelerator.prepare(prepared.objective()), prepared.eval_set, config.batch_size, accelerator)
+    masked = prepared.eval_set
+    model_nll = token_nll(accelerator.prepare(prepared.objective()), masked, config.batch_size, accelerator)
     base_objective = MaskedLMObjective(load_model(base, packing=config.data.packing), separator=prepared.separator)
-    before = evaluate_loss(accelerator.prepare(base_objective), prepared.eval_set, config.batch_size, accelerator)
-    return before, model
+    base_nll = token_nll(accelerator.prepare(base_objective), masked, config.batch_size, accelerator)
+    scored = masked.labels != IGNORE_INDEX
+    results = [EvalResult.from_tokens(nll, scored, masked.documents, masked.masked_bytes) for nll in (base_nll, model_nll)]
+    words_changed = ledger(occurrences(base_nll, model_nll, masked, prepared.data.eval, tokenizer), words) if words else None
+    return results[0], results[1], words_changed

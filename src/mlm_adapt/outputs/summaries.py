@@ -180,6 +180,22 @@ def print_assessment(result: dict[str, Any]) -> None:
     out.print(f"recommendation: {result['recommendation']}", markup=False)
 
 
+def print_word_ledger(ledger: dict[str, Any]) -> None:
+    """The words whose summed NLL fell most and rose most (``evaluate --compare --words``)."""
+    for key, title in (("fell", "got easier"), ("rose", "got harder")):
+        table = Table(title=f"words that {title} (NLL summed over their masked tokens, model - base)", title_justify="left")
+        for label in ("word", "occurrences", "base NLL", "model NLL", "change", "mean change [95% interval]"):
+            table.add_column(label, justify="left" if label == "word" else "right")
+        for row in ledger[key]:
+            interval = row["mean_change_interval"]
+            mean = f"{row['mean_change']:+.3f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "")
+            table.add_row(row["word"], str(row["count"]), f"{row['base_nll']:.2f}", f"{row['model_nll']:.2f}",
+                          f"{row['change']:+.2f}", mean)
+        out.print(table)
+    out.print(f"{ledger['words']} words, {ledger['occurrences']} masked occurrences; total NLL {ledger['base_nll']:.2f} -> "
+              f"{ledger['model_nll']:.2f}", markup=False)
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """``rows`` as JSON lines (written whole, then renamed into place)."""
     import json

@@ -1,0 +1,65 @@
+"""What changed, word by word: the masked-token NLL of two models on the same held-out
+tokens and masks, summed per whole-word occurrence and pooled per word.
+
+Every masked token belongs to one word of its chunk (special tokens are never masked),
+so the words' NLLs add up to the set's total, for each model. A word's change is the sum,
+over its occurrences, of (model NLL - base NLL); its interval is a t interval of the mean
+change per occurrence (occurrences of a word are treated as independent: an
+approximation where one document repeats a word).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from mlm_adapt.data.chunking import Chunks
+from mlm_adapt.data.held_out import MaskedSet
+from mlm_adapt.data.masking import IGNORE_INDEX
+
+
+def occurrences(base_nll: np.ndarray, model_nll: np.ndarray, masked: MaskedSet, chunks: Chunks, tokenizer) -> dict[str, np.ndarray]:
+    """Per word text: an array of (base NLL, model NLL, masked tokens), one row per occurrence
+    (a word of a chunk with at least one masked token). ``*_nll``: per-token NLL arrays
+    shaped as ``masked.labels`` (zero where nothing is masked)."""
+    scored = masked.labels != IGNORE_INDEX
+    sums: dict[tuple[int, int], list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    for row, position in zip(*np.nonzero(scored)):
+        cell = sums[(int(row), int(chunks.word_ids[row, position]))]
+        cell[0] += float(base_nll[row, position])
+        cell[1] += float(model_nll[row, position])
+        cell[2] += 1
+    by_word: dict[str, list[list[float]]] = defaultdict(list)
+    for (row, word), cell in sums.items():
+        ids = chunks.input_ids[row][chunks.word_ids[row] == word]
+        by_word[tokenizer.decode(ids.tolist()).strip()].append(cell)
+    return {word: np.asarray(cells, dtype=np.float64) for word, cells in by_word.items()}
+
+
+def _word_row(word: str, cells: np.ndarray) -> dict[str, Any]:
+    change = cells[:, 1] - cells[:, 0]
+    count = len(cells)
+    interval = None
+    if count >= 2:
+        half = stats.t.ppf(0.975, count - 1) * change.std(ddof=1) / np.sqrt(count)
+        interval = [float(change.mean() - half), float(change.mean() + half)]
+    return {"word": word, "count": count, "masked_tokens": int(cells[:, 2].sum()),
+            "base_nll": float(cells[:, 0].sum()), "model_nll": float(cells[:, 1].sum()),
+            "change": float(change.sum()), "mean_change": float(change.mean()), "mean_change_interval": interval}
+
+
+def ledger(words: dict[str, np.ndarray], top: int) -> dict[str, Any]:
+    """The ``top`` words whose summed NLL fell most and rose most, and the totals (which the
+    words' NLLs add up to)."""
+    rows = sorted((_word_row(word, cells) for word, cells in words.items()), key=lambda r: (r["change"], r["word"]))
+    return {
+        "fell": [r for r in rows[:top] if r["change"] < 0],
+        "rose": [r for r in reversed(rows[-top:]) if r["change"] > 0],
+        "words": len(rows),
+        "occurrences": int(sum(r["count"] for r in rows)),
+        "base_nll": float(sum(r["base_nll"] for r in rows)),
+        "model_nll": float(sum(r["model_nll"] for r in rows)),
+    }

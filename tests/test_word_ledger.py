@@ -1,0 +1,60 @@
+"""evaluate --compare BASE --words N: what changed, whole word by whole word, on the same
+held-out tokens and masks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import run_main, train_config
+from mlm_adapt.data.chunking import Chunks
+from mlm_adapt.data.held_out import MaskedSet
+from mlm_adapt.evaluation.word_ledger import ledger, occurrences
+
+
+class _Tokenizer:
+    def decode(self, ids: list[int]) -> str:
+        return "-".join(str(i) for i in ids)
+
+
+def test_every_masked_token_counts_once_for_its_word():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 50, size=(3, 10))
+    words = np.tile(np.repeat(np.arange(5), 2), (3, 1))  # two pieces per word
+    labels = np.where(rng.random((3, 10)) < 0.4, ids, -100)
+    base, model = rng.random((3, 10)) * (labels != -100), rng.random((3, 10)) * (labels != -100)
+    found = occurrences(base, model, MaskedSet(ids, np.ones_like(ids), labels), Chunks(ids, np.ones_like(ids), words), _Tokenizer())
+    cells = np.concatenate(list(found.values()))
+    assert cells[:, 0].sum() == pytest.approx(base.sum()) and cells[:, 1].sum() == pytest.approx(model.sum())
+    assert cells[:, 2].sum() == (labels != -100).sum()
+    assert all(len(word.split("-")) == 2 for word in found)  # whole words: both pieces, masked or not
+    summary = ledger(found, top=3)
+    assert summary["base_nll"] == pytest.approx(base.sum()) and summary["model_nll"] == pytest.approx(model.sum())
+    assert [r["change"] for r in summary["fell"]] == sorted(r["change"] for r in summary["fell"])
+    assert all(r["change"] < 0 for r in summary["fell"]) and all(r["change"] > 0 for r in summary["rose"])
+
+
+def test_the_ledger_of_a_run_sums_to_the_sets_totals(bert_dir, data_root, tmp_path, capsys):
+    from mlm_adapt.training.loop import train
+
+    config = train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=8)
+    metrics = train(config)
+    code, out, err = run_main(capsys, "evaluate", "--model", str(config.output), "--compare", str(bert_dir), "--words", "5",
+                              "--data", str(data_root / "docs.txt"), "--chunk-size", "48", "--eval-size", "40", "--seed", "7",
+                              "--batch-size", "16", "--precision", "fp32", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    words, tokens = summary["words"], summary["masked_tokens"]
+    # The words' NLLs add up to each model's total over the masked tokens (perplexity = exp(total / tokens)).
+    assert words["model_nll"] == pytest.approx(math.log(summary["perplexity"]) * tokens, rel=1e-6)
+    assert words["base_nll"] == pytest.approx(math.log(summary["comparison"]["base_perplexity"]) * tokens, rel=1e-6)
+    assert summary["perplexity"] == pytest.approx(metrics["perplexity_after"], rel=1e-6)
+    assert 0 < len(words["fell"]) <= 5 and all("##" not in row["word"] for row in words["fell"] + words["rose"])
+    assert all(row["mean_change_interval"] is None or row["mean_change_interval"][0] <= row["mean_change"] <= row["mean_change_interval"][1]
+               for row in words["fell"])
+    code, out, _ = run_main(capsys, "evaluate", "--model", str(config.output), "--compare", str(bert_dir), "--words", "3",
+                            "--data", str(data_root / "docs.txt"), "--chunk-size", "48", "--eval-size", "40", "--seed", "7")
+    assert code == 0 and "words that got easier" in out
