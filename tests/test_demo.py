@@ -53,6 +53,11 @@ def test_demo_runs_both_stages_and_writes_the_summary(bert_dir, data_root, tmp_p
     assert saved["general_perplexity_after"] == metrics["general_perplexity_after"]
     assert saved["sentiment_probe"] == metrics["task_probe"] and len(saved["topic_probe"]["seeds"]) == 2
     assert (tmp_path / "demo" / "general" / "model.safetensors").exists()
+    assert saved["selected_step"] == metrics["selected_step"] and saved["selection"] == metrics["selection"]
+    assert "rose at most 10%" in saved["selection"]["rule"]  # stage 2 limits its forgetting
+    assert [e["alpha"] for e in saved["blend"]["alphas"]] == [0.0, 0.5, 1.0] and saved["blend"]["picked"] in (0.0, 0.5, 1.0)
+    assert saved["blend"]["alphas"][-1]["perplexity"] == pytest.approx(metrics["perplexity_after"], rel=1e-6)
+    assert (tmp_path / "demo" / "blend" / "model.safetensors").exists()
 
 
 def test_the_labelled_tasks_come_from_the_corpora(tmp_path):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlm_adapt.config import DEFAULT_DEMO_MINUTES, DataConfig, MaskingConfig, ModelConfig, ProbeConfig, TrainConfig, cache_home
+from mlm_adapt.config import DEFAULT_DEMO_MINUTES, BlendConfig, DataConfig, MaskingConfig, ModelConfig, ProbeConfig, TrainConfig, cache_home
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.outputs import artifacts
 
@@ -49,7 +49,11 @@ GENERAL_CHUNKS, ADAPT_CHUNKS = 6_000, 3_500
 BATCH = 32
 # Work outside the training steps, measured on a demo run (README): evaluations and probes
 # cost about OVERHEAD_STEPS training steps; loading, tokenizing and saving OVERHEAD_SECONDS.
-OVERHEAD_STEPS, OVERHEAD_SECONDS = 60, 45
+OVERHEAD_STEPS, OVERHEAD_SECONDS = 80, 45
+# Stage 2 saves the evaluation with the lowest review perplexity among those whose news
+# perplexity rose at most FORGETTING percent (evaluated every half epoch); then base and
+# adapted model are blended at BLEND_ALPHAS and the largest a within BLEND_FORGETTING kept.
+FORGETTING, BLEND_FORGETTING, BLEND_ALPHAS = 10.0, 5.0, (0.0, 0.5, 1.0)
 MIN_SHARE = 0.15  # below this the shift is not learnt: take longer than the budget instead
 
 PROBES = (
@@ -169,8 +173,18 @@ def stage_configs(assets: DemoAssets, output: Path, overwrite: bool = False, sha
         output=output / "adapted",
         epochs=2, batch_size=BATCH, lr=1e-4, warmup_ratio=0.06, overwrite=overwrite,
         general_data=str(assets.news_dir), general_encoding="latin-1", task_data=str(sentiment),
+        eval_steps=max(1, round(share * ADAPT_CHUNKS / BATCH / 2)), max_forgetting=FORGETTING,
     )
     return general, adapted
+
+
+def blend_config(general: TrainConfig, adapted: TrainConfig, output: Path, overwrite: bool = False) -> BlendConfig:
+    """The lever after stage 2: the general and the adapted model blended, measured on stage
+    2's held-out reviews and news, the largest a within BLEND_FORGETTING percent saved."""
+    return BlendConfig(base=ModelConfig(str(general.output)), adapted=ModelConfig(str(adapted.output)), data=adapted.data,
+                       masking=adapted.masking, alphas=BLEND_ALPHAS, general=adapted.general_data_config(),
+                       output=output / "blend", max_forgetting=BLEND_FORGETTING, overwrite=overwrite,
+                       batch_size=adapted.batch_size, precision=adapted.precision, seed=adapted.seed)
 
 
 def topic_probe_config(assets: DemoAssets, general: TrainConfig, adapted: TrainConfig) -> ProbeConfig:
@@ -195,9 +209,11 @@ def sized_configs(assets: DemoAssets, output: Path, overwrite: bool, minutes: fl
 
 def run_demo(output: Path, overwrite: bool = False, assets: DemoAssets | None = None,
              configs: tuple[TrainConfig, TrainConfig, ProbeConfig] | None = None, minutes: float = DEFAULT_DEMO_MINUTES) -> dict[str, Any]:
-    """Both stages, fill-mask before/after and the topic probe; writes and returns ``summary.json``."""
+    """Both stages (stage 2 saving the step its rule selects), fill-mask before/after, the topic
+    probe and the blend of the two models; writes and returns ``summary.json``."""
     from mlm_adapt.evaluation.inference import FillMask
     from mlm_adapt.evaluation.probing import probe
+    from mlm_adapt.training.blending import blend
     from mlm_adapt.training.loop import train
 
     if minutes <= 0:
@@ -215,6 +231,8 @@ def run_demo(output: Path, overwrite: bool = False, assets: DemoAssets | None = 
     metrics = train(adapted)
     log.info("probing news topics: general model vs adapted model ...")
     topic_probe = probe(topics)
+    log.info("blending the general and the adapted model -> %s", output / "blend")
+    blended = blend(blend_config(general, adapted, output, overwrite))
     before, after = FillMask(str(general.output)), FillMask(str(adapted.output))
     probes = [{"text": text, "before": [p.token for p in before(text)[0]], "after": [p.token for p in after(text)[0]]}
               for text in PROBES]
@@ -227,6 +245,10 @@ def run_demo(output: Path, overwrite: bool = False, assets: DemoAssets | None = 
         "probes": probes,
         "sentiment_probe": metrics.get("task_probe"),
         "topic_probe": topic_probe,
+        "steps": metrics["steps"],
+        "selected_step": metrics["selected_step"],
+        "selection": metrics["selection"],
+        "blend": blended,
         "general_model": str(general.output),
         "adapted_model": str(adapted.output),
     }

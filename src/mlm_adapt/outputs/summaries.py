@@ -74,6 +74,11 @@ def print_demo_summary(summary: dict[str, Any]) -> None:
     for probe in summary["probes"]:
         table.add_row(probe["text"], ", ".join(probe["before"]), ", ".join(probe["after"]))
     out.print(table)
+    if "selection" in summary:
+        chosen = summary["selection"]
+        out.print(f"adapted model saved at step {chosen['step']} of {summary['steps']}: {chosen['rule']}", markup=False)
+    if "blend" in summary:
+        print_blend(summary["blend"])
     out.print(f"models: {summary['general_model']} and {summary['adapted_model']}; numbers in summary.json")
 
 
