@@ -176,3 +176,28 @@ def test_per_text_scores_are_written_as_json_lines_joined_to_the_data_rows(capsy
         assert s["tokens"] == len(tokenizer(documents[s["index"]], truncation=True, max_length=32)["input_ids"]) - 2
     code, _, err = _evaluate_pseudo(capsys, bert_dir, data_root, "--pll", "sentence")
     assert code == 2 and "--pll must be word-l2r or original" in err
+
+
+def test_pseudo_perplexity_against_a_base_is_paired_on_the_same_texts(capsys, bert_dir, data_root, tmp_path):
+    import json
+
+    from conftest import train_config
+    from mlm_adapt.training.loop import train
+
+    adapted = tmp_path / "adapted"
+    train(train_config(bert_dir, data_root / "docs.txt", adapted, max_steps=6))
+    out = tmp_path / "scores.jsonl"
+    code, stdout, err = _evaluate_pseudo(capsys, adapted, data_root, "--compare", str(bert_dir), "--per-text", str(out), "--json")
+    assert code == 0, err
+    summary, scores = json.loads(stdout), [json.loads(line) for line in out.read_text().splitlines()]
+    base_alone = json.loads(_evaluate_pseudo(capsys, bert_dir, data_root, "--json")[1])
+    comparison = summary["comparison"]
+    assert comparison["base_perplexity"] == pytest.approx(base_alone["pseudo_perplexity"], rel=1e-6)  # the same texts
+    tokens = sum(s["tokens"] for s in scores)
+    ratio = math.exp((sum(s["nll"] for s in scores) - sum(s["base_nll"] for s in scores)) / tokens)
+    assert comparison["ratio"] == pytest.approx(ratio, rel=1e-6)
+    assert comparison["interval"][0] <= comparison["ratio"] <= comparison["interval"][1]
+    assert comparison["significant"] is None  # 4 texts: too few for a verdict, and it says so
+    assert "unreliable" in comparison["interval_caveat"] or "fewer" in comparison["interval_caveat"]
+    code, _, err = _evaluate_pseudo(capsys, bert_dir, data_root, "--words", "3")
+    assert code == 2 and "--words" in err and "--compare" in err

@@ -145,14 +145,14 @@ def evaluate(
         help="With --compare: list the N whole words whose NLL fell most and rose most (0: none)")] = 0,
 ) -> None:
     """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
-    from mlm_adapt.evaluation.perplexity import evaluation_summary, pseudo_summary
+    from mlm_adapt.evaluation.perplexity import comparison_summary, evaluation_summary, pseudo_summary
     from mlm_adapt.evaluation.scoring import evaluate as run
     from mlm_adapt.evaluation.scoring import pseudo_perplexity
 
     config = flat_options.resolve(cfg.EvalConfig, _config_options(ctx))
-    if compare and pseudo:
-        raise MlmAdaptError("--compare works with the masked perplexity; drop --pseudo")
-    if compare:
+    if words and not compare:
+        raise MlmAdaptError("--words lists what changed against a base model: give --compare BASE")
+    if compare and not pseudo:
         _evaluate_against(config, compare, json_out, words)
         return
     if pseudo:
@@ -160,8 +160,11 @@ def evaluate(
             raise MlmAdaptError(f"--max-sentences must be a positive number, not {max_sentences}")
         if pll not in ("word-l2r", "original"):
             raise MlmAdaptError(f"--pll must be word-l2r or original, not {pll!r}")
-        result, per_text_scores = pseudo_perplexity(config, max_sentences, word_l2r=pll == "word-l2r")
+        base = _base_config(config, compare) if compare else None
+        result, per_text_scores, base_result = pseudo_perplexity(config, max_sentences, word_l2r=pll == "word-l2r", base=base)
         summary = {**pseudo_summary(result, config.seed), "pll": pll, "texts": len(per_text_scores)}
+        if base_result is not None:
+            summary["comparison"] = comparison_summary(base_result, result, config.seed)
         if per_text is not None and _is_main_process():
             summaries.write_jsonl(per_text, per_text_scores)
         if json_out and _is_main_process():
@@ -171,6 +174,8 @@ def evaluate(
             out.print(f"pseudo-perplexity {summary['pseudo_perplexity']:.4f} [{summaries.interval_label(summary)} {low:.4f}, "
                       f"{high:.4f} over {summary['interval_resamples']}] over {summary['scored_tokens']} tokens of "
                       f"{summary['texts']} texts (PLL-{pll})", markup=False)
+            if base_result is not None:
+                _print_comparison(summary["comparison"], "pseudo-perplexity")
         return
     summary = evaluation_summary(run(config), config.seed)
     if not _is_main_process():
@@ -184,14 +189,18 @@ def evaluate(
                   f"{summary['masked_tokens']} masked tokens; {summary['bits_per_byte']:.4f} bits per byte)", markup=False)
 
 
+def _base_config(config, base: str) -> cfg.ModelConfig:
+    """--compare's model, trusted as far as --model is."""
+    return cfg.ModelConfig(base, allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code)
+
+
 def _evaluate_against(config, base: str, json_out: bool, words: int) -> None:
     from mlm_adapt.evaluation.perplexity import comparison_summary, evaluation_summary
     from mlm_adapt.evaluation.scoring import evaluate_against
 
-    base_config = cfg.ModelConfig(base, allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code)
     if words < 0:
         raise MlmAdaptError(f"--words must be 0 or a positive number, not {words}")
-    before, after, ledger = evaluate_against(config, base_config, words)
+    before, after, ledger = evaluate_against(config, _base_config(config, base), words)
     summary = {**evaluation_summary(after, config.seed), "comparison": comparison_summary(before, after, config.seed)}
     if ledger is not None:
         summary["words"] = ledger
@@ -200,13 +209,17 @@ def _evaluate_against(config, base: str, json_out: bool, words: int) -> None:
     if json_out:
         print(json.dumps(summary))
         return
-    c = summary["comparison"]
-    verdict = {True: "significant", False: "not significant", None: f"no verdict: {c['interval_caveat']}"}[c["significant"]]
-    label = "interval" if c["interval_caveat"] else "95% interval"
-    out.print(f"perplexity {summary['perplexity']:.4f} (base {c['base_perplexity']:.4f}) on {summary['masked_tokens']} "
-              f"masked tokens; ratio {c['ratio']:.4f} [{label} {c['interval'][0]:.4f}, {c['interval'][1]:.4f} over "
-              f"{c['interval_resamples']}]: {verdict}", markup=False)
+    out.print(f"perplexity {summary['perplexity']:.4f} on {summary['masked_tokens']} masked tokens", markup=False)
+    _print_comparison(summary["comparison"], "perplexity")
     if ledger is not None:
         summaries.print_word_ledger(ledger)
+
+
+def _print_comparison(c: dict[str, Any], measure: str) -> None:
+    """The paired verdict: the ratio MODEL / BASE, its interval, and whether it excludes 1."""
+    verdict = {True: "significant", False: "not significant", None: f"no verdict: {c['interval_caveat']}"}[c["significant"]]
+    label = "interval" if c["interval_caveat"] else "95% interval"
+    out.print(f"base {measure} {c['base_perplexity']:.4f}; ratio {c['ratio']:.4f} [{label} {c['interval'][0]:.4f}, "
+              f"{c['interval'][1]:.4f} over {c['interval_resamples']}]: {verdict}", markup=False)
 
 

@@ -21,23 +21,36 @@ from mlm_adapt.modeling.preparation import prepare
 from mlm_adapt.system.runtime import make_accelerator
 
 
-def pseudo_perplexity(config: EvalConfig, max_texts: int = DEFAULT_PSEUDO_TEXTS, word_l2r: bool = True) -> tuple[EvalResult, list[dict]]:
+def pseudo_perplexity(config: EvalConfig, max_texts: int = DEFAULT_PSEUDO_TEXTS, word_l2r: bool = True,
+                      base: ModelConfig | None = None) -> tuple[EvalResult, list[dict], EvalResult | None]:
     """Pseudo-log-likelihood of ``config.model`` on up to ``max_texts`` texts, each scored on
     its own (``pseudolikelihood.text_rows``): the held-out documents a ``train`` run with
     these options uses (the first rows of a stream). Returns the pooled result (its interval
-    resamples texts) and one ``{"index", "nll", "tokens"}`` per text, ``index`` its row in
-    ``--data``. ``word_l2r``: PLL-word-l2r (Kauf & Ivanova 2023), else the original PLL."""
+    resamples texts), one ``{"index", "nll", "tokens"}`` per text (``index``: its row in
+    ``--data``) and, given ``base``, the base model's result on the same texts (each text's
+    ``base_nll`` added). ``word_l2r``: PLL-word-l2r (Kauf & Ivanova 2023), else the original."""
+    if base is not None:
+        check_same_vocabulary(base, config.model)
     accelerator, _ = make_accelerator(config.precision)
     prepared = prepare(config, accelerator)
-    objective = accelerator.prepare(prepared.objective())
     rows, texts = held_out_texts(config.data, prepared.data.held_out, max_texts)
     chunks = text_rows(prepared.tokenizer, texts, config.data.chunk_size)
-    token_nll = pseudo_token_nll(objective, chunks, prepared.tokenizer.mask_token_id, accelerator.device,
-                                 config.batch_size, word_l2r)
     scored = chunks.word_ids >= 0
+
+    def score(objective) -> np.ndarray:
+        return pseudo_token_nll(accelerator.prepare(objective), chunks, prepared.tokenizer.mask_token_id, accelerator.device,
+                                config.batch_size, word_l2r)
+
+    token_nll = score(prepared.objective())
     per_text = [{"index": int(row), "nll": float(nll), "tokens": int(count)}
                 for row, nll, count in zip(rows, token_nll.sum(axis=1), scored.sum(axis=1))]
-    return EvalResult.from_tokens(token_nll, scored, chunks.documents), per_text
+    base_result = None
+    if base is not None:
+        base_nll = score(MaskedLMObjective(load_model(base, packing=config.data.packing), separator=prepared.separator))
+        for entry, nll in zip(per_text, base_nll.sum(axis=1)):
+            entry["base_nll"] = float(nll)
+        base_result = EvalResult.from_tokens(base_nll, scored, chunks.documents)
+    return EvalResult.from_tokens(token_nll, scored, chunks.documents), per_text, base_result
 
 
 def held_out_texts(config: DataConfig, held_out: np.ndarray | None, limit: int) -> tuple[list[int], list[str]]:
@@ -59,17 +72,24 @@ def evaluate(config: EvalConfig) -> EvalResult:
     return evaluate_loss(objective, prepared.eval_set, config.batch_size, accelerator)
 
 
+def check_same_vocabulary(base: ModelConfig, model: ModelConfig):
+    """``model``'s tokenizer, if ``base`` has the same vocabulary (before any data is read);
+    otherwise the two cannot score the same tokens."""
+    base_tokenizer, tokenizer = load_tokenizer(base), load_tokenizer(model)
+    if base_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise MlmAdaptError(
+            f"--compare {base.model}: its vocabulary ({len(base_tokenizer)} tokens) differs from {model.model}'s "
+            f"({len(tokenizer)}), so the two cannot score the same masked tokens; compare bits per byte of "
+            "two `mlm-adapt evaluate` runs instead")
+    return tokenizer
+
+
 def evaluate_against(config: EvalConfig, base: ModelConfig, words: int = 0) -> tuple[EvalResult, EvalResult, dict | None]:
     """``base`` and ``config.model`` on the same held-out chunks and masks (those a ``train``
     run with these options used, tokenized by ``config.model``'s tokenizer): (base, model,
     and with ``words`` the word ledger of the ``words`` words that changed most, else None).
     Refuses a base whose vocabulary differs: it could not score the same tokens."""
-    base_tokenizer, tokenizer = load_tokenizer(base), load_tokenizer(config.model)
-    if base_tokenizer.get_vocab() != tokenizer.get_vocab():  # before any data is read
-        raise MlmAdaptError(
-            f"--compare {base.model}: its vocabulary ({len(base_tokenizer)} tokens) differs from {config.model.model}'s "
-            f"({len(tokenizer)}), so the two cannot score the same masked tokens; compare bits per byte of "
-            "two `mlm-adapt evaluate` runs instead")
+    tokenizer = check_same_vocabulary(base, config.model)
     accelerator, _ = make_accelerator(config.precision)
     prepared = prepare(config, accelerator)
     masked = prepared.eval_set

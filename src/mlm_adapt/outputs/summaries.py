@@ -76,7 +76,8 @@ def print_demo_summary(summary: dict[str, Any]) -> None:
     out.print(table)
     if "selection" in summary:
         chosen = summary["selection"]
-        out.print(f"adapted model saved at step {chosen['step']} of {summary['steps']}: {chosen['rule']}", markup=False)
+        note = f" ({chosen['note']})" if chosen.get("note") else ""
+        out.print(f"adapted model saved at step {chosen['step']} of {summary['steps']}: {chosen['rule']}{note}", markup=False)
     if "blend" in summary:
         print_blend(summary["blend"])
     out.print(f"models: {summary['general_model']} and {summary['adapted_model']}; numbers in summary.json")
