@@ -58,3 +58,17 @@ def test_the_ledger_of_a_run_sums_to_the_sets_totals(bert_dir, data_root, tmp_pa
     code, out, _ = run_main(capsys, "evaluate", "--model", str(config.output), "--compare", str(bert_dir), "--words", "3",
                             "--data", str(data_root / "docs.txt"), "--chunk-size", "48", "--eval-size", "40", "--seed", "7")
     assert code == 0 and "words that got easier" in out
+
+
+def test_a_run_reports_what_changed_word_by_word(bert_dir, data_root, tmp_path):
+    from mlm_adapt.training.loop import train
+
+    config = train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=8)
+    metrics = train(config)
+    words = metrics["words"]  # the saved model against the base, on the run's held-out masks
+    tokens = metrics["eval_masked_tokens"]
+    assert words["model_nll"] == pytest.approx(math.log(metrics["perplexity_after"]) * tokens, rel=1e-5)
+    assert words["base_nll"] == pytest.approx(math.log(metrics["perplexity_before"]) * tokens, rel=1e-5)
+    assert len(words["fell"]) <= 15 and words["fell"]
+    report = (tmp_path / "o" / "report.html").read_text()
+    assert "What changed, word by word" in report and words["fell"][0]["word"] in report

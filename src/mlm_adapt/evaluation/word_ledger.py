@@ -63,3 +63,21 @@ def ledger(words: dict[str, np.ndarray], top: int) -> dict[str, Any]:
         "base_nll": float(sum(r["base_nll"] for r in rows)),
         "model_nll": float(sum(r["model_nll"] for r in rows)),
     }
+
+
+REPORT_WORDS = 15  # words per list in a run's metrics.json and report.html
+
+
+def against_base(model, base, prepared, batch_size: int, accelerator, top: int = REPORT_WORDS) -> dict[str, Any]:
+    """A run's ledger: ``model`` (the saved one) against the ``base`` ``ModelConfig`` it
+    started from, on the run's own held-out chunks and masks (``prepared``)."""
+    from mlm_adapt.evaluation.perplexity import token_nll
+    from mlm_adapt.modeling.loading import load_model
+    from mlm_adapt.modeling.objective import MaskedLMObjective
+
+    masked = prepared.eval_set
+    model_nll = token_nll(accelerator.prepare(MaskedLMObjective(model, separator=prepared.separator)), masked, batch_size, accelerator)
+    base_model = load_model(base, packing=prepared.separator is not None)
+    base_nll = token_nll(accelerator.prepare(MaskedLMObjective(base_model, separator=prepared.separator)), masked, batch_size,
+                         accelerator)
+    return ledger(occurrences(base_nll, model_nll, masked, prepared.data.eval, prepared.tokenizer), top)

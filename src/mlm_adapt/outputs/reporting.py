@@ -108,7 +108,7 @@ def report_html(config_options: dict[str, Any], metrics: dict[str, Any], probes:
         title=esc(f"mlm-adapt: {config_options['model']} on {config_options['data']}"), table=table, history=history,
         image=image, probes=probe_rows, config=esc(yaml.safe_dump(config_options, sort_keys=False)),
         vocabulary=_added_tokens_html(metrics.get("added_tokens") or []), verdict=esc(verdict(metrics)),
-        task=_task_probe_html(metrics.get("task_probe")),
+        task=_task_probe_html(metrics.get("task_probe")), words=_words_html(metrics.get("words")),
     )
 
 
@@ -118,6 +118,23 @@ def _task_probe_html(task: dict[str, Any] | None) -> str:
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in task_probe_rows(task))
     intro = html.escape(task_probe_intro(task)).replace("`", "")
     return f"<p>{intro}</p><table><tr><th></th><th>accuracy</th><th>macro-F1</th></tr>{rows}</table>"
+
+
+def _words_html(words: dict[str, Any] | None) -> str:
+    """The word ledger: the whole words whose held-out NLL fell most and rose most."""
+    if not words:
+        return ""
+    parts = []
+    for key, title in (("fell", "got easier"), ("rose", "got harder")):
+        rows = "".join(
+            f"<tr><td>{html.escape(r['word'])}</td><td>{r['count']}</td><td>{r['change']:+.2f}</td><td>{r['mean_change']:+.3f}"
+            + (f" [{r['mean_change_interval'][0]:+.3f}, {r['mean_change_interval'][1]:+.3f}]" if r["mean_change_interval"] else "")
+            + "</td></tr>" for r in words[key])
+        parts.append(f"<h3>Words that {title}</h3><table><tr><th>word</th><th>occurrences</th><th>NLL change (nats)</th>"
+                     f"<th>per occurrence [95% interval]</th></tr>{rows}</table>")
+    return ("<h2>What changed, word by word</h2><p>Masked-token NLL of the saved model minus the base model's on the "
+            f"held-out text, summed per whole word ({words['occurrences']} occurrences of {words['words']} words; total "
+            f"{words['base_nll']:.1f} -> {words['model_nll']:.1f} nats).</p>" + "".join(parts))
 
 
 def _added_tokens_html(added: list[dict[str, Any]]) -> str:
@@ -149,6 +166,7 @@ th {{ background: #f4f4f4; }} img {{ max-width: 100%; }} pre {{ background: #f7f
 <h2>Per epoch</h2><table>{history}</table>
 <h2>Fill-mask, base model vs adapted model</h2>
 <table><tr><th>text</th><th>before</th><th>after</th></tr>{probes}</table>
+{words}
 {vocabulary}
 <h2>Configuration</h2><pre>{config}</pre>
 </body></html>

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from mlm_adapt import flat_options
 from mlm_adapt.config import TrainConfig
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
-from mlm_adapt.evaluation import probing, vocabulary
+from mlm_adapt.evaluation import probing, vocabulary, word_ledger
 from mlm_adapt.evaluation.perplexity import before_after, evaluate_sets, evaluation_record
 from mlm_adapt.modeling.objective import supports_sparse_prediction, trims_last_layer
 from mlm_adapt.modeling.preparation import Prepared, prepare
@@ -233,6 +233,9 @@ def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, out
         if metrics["selected_step"] != metrics["steps"]:  # an earlier evaluation was selected: save its weights
             weights = checkpoints.load_selected(config.output, metrics["selected_step"])
             model.load_state_dict(weights)  # the reports' fill-mask table shows the saved model
+        # What changed, word by word (report.html): one process, and a vocabulary the base can score.
+        if accelerator.num_processes == 1 and not config.extends_vocabulary():
+            metrics["words"] = word_ledger.against_base(model, config.model, prepared, config.batch_size, accelerator)
         _save_outputs(config, output, model, weights, prepared, metrics)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # last: it also ends the process group
