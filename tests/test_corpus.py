@@ -235,7 +235,7 @@ def test_a_decoding_error_found_while_reading_is_a_user_error(tmp_path, monkeypa
     # What a remote file (hf://...json.gz) meets: no check before datasets reads it.
     from mlm_adapt.data import corpus
 
-    monkeypatch.setattr(corpus, "_check_readable_text", lambda *args: None)
+    monkeypatch.setattr(corpus, "check_readable_text", lambda *args: None)
     path = _compressed_latin1(tmp_path / "latin.jsonl.gz", ["Un café très sympa."] * 4)
     with pytest.raises(MlmAdaptError, match="not valid utf-8 text; pass --encoding"):
         _docs(DataConfig(data=str(path), streaming=streaming))

@@ -10,7 +10,6 @@ case, so files are memory-mapped Arrow tables rather than Python strings.
 from __future__ import annotations
 
 import codecs
-import json
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,16 +19,12 @@ from typing import Iterator
 import datasets
 
 from mlm_adapt.config import DataConfig
+from mlm_adapt.data.file_checks import builder_suffix, check_readable_text, compressed, diagnose, encoding_error, hub_error
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.system.hub import offline_mode
 
 BUILDERS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-# datasets decompresses these on the fly (docs.jsonl.gz reads as docs.jsonl).
-COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 # A data file named by URL: hf://datasets/OWNER/NAME/FILE (any Hub repo's file) or http(s).
 REMOTE_PREFIXES = ("hf://", "https://", "http://")
-_TEXT_LIKE = {".txt", ".text", ".jsonl", ".json", ".csv"}
-_SNIFF_BYTES = 1 << 13
 
 
 @dataclass(frozen=True)
@@ -177,21 +172,9 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or _builder_for(spec) is not None
 
 
-def _compressed(name: str) -> bool:
-    return name.lower().endswith(COMPRESSIONS)
-
-
-def _builder_suffix(name: str) -> str:
-    """A file name's format suffix, looking through a compression suffix (.jsonl for docs.jsonl.gz)."""
-    lower = name.lower()
-    for suffix in COMPRESSIONS:
-        lower = lower.removesuffix(suffix)
-    return Path(lower).suffix
-
-
 def _builder_for(name: str) -> str | None:
     """The datasets builder for a file name, looking through a compression suffix."""
-    return BUILDERS.get(_builder_suffix(name))
+    return BUILDERS.get(builder_suffix(name))
 
 
 # --document-boundary as the datasets text builder's sample_by.
@@ -219,7 +202,7 @@ def _load_remote(config: DataConfig) -> datasets.Dataset | datasets.IterableData
     except MlmAdaptError:
         raise
     except Exception as exc:  # network, HTTP and parser errors of many types
-        raise _hub_error(config, exc) from None
+        raise hub_error(config, exc) from None
 
 
 def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
@@ -235,8 +218,8 @@ def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
             raise MlmAdaptError(f"--data {path}: unknown file type {path.suffix!r}; use one of {known} or a directory")
         files, kwargs = [str(path)], _text_options(builder, config.encoding, config.document_boundary)
     for file in files:
-        _check_readable_text(Path(file), config.encoding, builder)
-        if builder == "text" and _compressed(file) and codecs.lookup(config.encoding).name != "utf-8":
+        check_readable_text(Path(file), config.encoding, builder)
+        if builder == "text" and compressed(file) and codecs.lookup(config.encoding).name != "utf-8":
             # datasets 4-5's text builder opens a compressed file as UTF-8 whatever its
             # encoding option says (its JSON and CSV builders honour it).
             raise MlmAdaptError(f"--data {file}: compressed .txt files are read as UTF-8 only (a limitation of the "
@@ -250,9 +233,9 @@ def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
     except (ValueError, KeyError) as exc:
         if "split" in str(exc).lower():
             raise MlmAdaptError(f"--split {config.split!r} does not fit a local file; use 'train' or a slice like 'train[:5000]'") from None
-        raise _diagnose(path, builder, exc) from None
+        raise diagnose(path, builder, exc) from None
     except Exception as exc:  # datasets wraps parser errors in DatasetGenerationError
-        raise _diagnose(path, builder, exc) from None
+        raise diagnose(path, builder, exc) from None
 
 
 _HEAD_SLICE = re.compile(r"^(\w+)\[:(\d+)\]$")
@@ -273,69 +256,6 @@ def _load(config: DataConfig, *args, **kwargs) -> datasets.Dataset | datasets.It
     return stream.take(take) if take is not None else stream
 
 
-def _check_readable_text(path: Path, encoding: str, builder: str) -> None:
-    """Refuse unreadable, binary or wrongly encoded files before ``datasets`` sees them; a
-    compressed file (``docs.jsonl.gz``) is checked as the text it decompresses to."""
-    if _builder_suffix(path.name) not in _TEXT_LIKE:
-        try:
-            path.open("rb").close()
-        except OSError as exc:
-            raise MlmAdaptError(f"--data {path}: cannot read the file ({exc.strerror})") from None
-        return
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)()
-    except LookupError:
-        raise MlmAdaptError(f"--encoding {encoding!r} is not a known text encoding") from None
-    offset = 0
-    try:
-        with _open_decompressed(path) as fh:  # one block at a time: never the whole file in memory
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                if offset == 0 and b"\x00" in block[:_SNIFF_BYTES] and not encoding.lower().startswith("utf-16"):
-                    raise MlmAdaptError(f"--data {path}: this looks like binary data, not text (it holds NUL bytes)")
-                try:
-                    decoder.decode(block)
-                except UnicodeDecodeError as exc:
-                    raise encoding_error(str(path), encoding, offset + exc.start) from None
-                offset += len(block)
-    except (OSError, EOFError) as exc:  # unreadable, or a corrupt archive (gzip raises BadGzipFile, an OSError)
-        raise MlmAdaptError(f"--data {path}: cannot read the file ({getattr(exc, 'strerror', None) or exc})") from None
-
-
-def _open_decompressed(path: Path):
-    """``path`` opened for reading bytes, through its compression (gzip, bz2, xz, zstd)."""
-    if not _compressed(path.name):
-        return path.open("rb")
-    import fsspec
-
-    try:
-        return fsspec.open(str(path), "rb", compression="infer").open()
-    except ValueError as exc:  # no decompressor installed (zstandard for .zst)
-        raise MlmAdaptError(f"--data {path}: cannot decompress ({exc})") from None
-
-
-def encoding_error(source: str, encoding: str, offset: int | None = None) -> MlmAdaptError:
-    """The one message for text that is not in ``--encoding``."""
-    where = f" (byte {offset}{' of the decompressed text' if _compressed(source) else ''})" if offset is not None else ""
-    return MlmAdaptError(f"--data {source}: not valid {encoding} text{where}; pass --encoding with the file's "
-                         "encoding, e.g. --encoding latin-1")
-
-
-def _diagnose(path: Path, builder: str, exc: Exception) -> MlmAdaptError:
-    if builder == "json" and path.is_file():
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as err:
-                    if number == 1 and path.suffix.lower() == ".json":
-                        break  # a single JSON document, not JSON Lines
-                    return MlmAdaptError(f"--data {path}: line {number} is not valid JSON ({err.msg})")
-    cause = exc.__cause__ or exc
-    return MlmAdaptError(f"--data {path}: could not be read as {builder}: {type(cause).__name__}: {cause}")
-
-
 def _load_hub(config: DataConfig) -> datasets.Dataset:
     name, _, subset = config.data.partition(":")
     try:
@@ -343,25 +263,7 @@ def _load_hub(config: DataConfig) -> datasets.Dataset:
     except MlmAdaptError:
         raise
     except Exception as exc:  # the Hub client raises many unrelated types
-        raise _hub_error(config, exc) from None
-
-
-def _hub_error(config: DataConfig, exc: Exception) -> MlmAdaptError:
-    offline = offline_mode("HF_DATASETS_OFFLINE")
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    if "scripts are no longer supported" in text:
-        return MlmAdaptError(
-            f"--data {config.data}: this Hub dataset is script-based (a Python loading script), and datasets "
-            f"{datasets.__version__} no longer runs loading scripts. Point --data at its data files instead, e.g. "
-            "--data hf://datasets/OWNER/NAME/FILE.jsonl.gz (see the repo's file list), or at a Parquet copy of it"
-        )
-    if "split" in text.lower() and "unknown" in text.lower():
-        return MlmAdaptError(f"--split {config.split!r} is not a split of {config.data}: {text}")
-    where = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the Hub may be unreachable or the id wrong"
-    return MlmAdaptError(
-        f"--data {config.data}: could not load this dataset ({where}; {text}). "
-        "Check the id, or work offline with a local .txt/.jsonl/.csv/.parquet file or directory."
-    )
+        raise hub_error(config, exc) from None
 
 
 def _head(dataset: datasets.Dataset, column: str) -> str:
