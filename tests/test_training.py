@@ -250,3 +250,24 @@ def test_the_task_probe_leaves_out_texts_the_run_trained_on(bert_dir, data_root,
     assert metrics["task_probe"]["leakage"] == {"seen_rows": trained, "unseen_rows": 140 - trained, "probed": "unseen"}
     assert metrics["task_probe"]["rows"] == 140 - trained
     assert f"{trained} labelled rows whose text the adaptation trained on were left out" in (tmp_path / "o" / "README.md").read_text()
+
+
+def test_a_streamed_run_leaves_out_only_the_texts_it_trained_on(bert_dir, data_root, tmp_path, documents):
+    from conftest import labelled_csv, make_documents
+    from mlm_adapt.data import chunk_stream
+    from mlm_adapt.modeling.preparation import prepare
+
+    # A stream holds documents out by a hash of (seed, row) up to the row that filled --eval-size;
+    # those rows were never trained on and stay in the probe, as in memory.
+    texts = documents[:80] + make_documents(60, seed=21)
+    task = labelled_csv(tmp_path / "task.csv", texts, ["a" if i % 2 else "b" for i in range(len(texts))])
+    config = train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=2, task_data=str(task), streaming=True,
+                          eval_size=20)
+    rows = prepare(config).data.held_out_rows
+    assert rows is not None and set(rows.tolist()) <= set(range(len(documents)))
+    assert (chunk_stream.held_out(config.seed, rows)).all()  # the hash's draws, nothing else
+    held = set(rows.tolist())
+    trained = sum(i not in held for i in range(80))
+    assert 0 < 80 - trained < 80
+    metrics = train(config)
+    assert metrics["task_probe"]["leakage"] == {"seen_rows": trained, "unseen_rows": 140 - trained, "probed": "unseen"}

@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from mlm_adapt.config import DataConfig, TrainConfig, cache_home
+from mlm_adapt.data import chunk_stream
 from mlm_adapt.data.batching import MicroBatches, in_memory_batches, prefetch, streamed_batches
 from mlm_adapt.data.chunk_stream import held_out_stream, training_batches
 from mlm_adapt.data.chunking import Chunks, split_and_chunk
@@ -90,9 +91,11 @@ class SplitData:
     eval: Chunks
     eval_documents: int
     replay_chunks: int = 0  # general-text chunks mixed into ``train`` (--replay-ratio)
-    # Numbers of the held-out documents among the corpus's non-empty ones (in memory only;
-    # a stream's are chosen by hash): what tells the training side's texts from the others.
+    # Numbers of the held-out documents among the corpus's non-empty ones (in memory): what
+    # tells the training side's texts from the others.
     held_out: np.ndarray | None = None
+    # A stream's held-out documents as rows of --data (drawn by hash, chunk_stream.held_out).
+    held_out_rows: np.ndarray | None = None
 
 
 def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> SplitData:
@@ -105,7 +108,8 @@ def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> Spl
     if isinstance(corpus, StreamedCorpus):
         eval_chunks, eval_documents, last = held_out_stream(corpus, config, tokenizer, seed)
         read = partial(training_batches, corpus, tokenizer, config, seed, last)
-        return SplitData(StreamSource(read), eval_chunks, eval_documents)
+        rows = np.arange(last + 1)
+        return SplitData(StreamSource(read), eval_chunks, eval_documents, held_out_rows=rows[chunk_stream.held_out(seed, rows)])
     tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_home() / "tokens", num_workers=config.num_workers)
     split = split_and_chunk(tokens, config, tokenizer, seed)
     return SplitData(InMemorySource(split.train, split.documents), split.eval, split.eval_documents, held_out=split.held_out)

@@ -229,7 +229,7 @@ def _paired(first: ProbeScores, second: ProbeScores, metric: str, level: float) 
 
 
 def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trained_on=None,
-          held_out: np.ndarray | None = None) -> dict:
+          held_out: np.ndarray | None = None, held_out_rows: np.ndarray | None = None) -> dict:
     """Run a ``ProbeConfig``: scores per model (out-of-fold, mean and spread over repeats),
     the majority-class baseline, and with two models their paired comparison. ``loaded``
     maps a model name of ``config.models`` to a (model, tokenizer) already in memory (a
@@ -242,7 +242,7 @@ def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trai
 
     texts, labels, names = labelled_texts(config)
     if trained_on is not None:
-        seen = found_in(trained_on, texts, held_out)
+        seen = found_in(trained_on, texts, held_out, held_out_rows)
     texts, labels, leakage = _unseen(texts, labels, names, seen, config.fold_count())  # before sampling: keep the most
     texts, labels = sample(texts, labels, config)
     groups = duplicate_groups(texts)
@@ -313,13 +313,15 @@ def seen_texts(texts) -> set[str]:
     return {normalised(t) for t in texts}
 
 
-def found_in(corpus_config, texts: list[str], held_out: np.ndarray | None = None) -> set[str]:
+def found_in(corpus_config, texts: list[str], held_out: np.ndarray | None = None,
+             held_out_rows: np.ndarray | None = None) -> set[str]:
     """Which of ``texts`` (normalised) a corpus holds as a document outside ``held_out``
-    (document numbers, ``corpus.numbered_documents``): the corpus is read once, as a stream
-    where so configured, holding only the probe's texts in memory."""
+    (document numbers, ``corpus.numbered_documents``) and ``held_out_rows`` (a stream's rows):
+    the corpus is read once, as a stream where so configured, holding only the probe's texts."""
     from mlm_adapt.data.corpus import numbered_documents
 
     wanted = {normalised(t) for t in texts}
     skip = set() if held_out is None else set(held_out.tolist())
-    return {key for _, number, text in numbered_documents(corpus_config)
-            if number not in skip and (key := normalised(text)) in wanted}
+    skip_rows = set() if held_out_rows is None else set(held_out_rows.tolist())
+    return {key for row, number, text in numbered_documents(corpus_config)
+            if number not in skip and row not in skip_rows and (key := normalised(text)) in wanted}

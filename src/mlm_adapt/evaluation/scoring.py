@@ -33,7 +33,7 @@ def pseudo_perplexity(config: EvalConfig, max_texts: int = DEFAULT_PSEUDO_TEXTS,
         check_same_vocabulary(base, config.model)
     accelerator, _ = make_accelerator(config.precision)
     prepared = prepare(config, accelerator)
-    rows, texts = held_out_texts(config.data, prepared.data.held_out, max_texts)
+    rows, texts = held_out_texts(config.data, prepared.data.held_out, max_texts, prepared.data.held_out_rows)
     chunks = text_rows(prepared.tokenizer, texts, config.data.chunk_size)
     scored = chunks.word_ids >= 0
 
@@ -53,13 +53,16 @@ def pseudo_perplexity(config: EvalConfig, max_texts: int = DEFAULT_PSEUDO_TEXTS,
     return EvalResult.from_tokens(token_nll, scored, chunks.documents), per_text, base_result
 
 
-def held_out_texts(config: DataConfig, held_out: np.ndarray | None, limit: int) -> tuple[list[int], list[str]]:
-    """(row in --data, text) of up to ``limit`` held-out documents, in order (a stream's
-    first non-empty rows: its held-out set is chosen by hash while training)."""
+def held_out_texts(config: DataConfig, held_out: np.ndarray | None, limit: int,
+                   held_out_rows: np.ndarray | None = None) -> tuple[list[int], list[str]]:
+    """(row in --data, text) of up to ``limit`` held-out documents, in order: by document
+    number in memory (``held_out``), by row for a stream (``held_out_rows``)."""
     from mlm_adapt.data.corpus import numbered_documents
 
-    wanted = None if held_out is None else set(held_out.tolist())
-    chosen = ((row, text) for row, number, text in numbered_documents(config) if wanted is None or number in wanted)
+    numbers = None if held_out is None else set(held_out.tolist())
+    rows = None if held_out_rows is None else set(held_out_rows.tolist())
+    chosen = ((row, text) for row, number, text in numbered_documents(config)
+              if (numbers is None or number in numbers) and (rows is None or row in rows))
     pairs = list(itertools.islice(chosen, limit))
     return [row for row, _ in pairs], [text for _, text in pairs]
 

@@ -227,7 +227,7 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
         # Its texts that --data's training side holds were trained on: left out where enough remain.
         metrics["task_probe"] = {"data": task.data.data, **probing.probe(
             task, loaded={str(config.output): (model, prepared.tokenizer)}, trained_on=config.data,
-            held_out=prepared.data.held_out)}
+            held_out=prepared.data.held_out, held_out_rows=prepared.data.held_out_rows)}
         artifacts.save_reports(output, metrics, write_extra=extras)
     if config.push_to_hub:
         local = tuple(disclosure.local_paths(flat_options.to_options(config), str(output)))
