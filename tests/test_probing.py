@@ -211,3 +211,39 @@ def test_no_verdict_when_neither_model_beats_the_majority_class():
     assert report["macro_f1"]["significant"] is None and report["macro_f1"]["difference"] > 0.05
     learned = _scores("learned", truth, np.where(rng.random((2, 400)) < 0.9, truth, 1 - truth))
     assert probing.compare(collapsed, learned, groups, baseline=majority)["accuracy"]["significant"] is True
+
+
+def test_the_group_bootstrap_resamples_groups_and_reports_the_pooled_difference():
+    from mlm_adapt.evaluation.paired_tests import group_bootstrap
+
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 2, 200)
+    first = _scores("a", truth, np.where(rng.random((2, 200)) < 0.7, truth, 1 - truth))
+    second = _scores("b", truth, np.where(rng.random((2, 200)) < 0.8, truth, 1 - truth))
+    result = group_bootstrap(first, second, np.arange(200), 0.95, seed=3)
+    low, difference, high = result["accuracy"]
+    assert difference == pytest.approx(np.mean(second.predicted == truth) - np.mean(first.predicted == truth))
+    assert result["macro_f1"][1] == pytest.approx(np.mean(second.macro_f1) - np.mean(first.macro_f1))
+    assert low < difference < high
+    # Each text twice, the copies one group: the same groups drawn, so the very same interval.
+    doubled = [_scores(s.model, np.repeat(truth, 2), np.repeat(s.predicted, 2, axis=1)) for s in (first, second)]
+    again = group_bootstrap(*doubled, np.repeat(np.arange(200), 2), 0.95, seed=3)
+    assert again["accuracy"] == pytest.approx(result["accuracy"]) and again["macro_f1"] == pytest.approx(result["macro_f1"])
+    # Counted as 400 independent rows instead, the interval would be narrower: groups matter.
+    naive = group_bootstrap(*doubled, np.arange(400), 0.95, seed=3)
+    assert naive["accuracy"][2] - naive["accuracy"][0] < high - low
+
+
+def test_fine_tuning_is_compared_by_the_corrected_t_and_the_frozen_probe_by_the_bootstrap():
+    from mlm_adapt.evaluation.paired_tests import corrected_t
+
+    rng = np.random.default_rng(6)
+    truth = rng.integers(0, 2, 300)
+    first = _scores("a", truth, np.where(rng.random((2, 300)) < 0.7, truth, 1 - truth))
+    second = _scores("b", truth, np.where(rng.random((2, 300)) < 0.75, truth, 1 - truth))
+    groups = np.arange(300)
+    tuned = probing.compare(first, second, groups, test="corrected-t")
+    assert tuned["test"] == "corrected repeated k-fold t"
+    assert tuned["accuracy"]["interval"] == pytest.approx(list(corrected_t(first, second, "accuracy", 0.95)[::2]))
+    frozen = probing.compare(first, second, groups, seed=1)
+    assert frozen["test"] == "group bootstrap" and frozen == probing.compare(first, second, groups, seed=1)  # seeded

@@ -189,25 +189,32 @@ def majority_baseline(labels: np.ndarray, groups: np.ndarray, seeds: list[int], 
     return ProbeScores("majority class", labels, predicted, classes, fold)
 
 
+TESTS = {"bootstrap": "group bootstrap", "corrected-t": "corrected repeated k-fold t"}
+
+
 def compare(first: ProbeScores, second: ProbeScores, groups: np.ndarray, level: float = 0.95,
-            baseline: ProbeScores | None = None) -> dict:
-    """``second`` minus ``first`` in accuracy and macro-F1, paired by test fold, with the
-    corrected repeated k-fold t interval (Nadeau & Bengio 2003; Bouckaert & Frank 2004):
-    the spread of the per-fold differences, inflated by 1/(k-1) for the training sets the
-    folds share, so that it holds its error rate where a plain t-test or a bootstrap over
-    test examples does not (their spread leaves out how the fitted classifiers vary).
+            baseline: ProbeScores | None = None, test: str = "bootstrap", seed: int = 0) -> dict:
+    """``second`` minus ``first`` in accuracy and macro-F1 on the same examples and folds,
+    with a paired interval (``paired_tests``): ``test`` "bootstrap" (over groups of examples:
+    the frozen probe, a stable learner) or "corrected-t" (over folds: fine-tuning).
     "significant" only where the interval excludes 0; no verdict at all (None) with fewer
     than MIN_GROUPS_FOR_VERDICT groups of examples, or where neither model's accuracy beats
     ``baseline`` (the majority class): two probes that learned nothing differ only in how
     their classifiers fail (a macro-F1 "difference" between two collapsed classifiers)."""
-    out = {"test": "corrected repeated k-fold t", "level": level, "groups": int(len(np.unique(groups)))}
+    from mlm_adapt.evaluation.paired_tests import corrected_t, group_bootstrap
+
+    def intervals(a: ProbeScores, b: ProbeScores) -> dict[str, tuple[float, float, float]]:
+        if test == "bootstrap":
+            return group_bootstrap(a, b, groups, level, seed)
+        return {metric: corrected_t(a, b, metric, level) for metric in ("accuracy", "macro_f1")}
+
+    out = {"test": TESTS[test], "level": level, "groups": int(len(np.unique(groups)))}
     reason = None
     if out["groups"] < MIN_GROUPS_FOR_VERDICT:
         reason = f"only {out['groups']} distinct texts (a verdict needs {MIN_GROUPS_FOR_VERDICT})"
-    elif baseline is not None and not any(_paired(baseline, model, "accuracy", level)[0] > 0 for model in (first, second)):
+    elif baseline is not None and not any(intervals(baseline, model)["accuracy"][0] > 0 for model in (first, second)):
         reason = "neither model beats the majority class"
-    for metric in ("accuracy", "macro_f1"):
-        low, mean, high = _paired(first, second, metric, level)
+    for metric, (low, mean, high) in intervals(first, second).items():
         per_repeat = np.array(getattr(second, metric)) - np.array(getattr(first, metric))
         out[metric] = {"difference": mean, "interval": [low, high],
                        "significant": None if reason else bool(low > 0 or high < 0),
@@ -215,17 +222,6 @@ def compare(first: ProbeScores, second: ProbeScores, groups: np.ndarray, level: 
     if reason:
         out["no_verdict"] = reason
     return out
-
-
-def _paired(first: ProbeScores, second: ProbeScores, metric: str, level: float) -> tuple[float, float, float]:
-    """(low, mean, high): the corrected repeated k-fold t interval of ``second - first``."""
-    from scipy.stats import t as student
-
-    folds = len(np.unique(first.fold[0]))
-    diff = second.per_fold(metric) - first.per_fold(metric)
-    mean, variance = float(diff.mean()), float(np.var(diff, ddof=1)) if len(diff) > 1 else 0.0
-    half = float(student.ppf((1 + level) / 2, max(len(diff) - 1, 1)) * np.sqrt((1 / len(diff) + 1 / (folds - 1)) * variance))
-    return mean - half, mean, mean + half
 
 
 def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trained_on=None,
@@ -266,7 +262,8 @@ def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trai
     if leakage:
         report["leakage"] = leakage
     if len(results) == 2:
-        report["comparison"] = compare(*results, groups, baseline=baseline)
+        report["comparison"] = compare(*results, groups, baseline=baseline, test="corrected-t" if config.finetune else "bootstrap",
+                                       seed=config.seed)
     return report
 
 
