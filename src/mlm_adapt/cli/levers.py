@@ -66,8 +66,10 @@ def blend(
     batch_size: BatchSize = None, precision: PrecisionOpt = None, seed: Seed = None, allow_pickle: AllowPickle = None,
     trust_remote_code: TrustRemote = None, json_out: JsonOut = False, config: ConfigFile = None,
 ) -> None:
-    """Interpolate BASE and ADAPTED weights ((1 - a) * base + a * adapted), measure each blend on the held-out
-    documents and masks of the adapted run (its config.yaml supplies the data options), save the picked blend."""
+    """Blend base and adapted weights, (1 - a) * base + a * adapted, measure each blend, save one.
+
+    Each blend is measured on the held-out documents and masks of the adapted run (its config.yaml supplies
+    the data options); the picked one is saved as an ordinary model folder."""
     from mlm_adapt.training.blending import blend as run
 
     given = with_config_file(config, {
@@ -115,8 +117,10 @@ def assess(
     batch_size: BatchSize = None, precision: PrecisionOpt = None, seed: Seed = None, allow_pickle: AllowPickle = None,
     trust_remote_code: TrustRemote = None, json_out: JsonOut = False, config: ConfigFile = None,
 ) -> None:
-    """Before a long run: MODEL's perplexity on held-out DATA (and general text), how its tokenizer splits DATA,
-    duplicates, document lengths, training chunks, this machine's step time, and a recommendation."""
+    """Before a long run: is DATA worth adapting MODEL to, and what would a run cost?
+
+    MODEL's perplexity on held-out DATA (and general text), how its tokenizer splits DATA, duplicates,
+    document lengths, training chunks, this machine's step time, and a recommendation."""
     from mlm_adapt.training.assessment import assess as run
 
     names = {"model", "data", "split", "text_column", "encoding", "document_boundary", "chunk_size", "eval_size", "general_data",

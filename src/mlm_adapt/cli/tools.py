@@ -86,9 +86,10 @@ def probe(
     precision: PrecisionOpt = None, seed: Seed = None, allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None,
     json_out: JsonOut = False, config: ConfigFile = None,
 ) -> None:
-    """Does MODEL (vs --compare) serve a task? A frozen-encoder probe (mean-pooled embeddings + logistic
-    regression), or with --finetune a short full fine-tune, scored on out-of-fold predictions; with
-    --compare, the paired difference and its 95% interval (significant only if it excludes 0)."""
+    """Does MODEL (vs --compare) serve a labelled task? Out-of-fold probe scores and their paired difference.
+
+    A frozen-encoder probe (mean-pooled embeddings + logistic regression), or with --finetune a short full
+    fine-tune; with --compare, the paired difference and its 95% interval (significant only if it excludes 0)."""
     from mlm_adapt.evaluation.probing import probe as run
 
     given = with_config_file(config, {
