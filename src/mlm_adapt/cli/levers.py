@@ -22,6 +22,10 @@ from mlm_adapt.cli.options import (
     EvalMasking,
     EvalMaskProb,
     EvalSize,
+    GeneralData,
+    GeneralEncoding,
+    GeneralSplit,
+    GeneralTextColumn,
     JsonOut,
     Model,
     PrecisionOpt,
@@ -36,15 +40,13 @@ from mlm_adapt.cli.options import (
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.outputs import summaries
 
-GeneralData = Annotated[Optional[str], option("general_data")]
-GeneralSplit = Annotated[Optional[str], option("general_split")]
-GeneralTextColumn = Annotated[Optional[str], option("general_text_column")]
-GeneralEncoding = Annotated[Optional[str], option("general_encoding")]
 # What a run's config.yaml may set for blend: the data, its held-out set and masks, general and task data.
+# Not what may run code (--allow-pickle, --trust-remote-code): a folder's file never decides that.
 _RUN_OPTIONS = {"data", "split", "text_column", "encoding", "document_boundary", "chunk_size", "remainder", "eval_size",
                 "streaming", "packing", "eval_masking", "eval_mask_prob", "batch_size", "precision", "seed", "general_data",
                 "general_split", "general_text_column", "general_encoding", "task_data", "task_split", "task_text_column",
-                "task_label_column", "allow_pickle", "trust_remote_code"}
+                "task_label_column"}
+_TRUST_OPTIONS = {"allow_pickle", "trust_remote_code"}
 
 
 def blend(
@@ -78,7 +80,7 @@ def blend(
         "general_data": general_data, "general_split": general_split, "general_text_column": general_text_column,
         "general_encoding": general_encoding, "task_data": task_data, "task_text_column": task_text_column,
         "task_label_column": task_label_column, "batch_size": batch_size, "precision": precision, "seed": seed,
-        "allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}, _RUN_OPTIONS)
+        "allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}, _RUN_OPTIONS | _TRUST_OPTIONS)
     run_config = flat_options.from_options(cfg.TrainConfig, {**_run_options(adapted), **given, "model": adapted})
     task = run_config.task_probe_config()
     summary = run(cfg.BlendConfig(
@@ -123,10 +125,12 @@ def assess(
     document lengths, training chunks, this machine's step time, and a recommendation."""
     from mlm_adapt.training.assessment import assess as run
 
-    names = {"model", "data", "split", "text_column", "encoding", "document_boundary", "chunk_size", "eval_size", "general_data",
-             "general_split", "general_text_column", "general_encoding", "max_documents", "batch_size", "precision", "seed",
-             "allow_pickle", "trust_remote_code"}
-    given = with_config_file(config, {k: v for k, v in locals().items() if k in names}, names)
+    options = {"model": model, "data": data, "split": split, "text_column": text_column, "encoding": encoding,
+               "document_boundary": document_boundary, "chunk_size": chunk_size, "eval_size": eval_size,
+               "general_data": general_data, "general_split": general_split, "general_text_column": general_text_column,
+               "general_encoding": general_encoding, "max_documents": max_documents, "batch_size": batch_size,
+               "precision": precision, "seed": seed, "allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
+    given = with_config_file(config, options, set(options))
     run_config = flat_options.from_options(cfg.TrainConfig, {k: v for k, v in given.items() if k != "max_documents"})
     sizes = {"max_documents": given["max_documents"]} if "max_documents" in given else {}
     result = run(cfg.AssessConfig(model=run_config.model, data=run_config.data, general=run_config.general_data_config(),

@@ -53,8 +53,7 @@ def option(name: str, *flags: str, choices: Any = None, default: str | None = No
 
 def tool_option(cls: type, name: str, *flags: str, panel: str | None = None) -> Any:
     """A typer option for field ``name`` of a command's own configuration class ``cls``."""
-    field = {f.name: f for f in dataclasses.fields(cls)}[name]
-    default = field.default if field.default is not dataclasses.MISSING else dataclasses.MISSING
+    default = {f.name: f.default for f in dataclasses.fields(cls)}[name]
     return typer.Option(*flags, help=help_text(cfg.field_docs(cls)[name], default), rich_help_panel=panel)
 
 
@@ -90,5 +89,9 @@ PrecisionOpt = Annotated[Optional[str], option("precision", "--precision", choic
 Seed = Annotated[Optional[int], option("seed")]
 AllowPickle = Annotated[Optional[bool], option("allow_pickle", "--allow-pickle")]
 TrustRemote = Annotated[Optional[bool], option("trust_remote_code", "--trust-remote-code")]
+GeneralData = Annotated[Optional[str], option("general_data")]
+GeneralSplit = Annotated[Optional[str], option("general_split")]
+GeneralTextColumn = Annotated[Optional[str], option("general_text_column")]
+GeneralEncoding = Annotated[Optional[str], option("general_encoding")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML file of options; flags override it")]

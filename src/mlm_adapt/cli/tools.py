@@ -15,6 +15,10 @@ from mlm_adapt.cli.options import (
     ConfigFile,
     Data,
     Encoding,
+    GeneralData,
+    GeneralEncoding,
+    GeneralSplit,
+    GeneralTextColumn,
     JsonOut,
     Model,
     PrecisionOpt,
@@ -22,7 +26,6 @@ from mlm_adapt.cli.options import (
     Split,
     TextColumn,
     TrustRemote,
-    option,
     tool_option,
     with_config_file,
 )
@@ -31,10 +34,8 @@ from mlm_adapt.outputs import summaries
 
 def vocab(
     model: Model = None, data: Data = None, split: Split = None, text_column: TextColumn = None, encoding: Encoding = None,
-    general_data: Annotated[Optional[str], option("general_data")] = None,
-    general_split: Annotated[Optional[str], option("general_split")] = None,
-    general_text_column: Annotated[Optional[str], option("general_text_column")] = None,
-    general_encoding: Annotated[Optional[str], option("general_encoding")] = None,
+    general_data: GeneralData = None, general_split: GeneralSplit = None, general_text_column: GeneralTextColumn = None,
+    general_encoding: GeneralEncoding = None,
     top: Annotated[Optional[int], tool_option(cfg.VocabConfig, "top")] = None,
     max_documents: Annotated[Optional[int], tool_option(cfg.VocabConfig, "max_documents")] = None,
     json_out: JsonOut = False, config: ConfigFile = None,

@@ -52,9 +52,11 @@ def interpolate(base: dict[str, torch.Tensor], adapted: dict[str, torch.Tensor],
         if not end.is_floating_point():
             blended[name] = end.clone()
             continue
-        out = end.detach().clone()
-        rows = start.shape[0] if start.dim() else None
-        target = out[:rows] if rows is not None else out
-        target.copy_(torch.lerp(start.detach().to(end.dtype), end.detach()[:rows] if rows is not None else end.detach(), alpha))
+        start, end = start.detach().to(end.dtype), end.detach()
+        if start.shape == end.shape:
+            blended[name] = torch.lerp(start, end, alpha)
+            continue
+        out = end.clone()  # an extended vocabulary: its first rows blend, the rest are the adapted model's
+        out[: start.shape[0]] = torch.lerp(start, end[: start.shape[0]], alpha)
         blended[name] = out
     return blended

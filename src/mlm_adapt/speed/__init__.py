@@ -18,7 +18,7 @@ look wrong; tests/test_models.py shows losses and gradients equal either way.
 
 Called from ``modeling`` only (loading: :func:`attention_for`, :func:`after_load`;
 the loss: :func:`masked_hidden`), and ``cli`` for :func:`tune_process`. May import: torch,
-transformers and the standard library, nothing of mlm_adapt.
+transformers, the standard library and ``data.masking`` (the label that marks an unmasked position).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from mlm_adapt.data.masking import IGNORE_INDEX
 from mlm_adapt.speed import cpu_dropout, last_layer
 
 PLAIN_OFF = "MLM_ADAPT_PLAIN"
@@ -42,7 +43,6 @@ SPARSE_BUCKET = 128
 
 # Families whose attention and dropout cpu_dropout's eager attention reproduces.
 _CPU_DROPOUT_FAMILIES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert")
-IGNORE_INDEX = -100  # torch's cross_entropy default, as data.masking's
 
 
 def enabled(environ: Mapping[str, str] = os.environ) -> bool:

@@ -46,7 +46,8 @@ def blend(config: BlendConfig) -> dict[str, Any]:
         prepared.model.load_state_dict(interpolate(base, adapted, alpha))
         results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
         record = evaluation_record(results, config.seed, before=start)
-        start = start or (record if alpha == 0 else None)  # a = 0 is the base: later blends are paired with it
+        if alpha == 0:  # the base (alphas are sorted, so it comes first): later blends are paired with it
+            start = record
         entries.append(_entry(alpha, record, prepared, config))
         log.info("a = %g: perplexity %.3f%s", alpha, record["perplexity"],
                  f", general perplexity {record['general_perplexity']:.3f}" if "general_perplexity" in record else "")
