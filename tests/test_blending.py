@@ -94,3 +94,21 @@ def test_blending_other_architectures_or_vocabularies_is_refused(bert_dir, rober
     assert code == 2 and "vocabularies differ" in err
     code, _, err = run_main(capsys, "blend", "--base", str(slower_bert), "--adapted", str(bert_dir), "--data", str(data_root / "docs.txt"))
     assert code == 2 and "different architectures" in err
+
+
+def test_a_run_folder_never_decides_what_may_run_code(adapted_run, bert_dir, capsys, monkeypatch):
+    import yaml
+
+    from mlm_adapt.training import blending
+
+    output, _ = adapted_run
+    options = yaml.safe_load((output / "config.yaml").read_text())
+    (output / "config.yaml").write_text(yaml.safe_dump({**options, "trust_remote_code": True, "allow_pickle": True}))
+    seen = []
+    monkeypatch.setattr(blending, "blend", lambda config: seen.append(config) or {})
+    code, _, err = run_main(capsys, "blend", "--base", str(bert_dir), "--adapted", str(output), "--json")
+    (output / "config.yaml").write_text(yaml.safe_dump(options))
+    assert code == 0, err
+    config = seen[0]
+    assert not (config.adapted.trust_remote_code or config.adapted.allow_pickle or config.base.trust_remote_code)
+    assert config.data.chunk_size == options["chunk_size"]  # the data options do come from the run
