@@ -131,6 +131,36 @@ def test_each_position_names_its_document(lengths, chunk, remainder, seed):
     assert (chunks.select(rows).documents == chunks.documents[rows]).all()
 
 
+
+@given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]), seed=st.integers(0, 99))
+@settings(max_examples=80, deadline=None)
+def test_words_cut_by_a_chunks_edges_are_marked(lengths, chunk, remainder, seed):
+    tokens = synthetic_tokens(lengths, seed=seed)
+    docs = np.arange(len(lengths))
+    chunks = chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder, with_documents=True)
+    assert chunk_documents(tokens, docs, chunk, FrameTokenizer, remainder).cut is None  # training chunks
+    # The oracle: the stream "doc SEP doc ..." as words (a separator is a word of its own);
+    # a token is cut when its word reaches past its chunk's body on either side.
+    starts, special = [], []
+    for i, d in enumerate(docs):
+        starts.extend(tokens.word_starts[tokens.offsets[d]:tokens.offsets[d + 1]].tolist())
+        special.extend([False] * int(tokens.offsets[d + 1] - tokens.offsets[d]))
+        if i < len(docs) - 1:
+            starts.append(True)
+            special.append(True)
+    word = np.cumsum(starts)
+    first = {w: np.flatnonzero(word == w).min() for w in np.unique(word)}
+    last = {w: np.flatnonzero(word == w).max() for w in np.unique(word)}
+    body = chunk - 2
+    for row in range(len(chunks)):
+        for j in range(body):
+            p = row * body + j
+            expected = p < len(word) and not special[p] and (first[word[p]] < row * body or last[word[p]] >= (row + 1) * body)
+            assert chunks.cut[row, j + 1] == expected, (row, j)
+    assert not chunks.cut[:, [0, -1]].any()
+    rows = np.arange(0, len(chunks), 2)
+    assert (chunks.select(rows).cut == chunks.cut[rows]).all()  # selecting rows keeps them
+
 @given(lengths=docs_strategy, chunk=st.integers(4, 40), remainder=st.sampled_from(["drop", "pad"]),
        block=st.integers(1, 5), seed=st.integers(0, 99))
 @settings(max_examples=60, deadline=None)

@@ -27,15 +27,32 @@ def test_every_masked_token_counts_once_for_its_word():
     labels = np.where(rng.random((3, 10)) < 0.4, ids, -100)
     base, model = rng.random((3, 10)) * (labels != -100), rng.random((3, 10)) * (labels != -100)
     found = occurrences(base, model, MaskedSet(ids, np.ones_like(ids), labels), Chunks(ids, np.ones_like(ids), words), _Tokenizer())
-    cells = np.concatenate(list(found.values()))
+    cells = np.concatenate(list(found.words.values()))
     assert cells[:, 0].sum() == pytest.approx(base.sum()) and cells[:, 1].sum() == pytest.approx(model.sum())
     assert cells[:, 2].sum() == (labels != -100).sum()
-    assert all(len(word.split("-")) == 2 for word in found)  # whole words: both pieces, masked or not
+    assert all(len(word.split("-")) == 2 for word in found.words)  # whole words: both pieces, masked or not
     summary = ledger(found, top=3)
     assert summary["base_nll"] == pytest.approx(base.sum()) and summary["model_nll"] == pytest.approx(model.sum())
     assert [r["change"] for r in summary["fell"]] == sorted(r["change"] for r in summary["fell"])
     assert all(r["change"] < 0 for r in summary["fell"]) and all(r["change"] > 0 for r in summary["rose"])
 
+
+
+def test_words_cut_by_a_chunks_edges_count_in_the_totals_but_are_never_listed():
+    # Word 0 of each row began in the chunk before ("##ing"), word 2 of row 0 ends in the next.
+    ids = np.array([[1, 20, 21, 30, 31, 40, 41, 2], [1, 50, 51, 30, 31, 60, 61, 2]])
+    words = np.array([[-1, 0, 0, 1, 1, 2, 2, -1], [-1, 0, 0, 1, 1, 2, 2, -1]])
+    cut = np.zeros(ids.shape, dtype=bool)
+    cut[:, 1:3], cut[0, 5:7] = True, True
+    labels = np.where(words >= 0, ids, -100)
+    base, model = np.where(words >= 0, 2.0, 0.0), np.where(words >= 0, 1.0, 0.0)
+    found = occurrences(base, model, MaskedSet(ids, np.ones_like(ids), labels), Chunks(ids, np.ones_like(ids), words, cut=cut),
+                        _Tokenizer())
+    assert sorted(found.words) == ["30-31", "60-61"] and len(found.cut) == 3
+    summary = ledger(found, top=5)
+    assert {r["word"] for r in summary["fell"]} == {"30-31", "60-61"} and summary["words"] == 2
+    assert summary["cut_words"] == {"occurrences": 3, "masked_tokens": 6, "base_nll": 12.0, "model_nll": 6.0}
+    assert summary["base_nll"] == pytest.approx(base.sum()) and summary["model_nll"] == pytest.approx(model.sum())
 
 def test_the_ledger_of_a_run_sums_to_the_sets_totals(bert_dir, data_root, tmp_path, capsys):
     from mlm_adapt.training.loop import train

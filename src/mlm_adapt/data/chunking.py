@@ -48,13 +48,17 @@ class Chunks:
     # SEP are NO_DOCUMENT. Built for held-out chunks only: tokens of one document are
     # correlated, so perplexity intervals resample documents, not chunks or tokens.
     documents: np.ndarray | None = None
+    # bool [n, chunk_size], built with ``documents``: True at the tokens of a word the chunk's
+    # edges cut (begun in the chunk before or finished in the next). Fixed-length chunks of a
+    # token stream cut words; such a word's pieces here ("##ing") are not the word.
+    cut: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def select(self, rows: np.ndarray) -> "Chunks":
         return Chunks(self.input_ids[rows], self.attention_mask[rows], self.word_ids[rows],
-                      None if self.documents is None else self.documents[rows])
+                      *(None if extra is None else extra[rows] for extra in (self.documents, self.cut)))
 
     @staticmethod
     def concat(parts: list["Chunks"]) -> "Chunks":
@@ -103,7 +107,8 @@ def count_chunks(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, rem
 def chunk_documents(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, tokenizer,
                     remainder: str, rows: np.ndarray | None = None, *, with_documents: bool = False) -> Chunks:
     """``[CLS] body [SEP]`` chunks of the stream "doc SEP doc SEP ..." over ``docs``;
-    ``with_documents``: with each position's document (``Chunks.documents``).
+    ``with_documents``: with each position's document and the words the chunk's edges cut
+    (``Chunks.documents``, ``Chunks.cut``).
 
     Only the chunks numbered ``rows`` (all by default) are built, straight from the
     flat token arrays: memory follows the chunks kept, not the corpus size (a
@@ -112,9 +117,10 @@ def chunk_documents(tokens: TokenizedCorpus, docs: np.ndarray, chunk_size: int, 
     rows = np.arange(count_chunks(tokens, docs, chunk_size, remainder)) if rows is None else np.asarray(rows)
     layout, frame = _layout(tokens, docs), frame_ids(tokenizer)
     numbering = np.asarray(docs, dtype=np.int64) if with_documents else None
-    names = ("input_ids", "attention_mask", "word_ids") + (("documents",) if with_documents else ())
+    names = ("input_ids", "attention_mask", "word_ids") + (("documents", "cut") if with_documents else ())
     out = Chunks(*(np.empty((len(rows), chunk_size), dtype=np.int64) for _ in range(3)),
-                 np.empty((len(rows), chunk_size), dtype=np.int64) if with_documents else None)
+                 *((np.empty((len(rows), chunk_size), dtype=np.int64), np.empty((len(rows), chunk_size), dtype=bool))
+                   if with_documents else ()))
     # A block of rows at a time: one pass over every row allocated ~5x the output in
     # temporaries, whose first-touch page faults were half of chunking's time.
     for start in range(0, len(rows), ROWS_PER_BLOCK):
@@ -141,7 +147,21 @@ def _chunk_rows(tokens: TokenizedCorpus, layout: "_Layout", rows: np.ndarray, ch
         return chunks
     documents = np.full(chunks.input_ids.shape, NO_DOCUMENT, dtype=np.int64)
     documents[:, 1:-1] = numbering[doc]
-    return Chunks(chunks.input_ids, chunks.attention_mask, chunks.word_ids, documents)
+    cut = np.zeros(chunks.input_ids.shape, dtype=bool)
+    cut[:, 1:-1] = _cut_words(tokens, layout, rows[:, None] * body + body, starts, words)
+    return Chunks(chunks.input_ids, chunks.attention_mask, chunks.word_ids, documents, cut)
+
+
+def _cut_words(tokens: TokenizedCorpus, layout: "_Layout", following: np.ndarray, starts: np.ndarray,
+               words: np.ndarray) -> np.ndarray:
+    """Body positions of the words cut by the chunk's edges: the first word when the body
+    opens on a non-start token, the last when the stream position ``following`` the body
+    continues its word."""
+    source, is_sep, _ = _locate(tokens, layout, np.minimum(following, max(layout.stream - 1, 0)))
+    continues = (following < layout.stream) & ~(is_sep | _at(tokens.word_starts, source))
+    opens_inside = (~starts[:, :1]) & (words[:, :1] != NO_WORD)
+    closes_outside = continues & (words[:, -1:] != NO_WORD)
+    return (opens_inside & (words == words[:, :1])) | (closes_outside & (words == words[:, -1:]))
 
 
 @dataclass(frozen=True)

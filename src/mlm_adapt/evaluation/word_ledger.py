@@ -2,7 +2,9 @@
 tokens and masks, summed per whole-word occurrence and pooled per word.
 
 Every masked token belongs to one word of its chunk (special tokens are never masked),
-so the words' NLLs add up to the set's total, for each model. A word's change is the sum,
+so the words' NLLs add up to the set's total, for each model. A word cut by a chunk's
+edge is a fragment ("##ing", or "walk" of "walking"): its tokens count in the totals
+under ``cut_words``, never as a word of the lists. A word's change is the sum,
 over its occurrences, of (model NLL - base NLL); its interval is a t interval of the mean
 change per occurrence (occurrences of a word are treated as independent: an
 approximation where one document repeats a word).
@@ -11,6 +13,7 @@ approximation where one document repeats a word).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,10 +24,20 @@ from mlm_adapt.data.held_out import MaskedSet
 from mlm_adapt.data.masking import IGNORE_INDEX
 
 
-def occurrences(base_nll: np.ndarray, model_nll: np.ndarray, masked: MaskedSet, chunks: Chunks, tokenizer) -> dict[str, np.ndarray]:
-    """Per word text: an array of (base NLL, model NLL, masked tokens), one row per occurrence
-    (a word of a chunk with at least one masked token). ``*_nll``: per-token NLL arrays
-    shaped as ``masked.labels`` (zero where nothing is masked)."""
+@dataclass(frozen=True)
+class Occurrences:
+    """Rows of (base NLL, model NLL, masked tokens), one per occurrence (a word of a chunk
+    with at least one masked token): per whole word's text, and for the words cut by a
+    chunk's edges (whose text here is not the word's)."""
+
+    words: dict[str, np.ndarray]
+    cut: np.ndarray
+
+
+def occurrences(base_nll: np.ndarray, model_nll: np.ndarray, masked: MaskedSet, chunks: Chunks, tokenizer) -> Occurrences:
+    """Each masked token's NLLs summed per word occurrence. ``*_nll``: per-token NLL arrays
+    shaped as ``masked.labels`` (zero where nothing is masked); ``chunks.cut`` (None: no
+    word is cut) says which words the chunks' edges cut."""
     scored = masked.labels != IGNORE_INDEX
     sums: dict[tuple[int, int], list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for row, position in zip(*np.nonzero(scored)):
@@ -33,10 +46,15 @@ def occurrences(base_nll: np.ndarray, model_nll: np.ndarray, masked: MaskedSet, 
         cell[1] += float(model_nll[row, position])
         cell[2] += 1
     by_word: dict[str, list[list[float]]] = defaultdict(list)
+    cut: list[list[float]] = []
     for (row, word), cell in sums.items():
-        ids = chunks.input_ids[row][chunks.word_ids[row] == word]
-        by_word[tokenizer.decode(ids.tolist()).strip()].append(cell)
-    return {word: np.asarray(cells, dtype=np.float64) for word, cells in by_word.items()}
+        pieces = chunks.word_ids[row] == word
+        if chunks.cut is not None and chunks.cut[row][pieces].any():
+            cut.append(cell)
+            continue
+        by_word[tokenizer.decode(chunks.input_ids[row][pieces].tolist()).strip()].append(cell)
+    return Occurrences({word: np.asarray(cells, dtype=np.float64) for word, cells in by_word.items()},
+                       np.asarray(cut, dtype=np.float64).reshape(-1, 3))
 
 
 def _word_row(word: str, cells: np.ndarray) -> dict[str, Any]:
@@ -51,17 +69,20 @@ def _word_row(word: str, cells: np.ndarray) -> dict[str, Any]:
             "change": float(change.sum()), "mean_change": float(change.mean()), "mean_change_interval": interval}
 
 
-def ledger(words: dict[str, np.ndarray], top: int) -> dict[str, Any]:
-    """The ``top`` words whose summed NLL fell most and rose most, and the totals (which the
-    words' NLLs add up to)."""
-    rows = sorted((_word_row(word, cells) for word, cells in words.items()), key=lambda r: (r["change"], r["word"]))
+def ledger(found: Occurrences, top: int) -> dict[str, Any]:
+    """The ``top`` whole words whose summed NLL fell most and rose most, and the totals,
+    which the words' and the cut words' NLLs add up to."""
+    rows = sorted((_word_row(word, cells) for word, cells in found.words.items()), key=lambda r: (r["change"], r["word"]))
+    cut = found.cut
     return {
         "fell": [r for r in rows[:top] if r["change"] < 0],
         "rose": [r for r in reversed(rows[-top:]) if r["change"] > 0],
         "words": len(rows),
         "occurrences": int(sum(r["count"] for r in rows)),
-        "base_nll": float(sum(r["base_nll"] for r in rows)),
-        "model_nll": float(sum(r["model_nll"] for r in rows)),
+        "cut_words": {"occurrences": len(cut), "masked_tokens": int(cut[:, 2].sum()),
+                      "base_nll": float(cut[:, 0].sum()), "model_nll": float(cut[:, 1].sum())},
+        "base_nll": float(sum(r["base_nll"] for r in rows) + cut[:, 0].sum()),
+        "model_nll": float(sum(r["model_nll"] for r in rows) + cut[:, 1].sum()),
     }
 
 

@@ -133,7 +133,8 @@ def _words_html(words: dict[str, Any] | None) -> str:
         parts.append(f"<h3>Words that {title}</h3><table><tr><th>word</th><th>occurrences</th><th>NLL change (nats)</th>"
                      f"<th>per occurrence [95% interval]</th></tr>{rows}</table>")
     return ("<h2>What changed, word by word</h2><p>Masked-token NLL of the saved model minus the base model's on the "
-            f"held-out text, summed per whole word ({words['occurrences']} occurrences of {words['words']} words; total "
+            f"held-out text, summed per whole word ({words['occurrences']} occurrences of {words['words']} words, and "
+            f"{words['cut_words']['occurrences']} of words cut by chunk edges, counted in the totals only; total "
             f"{words['base_nll']:.1f} -> {words['model_nll']:.1f} nats).</p>" + "".join(parts))
 
 

@@ -198,8 +198,9 @@ def print_word_ledger(ledger: dict[str, Any]) -> None:
             table.add_row(row["word"], str(row["count"]), f"{row['base_nll']:.2f}", f"{row['model_nll']:.2f}",
                           f"{row['change']:+.2f}", mean)
         out.print(table)
-    out.print(f"{ledger['words']} words, {ledger['occurrences']} masked occurrences; total NLL {ledger['base_nll']:.2f} -> "
-              f"{ledger['model_nll']:.2f}", markup=False)
+    cut = ledger["cut_words"]
+    out.print(f"{ledger['words']} words, {ledger['occurrences']} masked occurrences (+ {cut['occurrences']} of words cut by "
+              f"chunk edges, in the totals only); total NLL {ledger['base_nll']:.2f} -> {ledger['model_nll']:.2f}", markup=False)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
