@@ -10,7 +10,7 @@ import pytest
 from conftest import labelled_csv, make_documents, one_word_label_files, run_main
 from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.evaluation import probing
+from mlm_adapt.evaluation import leakage, probing
 
 
 @pytest.mark.parametrize("values, match", [
@@ -145,7 +145,7 @@ def test_no_verdict_from_too_few_groups():
 
 def test_duplicates_up_to_case_and_spaces_never_span_train_and_test():
     texts = [f"Review {i % 30}:  a  film." if i % 3 else f"review {i % 30}: a film." for i in range(120)]
-    groups = probing.duplicate_groups(texts)
+    groups = leakage.duplicate_groups(texts)
     assert len(np.unique(groups)) == 30
     labels = np.array([i % 30 % 2 for i in range(120)])
     for seed in range(3):
@@ -156,12 +156,12 @@ def test_duplicates_up_to_case_and_spaces_never_span_train_and_test():
 def test_texts_the_adaptation_trained_on_are_left_out(bert_dir, tmp_path):
     docs = make_documents(80, seed=4)
     data = labelled_csv(tmp_path / "d.csv", docs, ["a" if i % 2 else "b" for i in range(len(docs))])
-    seen = probing.seen_texts(d.upper() + "  " for d in docs[:30])  # the same texts, as a corpus may hold them
+    seen = leakage.seen_texts(d.upper() + "  " for d in docs[:30])  # the same texts, as a corpus may hold them
     report = probing.probe(ProbeConfig(models=(ModelConfig(str(bert_dir)),), data=DataConfig(str(data)), max_length=32),
                            seen=seen)
     assert report["leakage"] == {"seen_rows": 30, "unseen_rows": 50, "probed": "unseen"} and report["rows"] == 50
     few = probing.probe(ProbeConfig(models=(ModelConfig(str(bert_dir)),), data=DataConfig(str(data)), max_length=32),
-                        seen=probing.seen_texts(docs[:75]))
+                        seen=leakage.seen_texts(docs[:75]))
     assert few["leakage"]["probed"] == "all" and few["rows"] == 80  # too few unseen rows: all probed, the leak said
 
 

@@ -8,13 +8,14 @@ fits a logistic regression on standardised features, its regularisation chosen b
 inner cross-validation (``LogisticRegressionCV``); ``--finetune`` fine-tunes a classifier
 instead (``finetuning``). Two models are compared on the same examples and folds: the
 difference in accuracy and macro-F1 paired by test fold, with the corrected repeated
-k-fold t interval, and "significant" only where that interval excludes 0. benchmarks/probe_calibration.py measures how often it says so when
-the two models are equally good (docs/statistics.md).
+a group bootstrap interval for the frozen probe (the corrected repeated k-fold t for
+``--finetune``), and "significant" only where the interval excludes 0.
+benchmarks/probe_calibration.py measures how often it says so when the two models are
+equally good (docs/statistics.md). Texts a model trained on are left out (``leakage``).
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 
@@ -23,12 +24,12 @@ import torch
 
 from mlm_adapt.data.seeding import Salt, generator
 from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.evaluation.leakage import duplicate_groups, found_in, unseen
 
 MIN_PER_CLASS = 5  # rows a class needs: a few to train on and at least one to test on
 # Below this many distinct texts no verdict is drawn: the folds' differences say little,
 # as intervals over under ~20 held-out documents do (intervals.MIN_DOCUMENTS).
 MIN_GROUPS_FOR_VERDICT = 20
-_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -94,17 +95,6 @@ def encode_labels(values: list) -> tuple[np.ndarray, list[str]]:
     if few:
         raise MlmAdaptError(f"--label-column: too few rows for class(es) {', '.join(few)}; each needs {MIN_PER_CLASS}")
     return labels, names
-
-
-def normalised(text: str) -> str:
-    """A text as duplicates are found: case and runs of white space ignored."""
-    return _SPACE.sub(" ", text).strip().lower()
-
-
-def duplicate_groups(texts: list[str]) -> np.ndarray:
-    """A group number per text; texts equal up to case and white space share one."""
-    seen: dict[str, int] = {}
-    return np.array([seen.setdefault(normalised(t), len(seen)) for t in texts])
 
 
 def fold_splits(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -239,7 +229,8 @@ def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trai
     texts, labels, names = labelled_texts(config)
     if trained_on is not None:
         seen = found_in(trained_on, texts, held_out, held_out_rows)
-    texts, labels, leakage = _unseen(texts, labels, names, seen, config.fold_count())  # before sampling: keep the most
+    # Before sampling, to keep the most rows; each class needs rows for every fold.
+    texts, labels, leakage = unseen(texts, labels, names, seen, max(MIN_PER_CLASS, 2 * config.fold_count()))
     texts, labels = sample(texts, labels, config)
     groups = duplicate_groups(texts)
     seeds = [config.seed + i for i in range(config.repeats())]
@@ -267,21 +258,6 @@ def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trai
     return report
 
 
-def _unseen(texts: list[str], labels: np.ndarray, names: list[str], seen: set[str] | None,
-            folds: int) -> tuple[list[str], np.ndarray, dict | None]:
-    """The rows whose text is not in ``seen`` where every class keeps enough for the folds;
-    else all rows, with the leak recorded."""
-    if not seen:
-        return texts, labels, None
-    fresh = np.array([normalised(t) not in seen for t in texts])
-    kept = labels[fresh]
-    enough = len(np.unique(kept)) == len(names) and np.bincount(kept, minlength=len(names)).min() >= max(MIN_PER_CLASS, 2 * folds)
-    leakage = {"seen_rows": int((~fresh).sum()), "unseen_rows": int(fresh.sum()), "probed": "unseen" if enough else "all"}
-    if not enough:
-        return texts, labels, leakage
-    return [t for t, f in zip(texts, fresh) if f], kept, leakage
-
-
 def labelled_texts(config) -> tuple[list[str], np.ndarray, list[str]]:
     """Every labelled row's text, class index, and the class names (:func:`sample` then
     keeps at most ``max_rows``)."""
@@ -303,22 +279,3 @@ def sample(texts: list[str], labels: np.ndarray, config) -> tuple[list[str], np.
         return texts, labels
     rows = np.sort(generator(config.seed, Salt.PROBE_ROWS).choice(len(texts), config.max_rows, replace=False))
     return [texts[i] for i in rows], labels[rows]
-
-
-def seen_texts(texts) -> set[str]:
-    """The normalised form of every text in an iterable of texts (a training corpus)."""
-    return {normalised(t) for t in texts}
-
-
-def found_in(corpus_config, texts: list[str], held_out: np.ndarray | None = None,
-             held_out_rows: np.ndarray | None = None) -> set[str]:
-    """Which of ``texts`` (normalised) a corpus holds as a document outside ``held_out``
-    (document numbers, ``corpus.numbered_documents``) and ``held_out_rows`` (a stream's rows):
-    the corpus is read once, as a stream where so configured, holding only the probe's texts."""
-    from mlm_adapt.data.corpus import numbered_documents
-
-    wanted = {normalised(t) for t in texts}
-    skip = set() if held_out is None else set(held_out.tolist())
-    skip_rows = set() if held_out_rows is None else set(held_out_rows.tolist())
-    return {key for row, number, text in numbered_documents(corpus_config)
-            if number not in skip and row not in skip_rows and (key := normalised(text)) in wanted}

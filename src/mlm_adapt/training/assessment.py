@@ -18,8 +18,8 @@ import numpy as np
 
 from mlm_adapt.config import AssessConfig, EvalConfig, TrainConfig
 from mlm_adapt.data.corpus import read_texts
+from mlm_adapt.evaluation.leakage import normalised
 from mlm_adapt.evaluation.perplexity import evaluate_sets
-from mlm_adapt.evaluation.probing import normalised
 from mlm_adapt.evaluation.vocabulary import fragmentation
 from mlm_adapt.modeling.preparation import prepare
 from mlm_adapt.system.runtime import make_accelerator
