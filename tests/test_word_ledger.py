@@ -8,11 +8,15 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import run_main, train_config
+from mlm_adapt.config import WORD_MIN_OCCURRENCES
 from mlm_adapt.data.chunking import Chunks
 from mlm_adapt.data.held_out import MaskedSet
-from mlm_adapt.evaluation.word_ledger import ledger, occurrences
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.evaluation.word_ledger import Occurrences, ledger, occurrences
 
 
 class _Tokenizer:
@@ -54,6 +58,25 @@ def test_words_cut_by_a_chunks_edges_count_in_the_totals_but_are_never_listed():
     assert summary["cut_words"] == {"occurrences": 3, "masked_tokens": 6, "base_nll": 12.0, "model_nll": 6.0}
     assert summary["base_nll"] == pytest.approx(base.sum()) and summary["model_nll"] == pytest.approx(model.sum())
 
+
+@given(counts=st.lists(st.integers(1, 12), min_size=1, max_size=30), top=st.integers(1, 8), seed=st.integers(0, 999))
+@settings(max_examples=60, deadline=None)
+def test_a_ranking_lists_the_words_that_changed_most_by_its_measure(counts, top, seed):
+    rng = np.random.default_rng(seed)
+    words = {f"w{i}": np.column_stack([rng.random(n) * 5, rng.random(n) * 5, np.ones(n)]) for i, n in enumerate(counts)}
+    found = Occurrences(words, np.zeros((0, 3)))
+    total, mean = ledger(found, top), ledger(found, top, by="mean")
+    for summary, key, least in ((total, "change", 1), (mean, "mean_change", WORD_MIN_OCCURRENCES)):
+        eligible = {w: c for w, c in words.items() if len(c) >= least}
+        measure = {w: (c[:, 1] - c[:, 0]).sum() / (len(c) if key == "mean_change" else 1) for w, c in eligible.items()}
+        fell = sorted((w for w in measure if measure[w] < 0), key=lambda w: (measure[w], w))[:top]
+        rose = sorted((w for w in measure if measure[w] > 0), key=lambda w: (-measure[w], w))[:top]
+        assert [r["word"] for r in summary["fell"]] == fell and [r["word"] for r in summary["rose"]] == rose
+        assert summary["min_occurrences"] == least and summary["words"] == len(words)  # every word counts in the totals
+        assert summary["base_nll"] == pytest.approx(sum(c[:, 0].sum() for c in words.values()))
+    with pytest.raises(MlmAdaptError, match="--words-by must be total or mean"):
+        ledger(found, top, by="median")
+
 def test_the_ledger_of_a_run_sums_to_the_sets_totals(bert_dir, data_root, tmp_path, capsys):
     from mlm_adapt.training.loop import train
 
@@ -75,6 +98,10 @@ def test_the_ledger_of_a_run_sums_to_the_sets_totals(bert_dir, data_root, tmp_pa
     code, out, _ = run_main(capsys, "evaluate", "--model", str(config.output), "--compare", str(bert_dir), "--words", "3",
                             "--data", str(data_root / "docs.txt"), "--chunk-size", "48", "--eval-size", "40", "--seed", "7")
     assert code == 0 and "words that got easier" in out
+    code, out, _ = run_main(capsys, "evaluate", "--model", str(config.output), "--compare", str(bert_dir), "--words", "3",
+                            "--words-by", "mean", "--data", str(data_root / "docs.txt"), "--chunk-size", "48", "--eval-size", "40",
+                            "--seed", "7")
+    assert code == 0 and f"words seen {WORD_MIN_OCCURRENCES} times or more" in out
 
 
 def test_a_run_reports_what_changed_word_by_word(bert_dir, data_root, tmp_path):
@@ -89,3 +116,13 @@ def test_a_run_reports_what_changed_word_by_word(bert_dir, data_root, tmp_path):
     assert len(words["fell"]) <= 15 and words["fell"]
     report = (tmp_path / "o" / "report.html").read_text()
     assert "What changed, word by word" in report and words["fell"][0]["word"] in report
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--words-by", "mean"], "--words-by ranks the --words list: give --words N"),
+    (["--compare", "BASE", "--words", "3", "--words-by", "median"], "--words-by must be total or mean, not 'median'"),
+])
+def test_a_ranking_without_a_list_or_of_an_unknown_kind_is_one_error_line(capsys, bert_dir, data_root, args, message):
+    args = [str(bert_dir) if a == "BASE" else a for a in args]
+    code, _, err = run_main(capsys, "evaluate", "--model", str(bert_dir), "--data", str(data_root / "docs.txt"), *args)
+    assert code == 2 and err.strip() == f"error: {message}"

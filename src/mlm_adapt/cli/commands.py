@@ -43,6 +43,7 @@ from mlm_adapt.cli.options import (
     TextColumn,
     TrainSize,
     TrustRemote,
+    help_text,
     option,
 )
 from mlm_adapt.errors import MlmAdaptError
@@ -107,7 +108,7 @@ def train(
 
 
 # Command-line parameters that are not config options, or are named differently there.
-_NOT_OPTIONS = {"config", "json_out", "pseudo", "max_sentences", "compare", "pll", "per_text", "words"}
+_NOT_OPTIONS = {"config", "json_out", "pseudo", "max_sentences", "compare", "pll", "per_text", "words", "words_by"}
 _RENAMED = {"probe": "probes"}
 
 
@@ -145,6 +146,9 @@ def evaluate(
         help="A base model scored on the same tokens and masks: the ratio MODEL / BASE and its paired interval")] = None,
     words: Annotated[int, typer.Option(
         help="With --compare: list the N whole words whose NLL fell most and rose most (0: none)")] = 0,
+    words_by: Annotated[str, typer.Option(help=help_text(
+        "With --words: rank by total change (frequent words lead) or mean change per occurrence "
+        f"(words seen {cfg.WORD_MIN_OCCURRENCES} times or more)", choices=cfg.WordRanking))] = "total",
 ) -> None:
     """Perplexity of MODEL on the held-out documents of DATA (the split `train` uses, same masks)."""
     from mlm_adapt.evaluation.perplexity import comparison_summary, evaluation_summary, pseudo_summary
@@ -154,8 +158,10 @@ def evaluate(
     config = flat_options.resolve(cfg.EvalConfig, _config_options(ctx))
     if words and not compare:
         raise MlmAdaptError("--words lists what changed against a base model: give --compare BASE")
+    if words_by != "total" and not words:
+        raise MlmAdaptError("--words-by ranks the --words list: give --words N")
     if compare and not pseudo:
-        _evaluate_against(config, compare, json_out, words)
+        _evaluate_against(config, compare, json_out, words, words_by)
         return
     if pseudo:
         if max_sentences < 1:
@@ -196,13 +202,13 @@ def _base_config(config, base: str) -> cfg.ModelConfig:
     return cfg.ModelConfig(base, allow_pickle=config.model.allow_pickle, trust_remote_code=config.model.trust_remote_code)
 
 
-def _evaluate_against(config, base: str, json_out: bool, words: int) -> None:
+def _evaluate_against(config, base: str, json_out: bool, words: int, words_by: str) -> None:
     from mlm_adapt.evaluation.perplexity import comparison_summary, evaluation_summary
     from mlm_adapt.evaluation.scoring import evaluate_against
 
     if words < 0:
         raise MlmAdaptError(f"--words must be 0 or a positive number, not {words}")
-    before, after, ledger = evaluate_against(config, _base_config(config, base), words)
+    before, after, ledger = evaluate_against(config, _base_config(config, base), words, words_by)
     summary = {**evaluation_summary(after, config.seed), "comparison": comparison_summary(before, after, config.seed)}
     if ledger is not None:
         summary["words"] = ledger

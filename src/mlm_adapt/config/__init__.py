@@ -14,12 +14,14 @@ from mlm_adapt.config.fields import (
                                      DEFAULT_PSEUDO_TEXTS,
                                      DEFAULT_TOP_K,
                                      DEFAULT_TRAIN_SIZE,
+                                     WORD_MIN_OCCURRENCES,
                                      DocumentBoundary,
                                      Masking,
                                      Precision,
                                      Remainder,
                                      ReportTo,
                                      Select,
+                                     WordRanking,
                                      choices,
                                      field_docs,
 )
@@ -29,5 +31,5 @@ from mlm_adapt.config.training import Rule, TrainConfig
 
 __all__ = ["DEFAULT_DEMO_MINUTES", "DEFAULT_MASK_PROB", "DEFAULT_PSEUDO_TEXTS", "DEFAULT_TOP_K", "DEFAULT_TRAIN_SIZE", "AssessConfig",
            "BlendConfig", "DataConfig", "DocumentBoundary", "EvalConfig", "Masking", "MaskingConfig", "ModelConfig", "Precision",
-           "ProbeConfig", "Remainder", "ReportTo", "Rule", "Select", "TaskConfig", "TrainConfig", "VocabConfig", "cache_home", "choices",
-           "field_docs"]
+           "ProbeConfig", "Remainder", "ReportTo", "Rule", "Select", "TaskConfig", "TrainConfig", "VocabConfig",
+           "WORD_MIN_OCCURRENCES", "WordRanking", "cache_home", "choices", "field_docs"]

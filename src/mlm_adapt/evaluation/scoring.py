@@ -14,7 +14,7 @@ from mlm_adapt.data.masking import IGNORE_INDEX
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.evaluation.perplexity import EvalResult, evaluate_loss, token_nll
 from mlm_adapt.evaluation.pseudolikelihood import pseudo_token_nll, text_rows
-from mlm_adapt.evaluation.word_ledger import ledger, occurrences
+from mlm_adapt.evaluation.word_ledger import check_ranking, ledger, occurrences
 from mlm_adapt.modeling.loading import load_model, load_tokenizer
 from mlm_adapt.modeling.objective import MaskedLMObjective
 from mlm_adapt.modeling.preparation import prepare
@@ -87,11 +87,14 @@ def check_same_vocabulary(base: ModelConfig, model: ModelConfig):
     return tokenizer
 
 
-def evaluate_against(config: EvalConfig, base: ModelConfig, words: int = 0) -> tuple[EvalResult, EvalResult, dict | None]:
+def evaluate_against(config: EvalConfig, base: ModelConfig, words: int = 0,
+                     words_by: str = "total") -> tuple[EvalResult, EvalResult, dict | None]:
     """``base`` and ``config.model`` on the same held-out chunks and masks (those a ``train``
     run with these options used, tokenized by ``config.model``'s tokenizer): (base, model,
-    and with ``words`` the word ledger of the ``words`` words that changed most, else None).
+    and with ``words`` the word ledger of the ``words`` words that changed most, ranked
+    ``words_by`` (``word_ledger.ledger``), else None).
     Refuses a base whose vocabulary differs: it could not score the same tokens."""
+    check_ranking(words_by)
     tokenizer = check_same_vocabulary(base, config.model)
     accelerator, _ = make_accelerator(config.precision)
     prepared = prepare(config, accelerator)
@@ -101,5 +104,5 @@ def evaluate_against(config: EvalConfig, base: ModelConfig, words: int = 0) -> t
     base_nll = token_nll(accelerator.prepare(base_objective), masked, config.batch_size, accelerator)
     scored = masked.labels != IGNORE_INDEX
     results = [EvalResult.from_tokens(nll, scored, masked.documents, masked.masked_bytes) for nll in (base_nll, model_nll)]
-    words_changed = ledger(occurrences(base_nll, model_nll, masked, prepared.data.eval, tokenizer), words) if words else None
+    words_changed = ledger(occurrences(base_nll, model_nll, masked, prepared.data.eval, tokenizer), words, words_by) if words else None
     return results[0], results[1], words_changed

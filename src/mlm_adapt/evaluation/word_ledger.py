@@ -8,6 +8,11 @@ under ``cut_words``, never as a word of the lists. A word's change is the sum,
 over its occurrences, of (model NLL - base NLL); its interval is a t interval of the mean
 change per occurrence (occurrences of a word are treated as independent: an
 approximation where one document repeats a word).
+
+Words are ranked by their total change (what they add to the perplexity's change, so
+frequent words lead: ",", "and", "the") or by their mean change per occurrence (how much
+the word itself changed: "script", "thriller", "movie" on movie reviews), the latter among
+words seen at least ``WORD_MIN_OCCURRENCES`` times.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from mlm_adapt.config import WORD_MIN_OCCURRENCES, WordRanking, choices
 from mlm_adapt.data.chunking import Chunks
 from mlm_adapt.data.held_out import MaskedSet
 from mlm_adapt.data.masking import IGNORE_INDEX
+from mlm_adapt.errors import MlmAdaptError
 
 
 @dataclass(frozen=True)
@@ -69,14 +76,26 @@ def _word_row(word: str, cells: np.ndarray) -> dict[str, Any]:
             "change": float(change.sum()), "mean_change": float(change.mean()), "mean_change_interval": interval}
 
 
-def ledger(found: Occurrences, top: int) -> dict[str, Any]:
-    """The ``top`` whole words whose summed NLL fell most and rose most, and the totals,
-    which the words' and the cut words' NLLs add up to."""
-    rows = sorted((_word_row(word, cells) for word, cells in found.words.items()), key=lambda r: (r["change"], r["word"]))
+def check_ranking(by: str) -> None:
+    """Refuses a ranking that is not a ``WordRanking``."""
+    if by not in choices(WordRanking):
+        raise MlmAdaptError(f"--words-by must be {' or '.join(choices(WordRanking))}, not {by!r}")
+
+
+def ledger(found: Occurrences, top: int, by: str = "total") -> dict[str, Any]:
+    """The ``top`` whole words whose NLL fell most and rose most, ranked ``by`` "total"
+    (summed change) or "mean" (change per occurrence, words seen ``WORD_MIN_OCCURRENCES``
+    times or more), and the totals, which every word's and the cut words' NLLs add up to."""
+    check_ranking(by)
+    key, least = ("mean_change", WORD_MIN_OCCURRENCES) if by == "mean" else ("change", 1)
+    rows = [_word_row(word, cells) for word, cells in found.words.items()]
+    ranked = sorted((r for r in rows if r["count"] >= least), key=lambda r: (r[key], r["word"]))
     cut = found.cut
     return {
-        "fell": [r for r in rows[:top] if r["change"] < 0],
-        "rose": [r for r in reversed(rows[-top:]) if r["change"] > 0],
+        "fell": [r for r in ranked[:top] if r[key] < 0],
+        "rose": [r for r in reversed(ranked[-top:]) if r[key] > 0],
+        "ranked_by": by,
+        "min_occurrences": least,
         "words": len(rows),
         "occurrences": int(sum(r["count"] for r in rows)),
         "cut_words": {"occurrences": len(cut), "masked_tokens": int(cut[:, 2].sum()),

@@ -188,8 +188,11 @@ def print_assessment(result: dict[str, Any]) -> None:
 
 def print_word_ledger(ledger: dict[str, Any]) -> None:
     """The words whose summed NLL fell most and rose most (``evaluate --compare --words``)."""
+    ranking = ("mean NLL change per occurrence, model - base; words seen "
+               f"{ledger['min_occurrences']} times or more" if ledger["ranked_by"] == "mean"
+               else "NLL summed over their masked tokens, model - base")
     for key, title in (("fell", "got easier"), ("rose", "got harder")):
-        table = Table(title=f"words that {title} (NLL summed over their masked tokens, model - base)", title_justify="left")
+        table = Table(title=f"words that {title} ({ranking})", title_justify="left")
         for label in ("word", "occurrences", "base NLL", "model NLL", "change", "mean change [95% interval]"):
             table.add_column(label, justify="left" if label == "word" else "right")
         for row in ledger[key]:
