@@ -7,9 +7,9 @@ frozen probe embeds each text once (mean of the last hidden states over real tok
 fits a logistic regression on standardised features, its regularisation chosen by an
 inner cross-validation (``LogisticRegressionCV``); ``--finetune`` fine-tunes a classifier
 instead (``finetuning``). Two models are compared on the same examples and folds: the
-difference in accuracy and macro-F1 paired by test fold, with the corrected repeated
-a group bootstrap interval for the frozen probe (the corrected repeated k-fold t for
-``--finetune``), and "significant" only where the interval excludes 0.
+difference in accuracy and macro-F1 with a paired interval (``paired_tests``: a group
+bootstrap over examples for the frozen probe, the corrected repeated k-fold t over test
+folds for ``--finetune``), and "significant" only where the interval excludes 0.
 benchmarks/probe_calibration.py measures how often it says so when the two models are
 equally good (docs/statistics.md). Texts a model trained on are left out (``leakage``).
 """
