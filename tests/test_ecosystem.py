@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import train_config
+from conftest import free_port, train_config
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.training.loop import train
 
@@ -65,7 +66,33 @@ def test_two_process_data_parallel_run_matches_one_process(bert_no_dropout, data
     assert two["perplexity_after"] == pytest.approx(one["perplexity_after"], rel=0.02)
     assert two["perplexity_after"] < two["perplexity_before"]
     assert sorted(p.name for p in (tmp_path / "two").glob("*.safetensors")) == ["model.safetensors"]
+    # The word ledger from both processes' shares: the base's NLL on the same masks is one
+    # process's, and the saved model's adds up to its perplexity.
+    assert two["words"]["base_nll"] == pytest.approx(one["words"]["base_nll"], rel=1e-5)
+    assert two["words"]["model_nll"] == pytest.approx(math.log(two["perplexity_after"]) * two["eval_masked_tokens"], rel=1e-5)
 
+
+
+@pytest.mark.slow
+def test_two_processes_save_the_selected_step_and_its_word_ledger(bert_dir, data_root, tmp_path):
+    # --select best under DDP: every process loads the selected weights the main process
+    # kept, and scores its share of the ledger with them. test_selection's overfitting run
+    # (2 processes x 2 = its global batch of 4): its best comes well before its last step.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+                          "-m", "mlm_adapt", "train", "--model", str(bert_dir), "--data", str(data_root / "docs.txt"),
+                          "--chunk-size", "48", "--eval-size", "40", "--train-size", "4", "--batch-size", "2", "--max-steps", "40",
+                          "--lr", "2e-2", "--warmup-ratio", "0", "--seed", "7", "--select", "best", "--precision", "fp32",
+                          "--output", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    best = min(metrics["history"], key=lambda h: h["perplexity"])
+    assert metrics["processes"] == 2 and metrics["selected_step"] == best["step"] < metrics["steps"]
+    assert metrics["perplexity_after"] == pytest.approx(best["perplexity"], rel=1e-5)
+    words = metrics["words"]
+    assert words["model_nll"] == pytest.approx(math.log(best["perplexity"]) * metrics["eval_masked_tokens"], rel=1e-5)
+    assert "What changed, word by word" in (tmp_path / "two" / "report.html").read_text()
 
 @pytest.mark.slow
 def test_two_processes_finish_with_uneven_shards(bert_dir, data_root, tmp_path):

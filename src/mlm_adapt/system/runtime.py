@@ -18,7 +18,7 @@ from typing import Mapping
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs
 
 from mlm_adapt.errors import MlmAdaptError
 
@@ -102,6 +102,14 @@ def use_tf32(precision: str, cuda: bool) -> bool:
 # is shorter than work the main process does alone while the others wait at a barrier:
 # tokenizing a large corpus (main_process_first), the task probe, the push to the Hub.
 PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
+
+
+# Launches in which every process holds the whole model (one process, or DDP on a device
+# type accelerate knows): what one process can score alone, each can score its share of.
+# FSDP, DeepSpeed, Megatron and the XLA launches (TPU, Neuron) shard or compile it.
+WHOLE_MODEL_LAUNCHES = frozenset(
+    DistributedType[name] for name in ("NO", "MULTI_CPU", "MULTI_GPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_MUSA",
+                                       "MULTI_HPU", "MULTI_SDAA") if name in DistributedType.__members__)
 
 
 def check_launch(distributed_type, grad_accum: int) -> None:

@@ -26,7 +26,7 @@ from mlm_adapt.modeling.objective import supports_sparse_prediction, trims_last_
 from mlm_adapt.modeling.preparation import Prepared, prepare
 from mlm_adapt.outputs import artifacts, reporting
 from mlm_adapt.system import disclosure, hub
-from mlm_adapt.system.runtime import check_launch, make_accelerator
+from mlm_adapt.system.runtime import WHOLE_MODEL_LAUNCHES, check_launch, make_accelerator
 from mlm_adapt.training import checkpoints, selection
 from mlm_adapt.training.optimizer_step import WARMUP_STEPS_NOT_TIMED, StepOutcome, optimisation, train_step
 from mlm_adapt.training.state import RunState, Timer
@@ -182,14 +182,19 @@ def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, out
                     step=metrics["steps"])
     # Every process takes part: a sharded model (FSDP, DeepSpeed ZeRO-3) is gathered here.
     weights = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(objective).items()}
-    if accelerator.is_main_process:
-        model = accelerator.unwrap_model(objective).model
-        if metrics["selected_step"] != metrics["steps"]:  # an earlier evaluation was selected: save its weights
+    model = accelerator.unwrap_model(objective).model
+    # Under data parallelism every process holds the whole model, so each scores its share
+    # of the word ledger's tokens, as in evaluation; a sharded one only saves.
+    whole = accelerator.distributed_type in WHOLE_MODEL_LAUNCHES
+    if metrics["selected_step"] != metrics["steps"]:  # an earlier evaluation was selected: save its weights
+        accelerator.wait_for_everyone()  # the main process has written them (checkpoints.keep_selected)
+        if accelerator.is_main_process or whole:  # explicit, not left to DDP's broadcast when the ledger wraps it
             weights = checkpoints.load_selected(config.output, metrics["selected_step"])
-            model.load_state_dict(weights)  # the reports' fill-mask table shows the saved model
-        # What changed, word by word (report.html): one process, and a vocabulary the base can score.
-        if accelerator.num_processes == 1 and not config.extends_vocabulary():
-            metrics["words"] = word_ledger.against_base(model, config.model, prepared, config.batch_size, accelerator)
+            model.load_state_dict(weights)  # the reports' fill-mask table and word ledger show the saved model
+    # What changed, word by word (report.html): needs a vocabulary the base can score.
+    if whole and not config.extends_vocabulary():
+        metrics["words"] = word_ledger.against_base(model, config.model, prepared, config.batch_size, accelerator)
+    if accelerator.is_main_process:
         _save_outputs(config, output, model, weights, prepared, metrics)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # last: it also ends the process group
