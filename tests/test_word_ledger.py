@@ -116,6 +116,11 @@ def test_a_run_reports_what_changed_word_by_word(bert_dir, data_root, tmp_path):
     assert len(words["fell"]) <= 15 and words["fell"]
     report = (tmp_path / "o" / "report.html").read_text()
     assert "What changed, word by word" in report and words["fell"][0]["word"] in report
+    # The lists by change per occurrence, among words seen often enough.
+    by_mean = words["mean_fell"] + words["mean_rose"]
+    assert words["mean_fell"] and all(r["count"] >= WORD_MIN_OCCURRENCES for r in by_mean)
+    assert [r["mean_change"] for r in words["mean_fell"]] == sorted(r["mean_change"] for r in words["mean_fell"])
+    assert f"got easier per occurrence (seen {WORD_MIN_OCCURRENCES} times or more)" in report
 
 
 @pytest.mark.parametrize("args, message", [

@@ -110,7 +110,8 @@ REPORT_WORDS = 15  # words per list in a run's metrics.json and report.html
 
 def against_base(model, base, prepared, batch_size: int, accelerator, top: int = REPORT_WORDS) -> dict[str, Any]:
     """A run's ledger: ``model`` (the saved one) against the ``base`` ``ModelConfig`` it
-    started from, on the run's own held-out chunks and masks (``prepared``)."""
+    started from, on the run's own held-out chunks and masks (``prepared``), ranked by total
+    change, with the lists ranked by the mean change as ``mean_fell`` and ``mean_rose``."""
     from mlm_adapt.evaluation.perplexity import token_nll
     from mlm_adapt.modeling.loading import load_model
     from mlm_adapt.modeling.objective import MaskedLMObjective
@@ -120,4 +121,6 @@ def against_base(model, base, prepared, batch_size: int, accelerator, top: int =
     base_model = load_model(base, packing=prepared.separator is not None)
     base_nll = token_nll(accelerator.prepare(MaskedLMObjective(base_model, separator=prepared.separator)), masked, batch_size,
                          accelerator)
-    return ledger(occurrences(base_nll, model_nll, masked, prepared.data.eval, prepared.tokenizer), top)
+    found = occurrences(base_nll, model_nll, masked, prepared.data.eval, prepared.tokenizer)
+    by_mean = ledger(found, top, by="mean")
+    return {**ledger(found, top), "mean_fell": by_mean["fell"], "mean_rose": by_mean["rose"]}

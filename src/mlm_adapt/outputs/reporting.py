@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mlm_adapt.config import WORD_MIN_OCCURRENCES
 from mlm_adapt.data.chunking import NO_WORD, Chunks
 from mlm_adapt.data.seeding import Salt, generator
 from mlm_adapt.outputs.model_card import model_card, saved_step_text, task_probe_intro, task_probe_rows, verdict, with_interval_text
@@ -125,7 +126,11 @@ def _words_html(words: dict[str, Any] | None) -> str:
     if not words:
         return ""
     parts = []
-    for key, title in (("fell", "got easier"), ("rose", "got harder")):
+    lists = (("fell", "got easier"), ("rose", "got harder"), ("mean_fell", f"got easier per occurrence (seen {WORD_MIN_OCCURRENCES}"
+             " times or more)"), ("mean_rose", f"got harder per occurrence (seen {WORD_MIN_OCCURRENCES} times or more)"))
+    for key, title in lists:
+        if not words.get(key):
+            continue
         rows = "".join(
             f"<tr><td>{html.escape(r['word'])}</td><td>{r['count']}</td><td>{r['change']:+.2f}</td><td>{r['mean_change']:+.3f}"
             + (f" [{r['mean_change_interval'][0]:+.3f}, {r['mean_change_interval'][1]:+.3f}]" if r["mean_change_interval"] else "")
