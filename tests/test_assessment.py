@@ -51,6 +51,20 @@ def test_a_corpus_of_duplicates_is_told_to_deduplicate_first(general_model, data
     assert result["recommendation"].startswith("38% of the documents are duplicates: deduplicate first")
 
 
+
+def test_a_corpus_of_near_duplicates_is_told_to_deduplicate_first(general_model, data_root, tmp_path, capsys):
+    rng = random.Random(1)
+
+    def words(n: int) -> list[str]:
+        return ["".join(rng.choice("abcdefghij") for _ in range(6)) for _ in range(n)]
+
+    documents = [" ".join(words(30)) for _ in range(100)]
+    edited = [" ".join(d.split()[:-1] + words(1)) for d in documents[:60]]  # each with its last word changed
+    (tmp_path / "near.txt").write_text("\n".join(documents + edited) + "\n", encoding="utf-8")
+    result = _assess(capsys, general_model, tmp_path / "near.txt", data_root / "docs.txt")
+    assert result["duplicate_share"] == 0 and result["near_duplicate_share"] == pytest.approx(60 / 160)
+    assert result["recommendation"].startswith("38% of the documents are near duplicates")
+
 def test_assess_prints_a_table_and_the_recommendation(general_model, data_root, capsys):
     code, out, _ = run_main(capsys, "assess", "--model", str(general_model), "--data", str(data_root / "docs.txt"),
                             "--chunk-size", "48", "--eval-size", "40", "--batch-size", "16")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from typing import Any
 
 import numpy as np
 
 from mlm_adapt.config import AssessConfig, EvalConfig, TrainConfig
 from mlm_adapt.data.corpus import read_texts
+from mlm_adapt.data.duplicates import SHINGLE_WORDS, THRESHOLD, near_duplicate_groups
 from mlm_adapt.evaluation.leakage import normalised
 from mlm_adapt.evaluation.perplexity import evaluate_sets
 from mlm_adapt.evaluation.vocabulary import fragmentation
@@ -29,14 +29,13 @@ DUPLICATES_FIRST = 0.3  # a share of repeated documents above which deduplicatin
 LARGE_HEADROOM = 2.0  # base perplexity on the corpus / on general text: much to learn
 LITTLE_HEADROOM = 1.25  # ... at most this: the corpus reads like what the model knows
 FEW_CHUNKS = 500  # fewer training chunks: an epoch of a few steps, a small effect at best
-_NOT_LETTERS = re.compile(r"[\W\d_]+")
 
 
 def document_statistics(texts: list[str], tokenizer) -> dict[str, Any]:
-    """Exact (case and white space aside) and near duplicate shares (also punctuation and
-    digits aside) and the spread of document lengths in tokens."""
+    """Exact (case and white space aside) and near duplicate shares (``data.duplicates``:
+    MinHash over word 3-grams) and the spread of document lengths in tokens."""
     exact = {normalised(t) for t in texts}
-    near = {_NOT_LETTERS.sub(" ", normalised(t)).strip() for t in texts}
+    near = np.unique(near_duplicate_groups(texts))
     encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else [[]]
     lengths = np.array([len(ids) for ids in encoded])
     p10, median, p90 = np.percentile(lengths, [10, 50, 90])
@@ -51,6 +50,9 @@ def recommendation(result: dict[str, Any]) -> str:
     if result["duplicate_share"] >= DUPLICATES_FIRST:
         advice.append(f"{result['duplicate_share']:.0%} of the documents are duplicates: deduplicate first "
                       "(each copy is trained on again, and copies can sit on both sides of the held-out split)")
+    elif result["near_duplicate_share"] >= DUPLICATES_FIRST:
+        advice.append(f"{result['near_duplicate_share']:.0%} of the documents are near duplicates (word {SHINGLE_WORDS}-grams "
+                      f"overlapping by a Jaccard similarity of {THRESHOLD} or more): deduplicate first")
     ratio = result.get("headroom")
     if ratio is None:
         advice.append(f"base perplexity {result['base_perplexity']:.1f} on the corpus; give --general-data to "
