@@ -9,6 +9,7 @@ import pytest
 
 from conftest import labelled_csv, make_documents, one_word_label_files, run_main
 from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
+from mlm_adapt.data import duplicates
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.evaluation import leakage, probing
 
@@ -145,7 +146,7 @@ def test_no_verdict_from_too_few_groups():
 
 def test_duplicates_up_to_case_and_spaces_never_span_train_and_test():
     texts = [f"Review {i % 30}:  a  film." if i % 3 else f"review {i % 30}: a film." for i in range(120)]
-    groups = leakage.duplicate_groups(texts)
+    groups = duplicates.duplicate_groups(texts)
     assert len(np.unique(groups)) == 30
     labels = np.array([i % 30 % 2 for i in range(120)])
     for seed in range(3):

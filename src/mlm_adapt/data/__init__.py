@@ -6,7 +6,7 @@
 ``packing`` marks where packed documents end, ``masking`` draws the masks (pure, seeded
 by ``seeding``), ``held_out`` masks the evaluation chunks once, ``batching`` yields a
 run's micro-batches and ``splits`` is the one boundary the rest sees: held-out chunks
-and a training source. ``duplicates`` finds near-duplicate documents (MinHash).
+and a training source. ``duplicates`` says which documents are copies or near copies (MinHash).
 
 May import: ``mlm_adapt.errors``, ``mlm_adapt.config`` and ``system``; never a model.
 """

@@ -1,8 +1,9 @@
-"""Near-duplicate documents, found as corpus deduplication finds them: each document is
-the set of its word n-grams ("shingles"), near duplicates are documents whose sets
-overlap by a Jaccard similarity of at least ``THRESHOLD``, and MinHash signatures with
-locality-sensitive hashing (datasketch) find the candidate pairs without comparing every
-pair (Broder 1997; the scheme of text-dedup and datatrove).
+"""Duplicate documents: copies up to case and white space (``normalised``,
+``duplicate_groups``), and near duplicates, found as corpus deduplication finds them:
+each document is the set of its word n-grams ("shingles"), near duplicates are documents
+whose sets overlap by a Jaccard similarity of at least ``THRESHOLD``, and MinHash
+signatures with locality-sensitive hashing (datasketch) find the candidate pairs without
+comparing every pair (Broder 1997; the scheme of text-dedup and datatrove).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 
 import numpy as np
 
+_SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 # Word 3-grams, not the 5-grams web-scale deduplication uses: a 25-word review and its copy
 # with one word changed in the middle share a Jaccard similarity of 0.62 at 5 words a
@@ -19,6 +21,17 @@ SHINGLE_WORDS = 3
 THRESHOLD = 0.7  # text-dedup's default similarity for a near duplicate
 NUM_PERM = 128  # permutations a signature: the estimated Jaccard's standard error is <= 0.045
 SEED = 1
+
+
+def normalised(text: str) -> str:
+    """A text as duplicates are found: case and runs of white space ignored."""
+    return _SPACE.sub(" ", text).strip().lower()
+
+
+def duplicate_groups(texts: list[str]) -> np.ndarray:
+    """A group number per text; texts equal up to case and white space share one."""
+    seen: dict[str, int] = {}
+    return np.array([seen.setdefault(normalised(t), len(seen)) for t in texts])
 
 
 def shingles(text: str) -> list[bytes]:

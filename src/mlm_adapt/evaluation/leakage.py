@@ -1,29 +1,16 @@
 """Leakage between what a model trained on and what it is tested on.
 
-Texts equal up to case and runs of white space are one text: they form one group that
-never spans a probe's train and test folds (``duplicate_groups``), and a probe text that
+Texts equal up to case and runs of white space are one text (``data.duplicates``): they
+form one group that never spans a probe's train and test folds, and a probe text that
 the adaptation corpus holds outside its held-out documents counts as seen (``found_in``);
 the probe then runs on the unseen rows where enough remain (``unseen``).
 """
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-_SPACE = re.compile(r"\s+")
-
-
-def normalised(text: str) -> str:
-    """A text as duplicates are found: case and runs of white space ignored."""
-    return _SPACE.sub(" ", text).strip().lower()
-
-
-def duplicate_groups(texts: list[str]) -> np.ndarray:
-    """A group number per text; texts equal up to case and white space share one."""
-    seen: dict[str, int] = {}
-    return np.array([seen.setdefault(normalised(t), len(seen)) for t in texts])
+from mlm_adapt.data.duplicates import normalised
 
 
 def seen_texts(texts) -> set[str]:

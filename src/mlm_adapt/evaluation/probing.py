@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mlm_adapt.data.duplicates import duplicate_groups
 from mlm_adapt.data.seeding import Salt, generator
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.evaluation.leakage import duplicate_groups, found_in, unseen
+from mlm_adapt.evaluation.leakage import found_in, unseen
 
 MIN_PER_CLASS = 5  # rows a class needs: a few to train on and at least one to test on
 # Below this many distinct texts no verdict is drawn: the folds' differences say little,

@@ -17,8 +17,7 @@ import numpy as np
 
 from mlm_adapt.config import AssessConfig, EvalConfig, TrainConfig
 from mlm_adapt.data.corpus import read_texts
-from mlm_adapt.data.duplicates import SHINGLE_WORDS, THRESHOLD, near_duplicate_groups
-from mlm_adapt.evaluation.leakage import normalised
+from mlm_adapt.data.duplicates import SHINGLE_WORDS, THRESHOLD, near_duplicate_groups, normalised
 from mlm_adapt.evaluation.perplexity import evaluate_sets
 from mlm_adapt.evaluation.vocabulary import fragmentation
 from mlm_adapt.modeling.preparation import prepare
