@@ -58,7 +58,11 @@ def test_the_main_process_of_a_multi_process_run_fine_tunes_alone(bert_dir, tmp_
         "                            seeds=1, finetune=True, finetune_epochs=1, max_length=32, precision='fp32'))\n"
         "    print('accuracy', report['models'][0]['accuracy_mean'])\n"
         "state.wait_for_everyone()\n"
-        "print('done', state.process_index)\n")
+        # One write a line: print() writes "done", " 0" and "\\n" apart when unbuffered, and the
+        # two processes' pieces interleaved in one CI run ("donedone 1\\n 0").
+        "import sys\n"
+        "sys.stdout.write(f'done {state.process_index}\\n')\n"
+        "sys.stdout.flush()\n")
     from conftest import free_port, launch
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
