@@ -126,8 +126,9 @@ def _words_html(words: dict[str, Any] | None) -> str:
     if not words:
         return ""
     parts = []
-    lists = (("fell", "got easier"), ("rose", "got harder"), ("mean_fell", f"got easier per occurrence (seen {WORD_MIN_OCCURRENCES}"
-             " times or more)"), ("mean_rose", f"got harder per occurrence (seen {WORD_MIN_OCCURRENCES} times or more)"))
+    per_occurrence = f"per occurrence (seen {WORD_MIN_OCCURRENCES} times or more)"
+    lists = (("fell", "got easier"), ("rose", "got harder"),
+             ("mean_fell", f"got easier {per_occurrence}"), ("mean_rose", f"got harder {per_occurrence}"))
     for key, title in lists:
         if not words.get(key):
             continue

@@ -17,7 +17,7 @@ import numpy as np
 
 from mlm_adapt.config import AssessConfig, EvalConfig, TrainConfig
 from mlm_adapt.data.corpus import read_texts
-from mlm_adapt.data.duplicates import SHINGLE_WORDS, THRESHOLD, near_duplicate_groups, normalised
+from mlm_adapt.data.duplicates import SHINGLE_WORDS, THRESHOLD, duplicate_groups, near_duplicate_groups
 from mlm_adapt.evaluation.perplexity import evaluate_sets
 from mlm_adapt.evaluation.vocabulary import fragmentation
 from mlm_adapt.modeling.preparation import prepare
@@ -33,13 +33,12 @@ FEW_CHUNKS = 500  # fewer training chunks: an epoch of a few steps, a small effe
 def document_statistics(texts: list[str], tokenizer) -> dict[str, Any]:
     """Exact (case and white space aside) and near duplicate shares (``data.duplicates``:
     MinHash over word 3-grams) and the spread of document lengths in tokens."""
-    exact = {normalised(t) for t in texts}
-    near = np.unique(near_duplicate_groups(texts))
+    exact, near = (len(np.unique(groups(texts))) for groups in (duplicate_groups, near_duplicate_groups))
     encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else [[]]
     lengths = np.array([len(ids) for ids in encoded])
     p10, median, p90 = np.percentile(lengths, [10, 50, 90])
-    return {"documents": len(texts), "duplicate_share": 1 - len(exact) / max(len(texts), 1),
-            "near_duplicate_share": 1 - len(near) / max(len(texts), 1),
+    return {"documents": len(texts), "duplicate_share": 1 - exact / max(len(texts), 1),
+            "near_duplicate_share": 1 - near / max(len(texts), 1),
             "document_tokens": {"p10": float(p10), "median": float(median), "p90": float(p90), "mean": float(lengths.mean())}}
 
 
