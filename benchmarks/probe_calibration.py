@@ -16,7 +16,12 @@ Scenarios (features stand in for mean-pooled embeddings; labels depend on a few 
   null-random   random labels: neither encoder can predict them
   real          the second encoder carries a stronger signal (reported as power)
 
-Usage:  python benchmarks/probe_calibration.py [--trials 200] [--rows 300] [--processes 2] [--out benchmarks/probe-calibration.json]
+``--training-only N`` adds N rows to every trial that only ever train the classifiers (the
+rows a compared model adapted on, under the probe's protocol: ``leakage``); the ``--rows``
+are the tested ones.
+
+Usage:  python benchmarks/probe_calibration.py [--trials 200] [--rows 300] [--training-only 0] [--processes 2]
+            [--out benchmarks/probe-calibration.json]
 """
 
 from __future__ import annotations
@@ -60,14 +65,15 @@ def draw(scenario: str, rows: int, rng: np.random.Generator) -> tuple[np.ndarray
     return labels, encoder(0.6), encoder(0.9)  # real
 
 
-def trial(scenario: str, rows: int, seed: int) -> dict:
-    labels, first, second = draw(scenario, rows, np.random.default_rng([seed, rows]))
-    seeds, folds, groups = [seed, seed + 1], 5, np.arange(rows)
-    a = probing.score(first, labels, seeds, folds, "first", groups, ["0", "1"])
-    b = probing.score(second, labels, seeds, folds, "second", groups, ["0", "1"])
-    baseline = probing.majority_baseline(labels, groups, seeds, folds, ["0", "1"])
-    comparison = probing.compare(a, b, groups, baseline=baseline, seed=seed)  # what `probe --compare` runs
-    reference = probing.compare(a, b, groups, baseline=baseline, test="corrected-t")  # what --finetune runs
+def trial(scenario: str, rows: int, seed: int, training_only: int = 0) -> dict:
+    """One trial: ``rows`` tested rows, and ``training_only`` more that every training fold holds."""
+    labels, first, second = draw(scenario, rows + training_only, np.random.default_rng([seed, rows, training_only]))
+    seeds, folds, groups = [seed, seed + 1], 5, np.arange(rows + training_only)
+    a = probing.score(first, labels, seeds, folds, "first", groups, ["0", "1"], tested=rows)
+    b = probing.score(second, labels, seeds, folds, "second", groups, ["0", "1"], tested=rows)
+    baseline = probing.majority_baseline(labels, groups, seeds, folds, ["0", "1"], tested=rows)
+    comparison = probing.compare(a, b, groups[:rows], baseline=baseline, seed=seed)  # what `probe --compare` runs
+    reference = probing.compare(a, b, groups[:rows], baseline=baseline, test="corrected-t")  # what --finetune runs
     # No verdict (None: neither model beats the majority class) is not a "significant".
     return {metric: bool(comparison[metric]["significant"]) for metric in ("accuracy", "macro_f1")} | {
         "corrected_t": bool(reference["accuracy"]["significant"]),
@@ -78,15 +84,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--rows", type=int, default=300)
+    parser.add_argument("--training-only", type=int, default=0)
     parser.add_argument("--scenarios", default="null-copy,null-twin,null-random,real")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/probe-calibration.json"))
     args = parser.parse_args()
-    report = {"trials": args.trials, "rows": args.rows, "level": 0.95, "scenarios": {}}
+    report = {"trials": args.trials, "rows": args.rows, "training_only": args.training_only, "level": 0.95, "scenarios": {}}
     for scenario in args.scenarios.split(","):
         began = time.perf_counter()
         with multiprocessing.Pool(args.processes) as pool:
-            results = pool.starmap(trial, [(scenario, args.rows, seed) for seed in range(args.trials)])
+            results = pool.starmap(trial, [(scenario, args.rows, seed, args.training_only) for seed in range(args.trials)])
         rate = {m: float(np.mean([r[m] for r in results])) for m in ("accuracy", "macro_f1", "corrected_t")}
         withheld = float(np.mean([r["no_verdict"] for r in results]))
         # A binomial 95% band around the observed rate: how far 200 trials can pin it down.

@@ -19,7 +19,7 @@ from mlm_adapt.training import checkpoints
 from mlm_adapt.training.loop import train
 
 # What differs between an interrupted-and-resumed run and an uninterrupted one by design.
-TIMING = {"train_samples_per_second", "train_runtime_seconds", "steps_run"}
+TIMING = {"train_samples_per_second", "train_runtime_seconds", "steps_run", "seconds"}
 
 
 def _command(model: Path, data: Path, output: Path, *extra: str, train_size: int = 96, max_steps: int = 24) -> list[str]:

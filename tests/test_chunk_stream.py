@@ -25,7 +25,7 @@ from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.modeling.loading import load_tokenizer
 from mlm_adapt.training.loop import train
 
-TIMING = {"train_samples_per_second", "train_runtime_seconds", "steps_run"}
+TIMING = {"train_samples_per_second", "train_runtime_seconds", "steps_run", "seconds"}
 
 
 def _slice(tokens: TokenizedCorpus, first: int, last: int) -> TokenizedCorpus:

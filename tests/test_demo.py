@@ -33,14 +33,22 @@ def test_demo_runs_both_stages_and_writes_the_summary(bert_dir, data_root, tmp_p
     small = dict(batch_size=8, max_steps=3)
     small_data = dataclasses.replace(general.data, chunk_size=48, train_size=40, eval_size=10, encoding="utf-8")
     general = dataclasses.replace(general, data=small_data, **small)
-    # The fixture's reviews carry a 0/1 label: the sentiment task stand-in.
+    # The sentiment task's stand-in, like the demo's: labelled texts stage 2 adapts on (seen: they
+    # only ever train the probe) and others no model saw (tested).
+    from conftest import labelled_csv, make_documents
+
+    texts = [line.split(",", 1)[1] for line in (data_root / "reviews.csv").read_text().splitlines()[1:101]]
+    texts += make_documents(60, seed=31)
+    sentiment = labelled_csv(tmp_path / "sentiment.csv", texts, ["pos" if i % 2 else "neg" for i in range(len(texts))])
     adapted = dataclasses.replace(adapted, data=dataclasses.replace(adapted.data, chunk_size=48, text_column="review", eval_size=10),
-                                  general_encoding="utf-8", task_data=str(data_root / "reviews.csv"), task_text_column="review", **small)
+                                  general_encoding="utf-8", task_data=str(sentiment), task_text_column="text", **small)
     assert adapted.model == ModelConfig(str(general.output))  # stage 2 starts from stage 1's output
     assert adapted.general_data == general.data.data  # forgetting is measured on stage 1's held-out news
     topics = topic_probe_config(assets, general, adapted)
     assert [m.model for m in topics.models] == [str(general.output), str(adapted.output)]
-    topics = dataclasses.replace(topics, data=DataConfig(str(data_root / "reviews.csv"), text_column="review"), seeds=2)
+    topic_texts = make_documents(60, seed=32)
+    topics = dataclasses.replace(topics, data=DataConfig(str(labelled_csv(tmp_path / "topics.csv", topic_texts,
+                                                                           ["a" if i % 3 else "b" for i in range(60)]))), seeds=2)
 
     summary = run_demo(tmp_path / "demo", configs=(general, adapted, topics))
 
@@ -52,12 +60,22 @@ def test_demo_runs_both_stages_and_writes_the_summary(bert_dir, data_root, tmp_p
     assert metrics["perplexity_after"] == saved["perplexity_after"]
     assert saved["general_perplexity_after"] == metrics["general_perplexity_after"]
     assert saved["sentiment_probe"] == metrics["task_probe"] and len(saved["topic_probe"]["seeds"]) == 2
+    leak = saved["sentiment_probe"]["leakage"]
+    assert leak["seen_rows"] >= 80 and leak["tested_rows"] == leak["unseen_rows"] == 160 - leak["seen_rows"]
     assert (tmp_path / "demo" / "general" / "model.safetensors").exists()
     assert saved["selected_step"] == metrics["selected_step"] and saved["selection"] == metrics["selection"]
     assert "rose at most 10%" in saved["selection"]["rule"]  # stage 2 limits its forgetting
     assert [e["alpha"] for e in saved["blend"]["alphas"]] == [0.0, 0.5, 1.0] and saved["blend"]["picked"] in (0.0, 0.5, 1.0)
     assert saved["blend"]["alphas"][-1]["perplexity"] == pytest.approx(metrics["perplexity_after"], rel=1e-6)
     assert (tmp_path / "demo" / "blend" / "model.safetensors").exists()
+    # Where the time went: every part measured, and the parts add up to the demo's wall clock.
+    seconds = saved["seconds"]
+    assert set(seconds) == {"training", "evaluation", "probes", "blend", "other", "total"}
+    assert all(seconds[k] > 0 for k in ("training", "evaluation", "probes", "blend"))
+    parts = sum(v for k, v in seconds.items() if k != "total")
+    assert parts == pytest.approx(seconds["total"], rel=0.05) and seconds["other"] < seconds["total"]
+    stages = [json.loads((tmp_path / "demo" / stage / "metrics.json").read_text())["seconds"] for stage in ("general", "adapted")]
+    assert seconds["training"] == pytest.approx(sum(stage["training"] for stage in stages))
 
 
 def test_the_labelled_tasks_come_from_the_corpora(tmp_path):
@@ -149,6 +167,8 @@ def test_the_demo_summary_shows_each_probes_paired_verdict(capsys, monkeypatch):
     comparison = {"accuracy": {"difference": 0.02, "interval": [-0.01, 0.05], "significant": False}}
     summary = {"perplexity_before": 300.0, "perplexity_after": 150.0, "probes": [], "general_model": "g",
                "adapted_model": "a", "sentiment_probe": {"models": [model, model], "comparison": comparison}}
+    summary["seconds"] = {"training": 450.0, "evaluation": 60.0, "probes": 40.0, "blend": 20.0, "other": 30.0, "total": 600.0}
     print_demo_summary(summary)
     out = capsys.readouterr().out
     assert "adapted - general" in out and "+0.020 [-0.010, +0.050] (not significant)" in out
+    assert "time: 450 s training (75%), 60 s evaluation, 40 s probes, 20 s blend, 30 s other; 600 s in all" in out

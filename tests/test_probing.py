@@ -160,10 +160,12 @@ def test_texts_the_adaptation_trained_on_are_left_out(bert_dir, tmp_path):
     seen = leakage.seen_texts(d.upper() + "  " for d in docs[:30])  # the same texts, as a corpus may hold them
     report = probing.probe(ProbeConfig(models=(ModelConfig(str(bert_dir)),), data=DataConfig(str(data)), max_length=32),
                            seen=seen)
-    assert report["leakage"] == {"seen_rows": 30, "unseen_rows": 50, "probed": "unseen"} and report["rows"] == 50
-    few = probing.probe(ProbeConfig(models=(ModelConfig(str(bert_dir)),), data=DataConfig(str(data)), max_length=32),
-                        seen=leakage.seen_texts(docs[:75]))
-    assert few["leakage"]["probed"] == "all" and few["rows"] == 80  # too few unseen rows: all probed, the leak said
+    assert report["leakage"] == {"seen_rows": 30, "unseen_rows": 50, "tested_rows": 50, "probed": "unseen"} and report["rows"] == 50
+    # Too few unseen rows: the probe refuses rather than test texts the adaptation saw (it once
+    # tested all rows then, with a warning).
+    with pytest.raises(MlmAdaptError, match=r"class\(es\) .* have too few"):
+        probing.probe(ProbeConfig(models=(ModelConfig(str(bert_dir)),), data=DataConfig(str(data)), max_length=32),
+                      seen=leakage.seen_texts(docs[:75]))
 
 
 def test_the_probe_reports_a_baseline_per_class_scores_and_its_comparison_as_json(capsys, bert_dir, distilbert_dir, tmp_path):
@@ -195,7 +197,7 @@ def test_probe_seen_names_a_training_corpus_whose_texts_are_left_out(capsys, ber
                               "--seen", str(data_root / "docs.txt"), "--json")
     assert code == 0, err
     report = json.loads(out)
-    assert report["leakage"] == {"seen_rows": 30, "unseen_rows": 50, "probed": "unseen"} and report["rows"] == 50
+    assert report["leakage"] == {"seen_rows": 30, "unseen_rows": 50, "tested_rows": 50, "probed": "unseen"} and report["rows"] == 50
     code, out, _ = run_main(capsys, "probe", "--model", str(bert_dir), "--data", str(data), "--seen", str(data_root / "docs.txt"))
     assert code == 0 and "30 labelled rows whose text the adaptation trained on were left out" in out.replace("\n", " ")
 

@@ -247,7 +247,8 @@ def test_the_task_probe_leaves_out_texts_the_run_trained_on(bert_dir, data_root,
     trained = sum(i not in held_out for i in range(80))  # docs.txt has no empty line: line i is document i
     assert 0 < 80 - trained  # some labelled texts were held out: the test tells the two sides apart
     metrics = train(config)
-    assert metrics["task_probe"]["leakage"] == {"seen_rows": trained, "unseen_rows": 140 - trained, "probed": "unseen"}
+    assert metrics["task_probe"]["leakage"] == {"seen_rows": trained, "unseen_rows": 140 - trained, "tested_rows": 140 - trained,
+                                                "probed": "unseen"}
     assert metrics["task_probe"]["rows"] == 140 - trained
     assert f"{trained} labelled rows whose text the adaptation trained on were left out" in (tmp_path / "o" / "README.md").read_text()
 
@@ -270,4 +271,5 @@ def test_a_streamed_run_leaves_out_only_the_texts_it_trained_on(bert_dir, data_r
     trained = sum(i not in held for i in range(80))
     assert 0 < 80 - trained < 80
     metrics = train(config)
-    assert metrics["task_probe"]["leakage"] == {"seen_rows": trained, "unseen_rows": 140 - trained, "probed": "unseen"}
+    assert metrics["task_probe"]["leakage"] == {"seen_rows": trained, "unseen_rows": 140 - trained, "tested_rows": 140 - trained,
+                                                "probed": "unseen"}

@@ -99,6 +99,12 @@ def resolve(
     """Defaults < YAML file < options given on the command line (``None`` = not given)."""
     options = read_yaml_options(config_file) if config_file else {}
     options.update({k: v for k, v in cli_options.items() if v is not None})
+    if options.get("tapt") and "data" not in options and options.get("task_data"):
+        # --tapt without --data: the task's texts are the whole corpus, read as --task-data's.
+        options["data"] = options["task_data"]
+        for own, task in (("split", "task_split"), ("text_column", "task_text_column")):
+            if task in options and own not in options:
+                options[own] = options[task]
     return from_options(cls, options)
 
 

@@ -1,5 +1,5 @@
 """The ``mlm-adapt`` command: a thin typer layer over the library (``commands``: train and
-evaluate; ``tools``: the commands around a run; ``levers``: blend and assess), flags built from the config (``options``).
+evaluate; ``tools``: the commands around a run; ``levers``: blend, assess and select), flags built from the config (``options``).
 
 User errors (:class:`MlmAdaptError`) become one ``error:`` line and exit status 2; a bug
 keeps its traceback, as does any error under ``--debug``.
@@ -29,6 +29,7 @@ app.command()(tools.probe)
 app.command("fill-mask")(tools.fill_mask)
 app.command()(levers.assess)
 app.command()(levers.blend)
+app.command()(levers.select)
 app.command()(tools.demo)
 
 

@@ -1,5 +1,6 @@
 """The levers around a run: ``blend`` (base and adapted weights interpolated, one blend
-saved) and ``assess`` (is a corpus worth adapting to, before a long run)."""
+saved), ``assess`` (is a corpus worth adapting to, before a long run) and ``select`` (the
+documents of a pool nearest a task's texts, to adapt on)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from mlm_adapt.cli.options import (
     PrecisionOpt,
     Seed,
     Split,
+    Streaming,
     TextColumn,
     TrustRemote,
     option,
@@ -139,3 +141,36 @@ def assess(
         print(json.dumps(result))
     else:
         summaries.print_assessment(result)
+
+
+def select(
+    pool: Annotated[str, typer.Option(help=cfg.field_docs(cfg.SelectConfig)["pool"])],
+    like: Annotated[str, typer.Option(help=cfg.field_docs(cfg.SelectConfig)["like"])],
+    output: Annotated[Path, typer.Option(help=cfg.field_docs(cfg.SelectConfig)["output"])],
+    top: Annotated[int, tool_option(cfg.SelectConfig, "top")] = cfg.SelectConfig.top,
+    model: Model = None, split: Split = None, text_column: TextColumn = None, encoding: Encoding = None,
+    document_boundary: DocumentBoundary = None, streaming: Streaming = None,
+    like_text_column: Annotated[str, typer.Option(help="Text column of --like")] = "text",
+    max_length: Annotated[int, tool_option(cfg.SelectConfig, "max_length")] = cfg.SelectConfig.max_length,
+    batch_size: Annotated[int, tool_option(cfg.SelectConfig, "batch_size")] = cfg.SelectConfig.batch_size,
+    precision: PrecisionOpt = None, overwrite: Annotated[bool, tool_option(cfg.SelectConfig, "overwrite", "--overwrite")] = False,
+    allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
+) -> None:
+    """Pick the TOP documents of POOL nearest the texts of LIKE (curated task-adaptive data for train --data).
+
+    Cosine similarity of MODEL's mean-pooled embeddings, each pool document scored by its nearest task text;
+    exact and near copies of task texts are never picked. Writes OUTPUT as JSON lines, nearest first."""
+    from mlm_adapt.training.curation import select as run
+
+    pool_options = {"data": pool, "split": split, "text_column": text_column, "encoding": encoding,
+                    "document_boundary": document_boundary, "streaming": streaming}
+    pool_config = cfg.DataConfig(**{k: v for k, v in pool_options.items() if v is not None})
+    like_config = cfg.DataConfig(data=like, text_column=like_text_column, encoding=pool_config.encoding)
+    trust = {"allow_pickle": bool(allow_pickle), "trust_remote_code": bool(trust_remote_code)}
+    summary = run(cfg.SelectConfig(pool=pool_config, like=like_config, output=output, top=top,
+                                   model=cfg.ModelConfig(model or cfg.ModelConfig().model, **trust), max_length=max_length,
+                                   batch_size=batch_size, precision=precision or "auto", overwrite=overwrite))
+    if json_out:
+        print(json.dumps(summary))
+    else:
+        summaries.print_selection(summary)

@@ -25,10 +25,11 @@ PANELS = {
     "Masking": ("masking", "mask_prob", "eval_masking", "eval_mask_prob"),
     "Training": ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio", "precision",
                  "seed", "compile"),
-    "Evaluations, checkpoints and the saved step": ("eval_steps", "save_steps", "keep_checkpoints", "select",
+    "Evaluations, checkpoints and the saved step": ("eval_steps", "eval_batch_size", "save_steps", "keep_checkpoints", "select",
                                                     "max_forgetting", "early_stop", "resume", "overwrite"),
     "Forgetting and the task": ("general_data", "general_split", "general_text_column", "general_encoding",
-                                "replay_ratio", "task_data", "task_split", "task_text_column", "task_label_column"),
+                                "replay_ratio", "task_data", "task_split", "task_text_column", "task_label_column",
+                                "tapt", "task_test_share"),
     "Vocabulary": ("add_tokens", "add_tokens_file"),
     "Outputs and the Hub": ("output", "probes", "logging_steps", "report_to", "push_to_hub", "hub_private"),
 }

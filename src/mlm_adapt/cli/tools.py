@@ -78,8 +78,11 @@ def probe(
     folds: Annotated[Optional[int], tool_option(cfg.ProbeConfig, "folds")] = None,
     max_rows: Annotated[Optional[int], tool_option(cfg.ProbeConfig, "max_rows")] = None,
     seen: Annotated[Optional[str], typer.Option(
-        help="A corpus the models trained on (the adaptation data): labelled rows whose text it holds are left out")] = None,
-    seen_text_column: Annotated[Optional[str], typer.Option(help="Text column of --seen (default: as --text-column's)")] = None,
+        "--trained-on", "--seen",
+        help="A corpus a compared model trained on, for a model whose folder does not say (one mlm-adapt trained does): "
+             "labelled rows whose text it holds only ever train the probe, never test it")] = None,
+    seen_text_column: Annotated[Optional[str], typer.Option(
+        "--trained-on-text-column", "--seen-text-column", help="Text column of --trained-on (default: text)")] = None,
     finetune: Annotated[Optional[bool], tool_option(cfg.ProbeConfig, "finetune", "--finetune")] = None,
     finetune_epochs: Annotated[Optional[int], tool_option(cfg.ProbeConfig, "finetune_epochs")] = None,
     finetune_lr: Annotated[Optional[float], tool_option(cfg.ProbeConfig, "finetune_lr")] = None,
@@ -90,7 +93,9 @@ def probe(
     """Does MODEL (vs --compare) serve a labelled task? Out-of-fold probe scores and their paired difference.
 
     A frozen-encoder probe (mean-pooled embeddings + logistic regression), or with --finetune a short full
-    fine-tune; with --compare, the paired difference and its 95% interval (significant only if it excludes 0)."""
+    fine-tune; with --compare, the paired difference and its 95% interval (significant only if it excludes 0).
+    Rows whose text a model trained on (its folder's trained_on.json, or --trained-on) train the probe but are
+    never tested."""
     from mlm_adapt.evaluation.probing import probe as run
 
     given = with_config_file(config, {

@@ -179,3 +179,42 @@ class AssessConfig:
         count("max_documents", self.max_documents)
         count("batch_size", self.batch_size)
         choice("precision", self.precision, Precision)
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """Curated task-adaptive data (``mlm-adapt select``): the ``top`` documents of a pool that
+    lie nearest a task's texts, written as JSON lines that ``train --data`` reads."""
+
+    pool: DataConfig
+    """The documents to choose from (any --data form; --streaming for a pool bigger than memory)."""
+    like: DataConfig
+    """The task's texts the picked documents should be like."""
+    output: Path
+    """The .jsonl file of picked documents, one {"text", "score"} a line, nearest first."""
+    top: int = 1_000
+    """Documents to pick."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model whose mean-pooled embeddings measure nearness (cosine similarity)."""
+    max_length: int = 128
+    """Tokens of each text the encoder reads."""
+    batch_size: int = 32
+    """Texts per embedding pass."""
+    precision: Precision = "auto"
+    """Numeric precision of the embedding passes."""
+    overwrite: bool = False
+    """Replace an existing --output file."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", Path(self.output))
+        if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
+            raise MlmAdaptError(f"--top must be a positive whole number of documents, not {self.top!r}")
+        count("max_length", self.max_length)
+        count("batch_size", self.batch_size)
+        choice("precision", self.precision, Precision)
+        if self.output.suffix.lower() != ".jsonl":
+            raise MlmAdaptError(f"--output {self.output}: the picked documents are written as JSON lines; name a .jsonl file")
+        if self.output.exists() and not self.overwrite:
+            raise MlmAdaptError(f"--output {self.output} exists; pass --overwrite to replace it")
+        if self.like.streaming:
+            raise MlmAdaptError("--like is read in memory (the task's texts); drop --streaming for it")

@@ -68,6 +68,9 @@ class TrainConfig(EvalConfig):
     """Also checkpoint every N steps (always at epoch ends)."""
     eval_steps: int | None = None
     """Also evaluate every N steps (always at epoch ends and the last step)."""
+    eval_batch_size: int | None = None
+    """Chunks per micro-batch of the evaluations (default: --batch-size). They run no backward
+    pass, so a batch larger than a small training batch fits, and runs faster per chunk."""
     keep_checkpoints: int | None = 2
     """Keep the newest K checkpoints."""
     select: Select = "last"
@@ -106,6 +109,13 @@ class TrainConfig(EvalConfig):
     """Text column of --task-data (default: --text-column)."""
     task_label_column: str = "label"
     """Label column of --task-data."""
+    tapt: bool = False
+    """Task-adaptive pretraining: adapt on the texts of --task-data's rows too (all but a
+    held-back share, --task-test-share, which the run's probe tests); without --data, on
+    them alone."""
+    task_test_share: float = 0.3
+    """With --tapt: the share of --task-data's rows held back (whole duplicate groups, drawn by
+    --seed): no text of theirs is trained on, and the run's probe tests them alone."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -114,6 +124,7 @@ class TrainConfig(EvalConfig):
         count("max_steps", self.max_steps, optional=True)
         count("save_steps", self.save_steps, optional=True)
         count("eval_steps", self.eval_steps, optional=True)
+        count("eval_batch_size", self.eval_batch_size, optional=True)
         count("keep_checkpoints", self.keep_checkpoints, optional=True)
         choice("select", self.select, Select)
         count("early_stop", self.early_stop, optional=True)
@@ -131,6 +142,11 @@ class TrainConfig(EvalConfig):
             raise MlmAdaptError("--replay-ratio mixes chunks of --general-data into the training set held in memory: "
                                 "give --general-data, without --streaming")
         self.task_probe_config()  # refuses unlabelled task data before any training
+        probability("task_test_share", self.task_test_share)
+        if self.tapt and self.task_data is None:
+            raise MlmAdaptError("--tapt adapts on the texts of the labelled task: give --task-data")
+        if self.tapt and self.data.streaming:
+            raise MlmAdaptError("--tapt holds the task's held-back texts out of a corpus read in memory: drop --streaming")
         choice("report_to", self.report_to, ReportTo)
         object.__setattr__(self, "probes", tuple(self.probes or ()))
         for probe in self.probes:
@@ -171,10 +187,18 @@ class TrainConfig(EvalConfig):
         return ProbeConfig(models=(self.model, ModelConfig(str(self.output), **trust)), data=data,
                            label_column=self.task_label_column, seed=self.seed)
 
+    def tapt_alone(self) -> bool:
+        """A --tapt run whose corpus is the task's texts alone (--data names the task data)."""
+        return self.tapt and self.data.data == self.task_data
+
     def selection_rule(self) -> Rule:
         """How the saved model is chosen among the run's evaluations (``training.selection``)."""
         chooses = self.max_forgetting is not None or self.early_stop is not None
         return Rule("best" if chooses else self.select, self.max_forgetting)
+
+    def evaluation_batch_size(self) -> int:
+        """Chunks per micro-batch of the run's evaluations and word ledger."""
+        return self.eval_batch_size or self.batch_size
 
     def extends_vocabulary(self) -> bool:
         return self.add_tokens is not None or self.add_tokens_file is not None

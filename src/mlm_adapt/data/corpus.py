@@ -239,6 +239,7 @@ def _load_local(path: Path, config: DataConfig) -> datasets.Dataset:
 
 
 _HEAD_SLICE = re.compile(r"^(\w+)\[:(\d+)\]$")
+STREAM_CHUNK_BYTES = 1 << 20
 
 
 def _load(config: DataConfig, *args, **kwargs) -> datasets.Dataset | datasets.IterableDataset:
@@ -246,6 +247,10 @@ def _load(config: DataConfig, *args, **kwargs) -> datasets.Dataset | datasets.It
     (streams have no other slices)."""
     if not config.streaming:
         return datasets.load_dataset(*args, split=config.split, **kwargs)
+    if args and args[0] in ("json", "text"):
+        # A stream holds this much of the file's raw text at a time (datasets reads 10 MB), and
+        # the rows parsed from it: what bounds the memory of a stream's reader.
+        kwargs.setdefault("chunksize", STREAM_CHUNK_BYTES)
     split, take = config.split, None
     head = _HEAD_SLICE.match(split)
     if head:

@@ -18,14 +18,15 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from mlm_adapt.config import DataConfig, TrainConfig, cache_home
-from mlm_adapt.data import chunk_stream
+from mlm_adapt.data import chunk_stream, task_adaptive
 from mlm_adapt.data.batching import MicroBatches, in_memory_batches, prefetch, streamed_batches
 from mlm_adapt.data.chunk_stream import held_out_stream, training_batches
 from mlm_adapt.data.chunking import Chunks, split_and_chunk
 from mlm_adapt.data.corpus import StreamedCorpus, load_corpus
 from mlm_adapt.data.masking import MaskingVocab
 from mlm_adapt.data.seeding import Salt, generator
-from mlm_adapt.data.tokenization import tokenize_corpus
+from mlm_adapt.data.task_adaptive import TaskTexts
+from mlm_adapt.data.tokenization import TextEncoder, tokenize_corpus
 from mlm_adapt.errors import MlmAdaptError
 
 log = logging.getLogger("mlm_adapt")
@@ -98,10 +99,11 @@ class SplitData:
     held_out_rows: np.ndarray | None = None
 
 
-def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> SplitData:
+def load_split(config: DataConfig, tokenizer, seed: int, max_length: int, task: TaskTexts | None = None) -> SplitData:
     """The whole data stage. In memory: read, tokenize (cached), hold out whole documents,
     chunk, downsample. As a stream: read the held-out documents from its head; training
-    chunks are read while training."""
+    chunks are read while training. ``task`` (``--tapt``): the corpus loses the task's
+    held-back texts and gains its others (``task_adaptive``) before documents are held out."""
     if config.chunk_size > max_length:
         raise MlmAdaptError(f"--chunk-size {config.chunk_size} is above the model's maximum of {max_length} positions")
     corpus = load_corpus(config)
@@ -111,6 +113,9 @@ def load_split(config: DataConfig, tokenizer, seed: int, max_length: int) -> Spl
         rows = np.arange(last + 1)
         return SplitData(StreamSource(read), eval_chunks, eval_documents, held_out_rows=rows[chunk_stream.held_out(seed, rows)])
     tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_home() / "tokens", num_workers=config.num_workers)
+    if task is not None:
+        texts = (text for batch in corpus.batches() for text in batch)
+        tokens = task_adaptive.restrict(tokens, texts, task, TextEncoder.from_tokenizer(tokenizer).encode)
     split = split_and_chunk(tokens, config, tokenizer, seed)
     return SplitData(InMemorySource(split.train, split.documents), split.eval, split.eval_documents, held_out=split.held_out)
 

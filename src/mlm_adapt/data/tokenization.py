@@ -142,6 +142,15 @@ def concat_tokens(parts: list[TokenizedCorpus]) -> TokenizedCorpus:
     )
 
 
+def select_documents(tokens: TokenizedCorpus, keep: np.ndarray) -> TokenizedCorpus:
+    """The documents of ``tokens`` where ``keep`` (a bool per document) holds, in order."""
+    lengths = tokens.lengths()[keep]
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    positions = np.repeat(keep, tokens.lengths())  # each token's document kept or not
+    return TokenizedCorpus(tokens.ids[positions], tokens.word_starts[positions], tokens.special[positions], offsets)
+
+
 def plain_backend(tokenizer):
     """A copy of the Rust tokenizer without the padding and truncation a tokenizer.json
     may carry (sentence-transformers files pad and cut every text to 128 tokens):

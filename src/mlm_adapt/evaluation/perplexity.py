@@ -38,6 +38,9 @@ class EvalResult:
     piece_tokens: np.ndarray | None = field(default=None, compare=False, repr=False)
     piece_documents: np.ndarray | None = field(default=None, compare=False, repr=False)
     piece_rows: np.ndarray | None = field(default=None, compare=False, repr=False)  # each piece's chunk
+    # Each masked token's NLL, shaped as the held-out set's labels (``token_nll``): what the
+    # word ledger attributes to words, kept so that a run need not score its models again.
+    token_nll: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_tokens(cls, token_nll: np.ndarray, scored: np.ndarray, documents: np.ndarray | None,
@@ -45,7 +48,7 @@ class EvalResult:
         """The result of per-position NLLs ``token_nll`` at the ``scored`` positions of
         held-out chunks whose positions belong to ``documents`` (``Chunks.documents``)."""
         nll, tokens, owners, rows = pieces(token_nll, scored, documents)
-        return cls(float(nll.sum()), int(tokens.sum()), masked_bytes, nll, tokens, owners, rows)
+        return cls(float(nll.sum()), int(tokens.sum()), masked_bytes, nll, tokens, owners, rows, token_nll)
 
     def interval(self, seed: int) -> tuple[float, float]:
         """95% bootstrap interval of the perplexity, resampling held-out documents."""

@@ -25,7 +25,8 @@ import torch
 from mlm_adapt.data.duplicates import duplicate_groups
 from mlm_adapt.data.seeding import Salt, generator
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.evaluation.leakage import found_in, unseen
+from mlm_adapt.evaluation import provenance
+from mlm_adapt.evaluation.leakage import found_in, partition
 
 MIN_PER_CLASS = 5  # rows a class needs: a few to train on and at least one to test on
 # Below this many distinct texts no verdict is drawn: the folds' differences say little,
@@ -35,13 +36,16 @@ MIN_GROUPS_FOR_VERDICT = 20
 
 @dataclass(frozen=True)
 class ProbeScores:
-    """A model's out-of-fold predictions (one row per repeat) and the scores they give."""
+    """A model's out-of-fold predictions on the tested rows (one row per repeat) and the
+    scores they give; ``extra_training``: rows in every training fold besides the tested
+    rows of the other folds (rows the models trained on, ``leakage``)."""
 
     model: str
     truth: np.ndarray
     predicted: np.ndarray  # [repeats, examples]
     classes: list[str]
     fold: np.ndarray  # [repeats, examples]: the fold that tested each example
+    extra_training: int = 0
 
     def per_fold(self, metric: str) -> np.ndarray:
         """``metric`` ("accuracy" or "macro_f1") on each test fold of each repeat, in order."""
@@ -112,15 +116,18 @@ def fold_splits(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -
     return [(np.sort(train), np.sort(test)) for train, test in splitter.split(np.zeros(len(labels)), labels, groups)]
 
 
-def out_of_fold(labels: np.ndarray, groups: np.ndarray, seeds: list[int], folds: int, predict) -> tuple[np.ndarray, np.ndarray]:
-    """Each example's prediction in each repeat (one k-fold per seed) from
-    ``predict(train_rows, test_rows, seed) -> test predictions``, and the fold that tested
-    it: two [len(seeds), examples] arrays."""
+def out_of_fold(labels: np.ndarray, groups: np.ndarray, seeds: list[int], folds: int, predict,
+                extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each tested example's prediction in each repeat (one k-fold per seed over the rows of
+    ``labels``) from ``predict(train_rows, test_rows, seed) -> test predictions``, and the fold
+    that tested it: two [len(seeds), examples] arrays. ``extra``: rows (numbered after the
+    tested ones) added to every training fold and never tested."""
+    extra = np.zeros(0, dtype=np.int64) if extra is None else extra
     predicted = np.full((len(seeds), len(labels)), -1)
     fold = np.full((len(seeds), len(labels)), -1)
     for r, seed in enumerate(seeds):
         for f, (train, test) in enumerate(fold_splits(labels, groups, folds, seed)):
-            predicted[r, test], fold[r, test] = predict(train, test, seed), f
+            predicted[r, test], fold[r, test] = predict(np.concatenate([train, extra]), test, seed), f
     return predicted, fold
 
 
@@ -131,14 +138,17 @@ def fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, tr
     from sklearn.model_selection import StratifiedGroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     smallest = min(len(np.unique(train_groups[train_y == c])) for c in np.unique(train_y))
     inner = StratifiedGroupKFold(n_splits=max(2, min(3, smallest)))
     splits = list(inner.split(train_x, train_y, train_groups))
     model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-4, 1, 6), cv=splits,
                                                                  scoring="neg_log_loss", max_iter=1000))
-    with warnings.catch_warnings():  # scikit-learn 1.9's notices of changing defaults
-        warnings.simplefilter("ignore", FutureWarning)
+    # One BLAS thread: lbfgs's small matrix-vector products ran 29x slower on two OpenBLAS
+    # threads than on one (2,000 x 384 mean-pooled vectors: 3.7 s against 0.13 s for the six Cs).
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+        warnings.simplefilter("ignore", FutureWarning)  # scikit-learn 1.9's notices of changing defaults
         model.fit(train_x, train_y)
     return model.predict(test_x)
 
@@ -150,34 +160,46 @@ def macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: int) -> float:
 
 
 @torch.inference_mode()
-def embed(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 32) -> np.ndarray:
-    """Mean-pooled last hidden states over real tokens: one vector per text."""
+def embed(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 32, precision: str = "fp32") -> np.ndarray:
+    """Mean-pooled last hidden states over real tokens: one vector per text (float32), the
+    encoder run in ``precision`` (``--precision``: "auto" is bf16 where the CPU or GPU has it)."""
+    from mlm_adapt.system.runtime import detect_precision
+
     encoder = getattr(model, model.base_model_prefix, model).eval()
     device = next(encoder.parameters()).device  # a trained model may sit on a GPU
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(detect_precision(precision))
     vectors = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
                           padding=True, return_tensors="pt").to(device)
-        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         vectors.append(((hidden * mask).sum(dim=1) / mask.sum(dim=1)).float())
     return torch.cat(vectors).cpu().numpy()  # one copy back, not one per batch
 
 
 def score(features: np.ndarray, labels: np.ndarray, seeds: list[int], folds: int, name: str,
-          groups: np.ndarray | None = None, classes: list[str] | None = None) -> ProbeScores:
-    """The frozen probe's out-of-fold scores for ``features``."""
+          groups: np.ndarray | None = None, classes: list[str] | None = None, tested: int | None = None) -> ProbeScores:
+    """The frozen probe's out-of-fold scores for ``features`` (one row per labelled row): the
+    first ``tested`` rows (all by default) are tested; the rest only ever train."""
     groups = np.arange(len(labels)) if groups is None else groups
-    predicted, fold = out_of_fold(labels, groups, seeds, folds,
-                                  lambda train, test, seed: fit_predict(features[train], labels[train], features[test], groups[train]))
-    return ProbeScores(name, labels, predicted, classes or [str(c) for c in range(int(labels.max()) + 1)], fold)
+    tested = len(labels) if tested is None else tested
+    predicted, fold = out_of_fold(labels[:tested], groups[:tested], seeds, folds,
+                                  lambda train, test, seed: fit_predict(features[train], labels[train], features[test], groups[train]),
+                                  np.arange(tested, len(labels)))
+    return ProbeScores(name, labels[:tested], predicted, classes or [str(c) for c in range(int(labels.max()) + 1)], fold,
+                       len(labels) - tested)
 
 
-def majority_baseline(labels: np.ndarray, groups: np.ndarray, seeds: list[int], folds: int, classes: list[str]) -> ProbeScores:
+def majority_baseline(labels: np.ndarray, groups: np.ndarray, seeds: list[int], folds: int, classes: list[str],
+                      tested: int | None = None) -> ProbeScores:
     """What always answering each training fold's most frequent class scores, on the same folds."""
-    predicted, fold = out_of_fold(labels, groups, seeds, folds,
-                                  lambda train, test, seed: np.full(len(test), np.bincount(labels[train]).argmax()))
-    return ProbeScores("majority class", labels, predicted, classes, fold)
+    tested = len(labels) if tested is None else tested
+    predicted, fold = out_of_fold(labels[:tested], groups[:tested], seeds, folds,
+                                  lambda train, test, seed: np.full(len(test), np.bincount(labels[train]).argmax()),
+                                  np.arange(tested, len(labels)))
+    return ProbeScores("majority class", labels[:tested], predicted, classes, fold, len(labels) - tested)
 
 
 TESTS = {"bootstrap": "group bootstrap", "corrected-t": "corrected repeated k-fold t"}
@@ -220,42 +242,48 @@ def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trai
     """Run a ``ProbeConfig``: scores per model (out-of-fold, mean and spread over repeats),
     the majority-class baseline, and with two models their paired comparison. ``loaded``
     maps a model name of ``config.models`` to a (model, tokenizer) already in memory (a
-    run's trained model). ``seen``: normalised texts a model trained on (:func:`normalised`),
-    or ``trained_on``: the ``DataConfig`` of its training corpus, read once to find them
-    (without its ``held_out`` documents, which the run never trained on); those rows are
-    left out where enough remain."""
+    run's trained model).
+
+    Rows whose text a compared model trained on are never tested, only trained on
+    (``leakage``): those its folder records (``provenance``: a run's corpora, a blend's
+    models, what they started from), ``seen`` (normalised texts), and ``trained_on``, the
+    ``DataConfig`` of a training corpus (less its ``held_out`` documents or stream rows).
+    Where a ``--tapt`` run adapted on this very data, only the rows it held back are tested."""
     from mlm_adapt.evaluation.finetuning import finetuner
     from mlm_adapt.modeling.loading import load_model, load_tokenizer
 
     texts, labels, names = labelled_texts(config)
+    found = [corpus for model in config.models for corpus in provenance.corpora(model.model)]
     if trained_on is not None:
-        seen = found_in(trained_on, texts, held_out, held_out_rows)
-    # Before sampling, to keep the most rows; each class needs rows for every fold.
-    texts, labels, leakage = unseen(texts, labels, names, seen, max(MIN_PER_CLASS, 2 * config.fold_count()))
-    texts, labels = sample(texts, labels, config)
+        found.append(provenance.TrainedCorpus(trained_on, frozenset(() if held_out is None else held_out.tolist()),
+                                              frozenset(() if held_out_rows is None else held_out_rows.tolist())))
+    seen = set(seen or ()) | found_in(found, texts)
+    # Each class needs a testable row in every fold (and a few, to test on at all).
+    testable, leakage = partition(texts, labels, names, seen, provenance.held_back_rows(found, config.data, texts),
+                                  max(MIN_PER_CLASS, config.fold_count()))
+    rows, tested = sample(testable, config)
+    texts, labels = [texts[i] for i in rows], labels[rows]
     groups = duplicate_groups(texts)
     seeds = [config.seed + i for i in range(config.repeats())]
-    folds = config.fold_count()
+    folds, extra = config.fold_count(), np.arange(tested, len(rows))
     results = []
     for model_config in config.models:
         if config.finetune:
             predict = finetuner(model_config, texts, labels, config)
-            predicted, fold = out_of_fold(labels, groups, seeds, folds, predict)
-            results.append(ProbeScores(model_config.model, labels, predicted, names, fold))
+            predicted, fold = out_of_fold(labels[:tested], groups[:tested], seeds, folds, predict, extra)
+            results.append(ProbeScores(model_config.model, labels[:tested], predicted, names, fold, len(extra)))
             continue
         model, tokenizer = (loaded or {}).get(model_config.model) or (load_model(model_config), load_tokenizer(model_config))
-        features = embed(model, tokenizer, texts, config.max_length)
-        results.append(score(features, labels, seeds, folds, model_config.model, groups, names))
-    baseline = majority_baseline(labels, groups, seeds, folds, names)
-    report = {"mode": "fine-tuned" if config.finetune else "frozen", "classes": names, "rows": len(texts),
-              "seeds": seeds, "folds": folds, "groups": int(len(np.unique(groups))),
+        features = embed(model, tokenizer, texts, config.max_length, precision=config.precision)
+        results.append(score(features, labels, seeds, folds, model_config.model, groups, names, tested))
+    baseline = majority_baseline(labels, groups, seeds, folds, names, tested)
+    report = {"mode": "fine-tuned" if config.finetune else "frozen", "classes": names, "rows": tested,
+              "training_only_rows": len(extra), "seeds": seeds, "folds": folds, "groups": int(len(np.unique(groups[:tested]))),
               "baseline": {"accuracy": float(np.mean(baseline.accuracy)), "macro_f1": float(np.mean(baseline.macro_f1))},
-              "models": [r.summary() for r in results]}
-    if leakage:
-        report["leakage"] = leakage
+              "models": [r.summary() for r in results], "leakage": {**leakage, "tested_rows": tested}}
     if len(results) == 2:
-        report["comparison"] = compare(*results, groups, baseline=baseline, test="corrected-t" if config.finetune else "bootstrap",
-                                       seed=config.seed)
+        report["comparison"] = compare(*results, groups[:tested], baseline=baseline,
+                                       test="corrected-t" if config.finetune else "bootstrap", seed=config.seed)
     return report
 
 
@@ -273,10 +301,16 @@ def labelled_texts(config) -> tuple[list[str], np.ndarray, list[str]]:
     return texts, labels, names
 
 
-def sample(texts: list[str], labels: np.ndarray, config) -> tuple[list[str], np.ndarray]:
-    """A seeded sample of ``config.max_rows`` rows (all where there are fewer): a file's
-    order may follow its labels, so not its head."""
-    if len(texts) <= config.max_rows:
-        return texts, labels
-    rows = np.sort(generator(config.seed, Salt.PROBE_ROWS).choice(len(texts), config.max_rows, replace=False))
-    return [texts[i] for i in rows], labels[rows]
+def sample(testable: np.ndarray, config) -> tuple[np.ndarray, int]:
+    """The rows a probe uses, at most ``config.max_rows``, a seeded sample where there are more
+    (a file's order may follow its labels, so not its head): the testable rows first (all of
+    them where they fill ``max_rows``), then rows that only train fill the rest. Returns the
+    rows and how many of them, at the front, are tested."""
+    rng = generator(config.seed, Salt.PROBE_ROWS)
+    tested, extra = np.flatnonzero(testable), np.flatnonzero(~testable)
+    if len(tested) > config.max_rows:
+        tested = np.sort(rng.choice(tested, config.max_rows, replace=False))
+    room = config.max_rows - len(tested)
+    if len(extra) > room:
+        extra = np.sort(rng.choice(extra, room, replace=False))
+    return np.concatenate([tested, extra]), len(tested)

@@ -108,19 +108,26 @@ def ledger(found: Occurrences, top: int, by: str = "total") -> dict[str, Any]:
 REPORT_WORDS = 15  # words per list in a run's metrics.json and report.html
 
 
-def against_base(model, base, prepared, batch_size: int, accelerator, top: int = REPORT_WORDS) -> dict[str, Any]:
+def against_base(model, base, prepared, batch_size: int, accelerator, top: int = REPORT_WORDS,
+                 scored: tuple[np.ndarray | None, np.ndarray | None] = (None, None)) -> dict[str, Any]:
     """A run's ledger: ``model`` (the saved one) against the ``base`` ``ModelConfig`` it
     started from, on the run's own held-out chunks and masks (``prepared``), ranked by total
-    change, with the lists ranked by the mean change as ``mean_fell`` and ``mean_rose``."""
+    change, with the lists ranked by the mean change as ``mean_fell`` and ``mean_rose``.
+    ``scored``: the (base, model) per-token NLLs where the run has them already (its first
+    and its saved evaluation); a missing one is scored here."""
     from mlm_adapt.evaluation.perplexity import token_nll
     from mlm_adapt.modeling.loading import load_model
     from mlm_adapt.modeling.objective import MaskedLMObjective
 
     masked = prepared.eval_set
-    model_nll = token_nll(accelerator.prepare(MaskedLMObjective(model, separator=prepared.separator)), masked, batch_size, accelerator)
-    base_model = load_model(base, packing=prepared.separator is not None)
-    base_nll = token_nll(accelerator.prepare(MaskedLMObjective(base_model, separator=prepared.separator)), masked, batch_size,
-                         accelerator)
+    base_nll, model_nll = scored
+    if model_nll is None:
+        model_nll = token_nll(accelerator.prepare(MaskedLMObjective(model, separator=prepared.separator)), masked, batch_size,
+                              accelerator)
+    if base_nll is None:
+        base_model = load_model(base, packing=prepared.separator is not None)
+        base_nll = token_nll(accelerator.prepare(MaskedLMObjective(base_model, separator=prepared.separator)), masked, batch_size,
+                             accelerator)
     found = occurrences(base_nll, model_nll, masked, prepared.data.eval, prepared.tokenizer)
     by_mean = ledger(found, top, by="mean")
     return {**ledger(found, top), "mean_fell": by_mean["fell"], "mean_rose": by_mean["rose"]}

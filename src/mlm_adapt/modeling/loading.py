@@ -116,6 +116,7 @@ def load_model(cfg: ModelConfig, packing: bool = False) -> torch.nn.Module:
     if cfg.allow_pickle:
         log.warning("--allow-pickle: pickle weights, if any were loaded, can execute code; use only trusted files")
     missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
+    setattr(model, FRESH_WEIGHTS, sorted(missing))
     if missing:
         log.warning(
             "%s has no masked-LM head (%d weights missing, e.g. %s): a freshly initialised head is used, "
@@ -123,6 +124,16 @@ def load_model(cfg: ModelConfig, packing: bool = False) -> torch.nn.Module:
             cfg.model, len(missing), sorted(missing)[0],
         )
     return model
+
+
+# The attribute ``load_model`` leaves on a model: the names of the weights its checkpoint
+# lacked, which were initialised at random (an encoder saved without its MLM head).
+FRESH_WEIGHTS = "mlm_adapt_fresh_weights"
+
+
+def fresh_weights(model) -> list[str]:
+    """The weights ``load_model`` initialised at random, for want of them in the checkpoint."""
+    return getattr(model, FRESH_WEIGHTS, [])
 
 
 def _attention(config, packing: bool = False) -> str | None:

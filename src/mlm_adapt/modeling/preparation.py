@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from accelerate.utils import set_seed
 
@@ -18,6 +19,7 @@ from mlm_adapt.data.chunking import frame_ids
 from mlm_adapt.data.held_out import MaskedSet, mask_eval_set
 from mlm_adapt.data.masking import MaskingVocab
 from mlm_adapt.data.splits import SplitData, load_split, with_replay
+from mlm_adapt.data.task_adaptive import TaskTexts
 from mlm_adapt.data.tokenization import token_bytes
 from mlm_adapt.modeling.loading import check_packing, load_model, load_tokenizer, max_chunk_size
 from mlm_adapt.modeling.objective import MaskedLMObjective
@@ -35,17 +37,20 @@ class Prepared:
     added: list = field(default_factory=list)  # vocabulary.AddedWord, with --add-tokens
     general_set: MaskedSet | None = None  # held-out general text (--general-data): forgetting
     separator: int | None = None  # with --packing: the token that ends each packed document
+    task: TaskTexts | None = None  # with --tapt: the task's texts the corpus gained, and its held-back rows
+    general_held_out: np.ndarray | None = None  # the general text's held-out documents (its numbers)
 
     def objective(self) -> MaskedLMObjective:
         return MaskedLMObjective(self.model, separator=self.separator)
 
 
 def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None, general: DataConfig | None = None,
-            replay_ratio: float | None = None) -> Prepared:
+            replay_ratio: float | None = None, task: TaskTexts | None = None) -> Prepared:
     """Load model and tokenizer, build the chunks and the once-masked evaluation set.
     ``extend(model, tokenizer) -> (model, tokenizer, added)`` changes the vocabulary first;
     ``general`` adds a second held-out set, masked the same way (the forgetting check), and
-    with ``replay_ratio`` that share of the training chunks comes from its training side."""
+    with ``replay_ratio`` that share of the training chunks comes from its training side;
+    ``task`` (``--tapt``) adds the labelled task's texts to the corpus, less its held-back rows."""
     # Seeds torch before loading: a checkpoint without an MLM head gets a random one,
     # and dropout draws from the same generator during training.
     set_seed(config.seed)
@@ -56,7 +61,7 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     model, tokenizer, added = extend(model, tokenizer) if extend is not None else (model, tokenizer, [])
     # Under torchrun the main process tokenizes first and fills the cache; the others then read it.
     with accelerator.main_process_first() if accelerator is not None else nullcontext():
-        data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer))
+        data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer), task)
         general_split = load_split(general, tokenizer, config.seed, max_chunk_size(model.config, tokenizer)) \
             if general is not None else None
     general_chunks = general_split.eval if general_split is not None else None
@@ -67,4 +72,5 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     general_set = mask_eval_set(general_chunks, config.masking, vocab, config.seed, byte_counts) \
         if general_chunks is not None else None
     separator = frame_ids(tokenizer)[1] if config.data.packing else None
-    return Prepared(model, tokenizer, data, eval_set, vocab, added, general_set, separator)
+    general_held_out = general_split.held_out if general_split is not None else None
+    return Prepared(model, tokenizer, data, eval_set, vocab, added, general_set, separator, task, general_held_out)

@@ -58,7 +58,8 @@ def _task_result(metrics: dict[str, Any], result_type) -> list:
     adapted = task["models"][-1]
     return [result_type(task_type="text-classification", dataset_type=name.partition(":")[0], dataset_name=name,
                         metric_type="accuracy", metric_value=round(adapted["accuracy_mean"], 4),
-                        metric_name=f"frozen-encoder probe accuracy, out of fold ({task.get('folds', '?')}-fold x {len(task['seeds'])})")]
+                        metric_name=f"{PROBE_MODES.get(task.get('mode'), PROBE_MODES['frozen'])[1]} accuracy, out of fold "
+                                    f"({task.get('folds', '?')}-fold x {len(task['seeds'])})")]
 
 
 def probe_rows(report: dict[str, Any], labels: tuple[str, str, str] | None = None) -> list[tuple[str, str, str]]:
@@ -94,22 +95,34 @@ def task_probe_rows(task: dict[str, Any]) -> list[tuple[str, str, str]]:
     return probe_rows(task, ("base model", "adapted model", "adapted - base"))
 
 
+PROBE_MODES = {"frozen": ("Frozen-encoder probe (mean-pooled embeddings + logistic regression)", "frozen-encoder probe"),
+               "fine-tuned": ("Fine-tuned probe (each model fine-tuned with a classification head)", "fine-tuned probe")}
+# How each paired test pairs the two models' predictions (probing.TESTS names the tests).
+PAIRINGS = {"group bootstrap": "over the same rows, resampled by duplicate group",
+            "corrected repeated k-fold t": "by test fold"}
+
+
 def task_probe_intro(task: dict[str, Any]) -> str:
-    return (f"Frozen-encoder probe (mean-pooled embeddings + logistic regression) on `{public_name(task['data'])}`: "
-            f"{task['rows']} labelled rows, {len(task['classes'])} classes ({', '.join(map(str, task['classes'][:6]))}), "
-            f"every row predicted out of fold ({task.get('folds', '?')} folds x {len(task['seeds'])} repeats, duplicates kept "
-            "on one side); mean ± std over the repeats; the difference is paired by test fold, with a 95% corrected "
-            "repeated k-fold t interval, significant only if it excludes 0."
+    """What the probe was and how its difference was tested, from the report itself (its
+    ``mode`` and ``comparison.test``), then what it left out of its tests."""
+    what = PROBE_MODES.get(task.get("mode", "frozen"), PROBE_MODES["frozen"])[0]
+    test = (task.get("comparison") or {}).get("test")
+    paired = (f"; the difference is paired {PAIRINGS.get(test, '')}, with a 95% {test} interval, significant only if it "
+              "excludes 0" if test else "")
+    return (f"{what} on `{public_name(task['data'])}`: {task['rows']} labelled rows tested, {len(task['classes'])} classes "
+            f"({', '.join(map(str, task['classes'][:6]))}), every row predicted out of fold ({task.get('folds', '?')} folds "
+            f"x {len(task['seeds'])} repeats, duplicates kept on one side); mean ± std over the repeats{paired}."
             + leakage_text(task))
 
 
 def leakage_text(task: dict[str, Any]) -> str:
     leak = task.get("leakage")
-    if not leak:
+    if not leak or not leak.get("seen_rows"):
         return ""
     if leak["probed"] == "unseen":
-        return (f" {leak['seen_rows']} labelled rows whose text the adaptation trained on were left out; "
-                f"the probe used the {leak['unseen_rows']} others.")
+        return (f" {leak['seen_rows']} labelled rows whose text the adaptation trained on were left out of the tests "
+                f"({task.get('training_only_rows', 0)} of them trained the classifiers); "
+                f"the probe tested {leak.get('tested_rows', leak['unseen_rows'])} others.")
     return (f" Warning: {leak['seen_rows']} of the labelled rows have texts the adaptation trained on, and too few "
             "others remain to leave them out: the adapted model has seen part of the test texts.")
 
@@ -147,6 +160,8 @@ def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
         lines += ["", "## Did it help the task?", "", task_probe_intro(metrics["task_probe"]), "",
                   "| | accuracy | macro-F1 |", "| --- | --- | --- |"]
         lines += [f"| {' | '.join(row)} |" for row in task_probe_rows(metrics["task_probe"])]
+    elif metrics.get("task_probe_error"):
+        lines += ["", "## Did it help the task?", "", f"Not probed: {metrics['task_probe_error']}"]
     if metrics.get("added_tokens"):
         added = metrics["added_tokens"]
         lines += ["", "## Added vocabulary", "",

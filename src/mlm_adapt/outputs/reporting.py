@@ -109,11 +109,13 @@ def report_html(config_options: dict[str, Any], metrics: dict[str, Any], probes:
         title=esc(f"mlm-adapt: {config_options['model']} on {config_options['data']}"), table=table, history=history,
         image=image, probes=probe_rows, config=esc(yaml.safe_dump(config_options, sort_keys=False)),
         vocabulary=_added_tokens_html(metrics.get("added_tokens") or []), verdict=esc(verdict(metrics)),
-        task=_task_probe_html(metrics.get("task_probe")), words=_words_html(metrics.get("words")),
+        task=_task_probe_html(metrics.get("task_probe"), metrics.get("task_probe_error")), words=_words_html(metrics.get("words")),
     )
 
 
-def _task_probe_html(task: dict[str, Any] | None) -> str:
+def _task_probe_html(task: dict[str, Any] | None, error: str | None = None) -> str:
+    if error:
+        return f"<p>The labelled task was not probed: {html.escape(error)}</p>"
     if not task:
         return "<p>No labelled task was probed (train with --task-data, or run <code>mlm-adapt probe</code>).</p>"
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in task_probe_rows(task))

@@ -81,6 +81,15 @@ def print_demo_summary(summary: dict[str, Any]) -> None:
     if "blend" in summary:
         print_blend(summary["blend"])
     out.print(f"models: {summary['general_model']} and {summary['adapted_model']}; numbers in summary.json")
+    if "seconds" in summary:
+        out.print(seconds_line(summary["seconds"]), markup=False)
+
+
+def seconds_line(seconds: dict[str, float]) -> str:
+    """Where a demo's time went, on one line: each part in seconds, training's share of the total."""
+    parts = ", ".join(f"{seconds[k]:.0f} s {k}" for k in ("evaluation", "probes", "blend", "other"))
+    return (f"time: {seconds['training']:.0f} s training ({seconds['training'] / seconds['total']:.0%}), {parts}; "
+            f"{seconds['total']:.0f} s in all")
 
 
 def _before_after(summary: dict[str, Any], key: str) -> tuple[str, str]:
@@ -146,6 +155,8 @@ def print_train_summary(metrics: dict[str, Any], output: Path) -> None:
     out.print(table)
     if metrics.get("task_probe"):
         print_task_probe(metrics["task_probe"])
+    elif metrics.get("task_probe_error"):
+        out.print(f"no task probe: {metrics['task_probe_error']}", markup=False)
     out.print(f"saved to {output}  (try: mlm-adapt fill-mask --model {output} \"This is a great [MASK].\")")
 
 
@@ -162,6 +173,14 @@ def print_blend(summary: dict[str, Any]) -> None:
         table.add_row(f"{entry['alpha']:g}" + (" (picked)" if entry["alpha"] == summary["picked"] else ""), *cells)
     out.print(table)
     out.print(f"picked a = {summary['picked']:g}: {summary['rule']}", markup=False)
+
+
+def print_selection(summary: dict[str, Any]) -> None:
+    """``mlm-adapt select``: what was picked, from how much, and where it went."""
+    excluded = f" ({summary['excluded_duplicates']} copies of task texts left out)" if summary["excluded_duplicates"] else ""
+    out.print(f"picked {summary['selected']} of {summary['pool_documents']} pool documents{excluded}, nearest the "
+              f"{summary['like_texts']} task texts (cosine {summary['highest_score']:.3f} to {summary['lowest_score']:.3f}), "
+              f"in {summary['seconds']:.0f} s: {summary['output']}", markup=False)
 
 
 def print_assessment(result: dict[str, Any]) -> None:

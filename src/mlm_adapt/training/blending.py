@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from mlm_adapt.config import BlendConfig, EvalConfig, ModelConfig, ProbeConfig
-from mlm_adapt.evaluation import probing
+from mlm_adapt.evaluation import probing, provenance
 from mlm_adapt.evaluation.perplexity import evaluate_sets, evaluation_record
 from mlm_adapt.modeling.interpolation import check_architectures, check_vocabularies, interpolate
 from mlm_adapt.modeling.loading import load_model, load_tokenizer
@@ -27,9 +27,13 @@ from mlm_adapt.system.runtime import make_accelerator
 log = logging.getLogger("mlm_adapt")
 
 
-def blend(config: BlendConfig) -> dict[str, Any]:
+def blend(config: BlendConfig, measured: Mapping[float, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Measure every blend of ``config.alphas``, save the picked one to ``config.output``
-    (when given) and return the summary ``blend --json`` prints."""
+    (when given) and return the summary ``blend --json`` prints. ``measured``: the
+    evaluation records (``evaluation_record``) of some ``a`` already measured on these very
+    held-out sets and paired with the base's, e.g. a run's saved step for ``a = 1`` when
+    the run started from ``config.base``: they are not measured again."""
+    measured = measured or {}
     names = (config.base.model, config.adapted.model)
     check_vocabularies(load_tokenizer(config.base), load_tokenizer(config.adapted), names)  # before any data is read
     accelerator, _ = make_accelerator(config.precision)
@@ -43,9 +47,12 @@ def blend(config: BlendConfig) -> dict[str, Any]:
     objective = accelerator.prepare(prepared.objective())
     entries, start = [], None
     for alpha in config.alphas:
-        prepared.model.load_state_dict(interpolate(base, adapted, alpha))
-        results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
-        record = evaluation_record(results, config.seed, before=start)
+        if alpha in measured:
+            record = measured[alpha]
+        else:
+            prepared.model.load_state_dict(interpolate(base, adapted, alpha))
+            results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
+            record = evaluation_record(results, config.seed, before=start)
         if alpha == 0:  # the base (alphas are sorted, so it comes first): later blends are paired with it
             start = record
         entries.append(_entry(alpha, record, prepared, config))
@@ -89,6 +96,8 @@ def pick(entries: list[dict[str, Any]], config: BlendConfig) -> tuple[float, str
 
 def _save(output: Path, prepared, summary: dict[str, Any], overwrite: bool) -> None:
     def extras(folder: Path) -> None:
+        # A blend saw what both its models saw: a later probe of it leaves their texts out of its tests.
+        provenance.write(folder, None, [], models=(summary["base"], summary["adapted"]))
         png = blend_png(summary)
         (folder / "blend.png").write_bytes(png)
         (folder / "report.html").write_text(blend_html(summary, png), encoding="utf-8")

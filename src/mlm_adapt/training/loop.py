@@ -19,9 +19,11 @@ from tqdm.auto import tqdm
 
 from mlm_adapt import flat_options
 from mlm_adapt.config import TrainConfig
+from mlm_adapt.data import task_adaptive
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
-from mlm_adapt.evaluation import probing, vocabulary, word_ledger
-from mlm_adapt.evaluation.perplexity import before_after, evaluate_sets, evaluation_record
+from mlm_adapt.evaluation import probing, provenance, vocabulary, word_ledger
+from mlm_adapt.evaluation.perplexity import EvalResult, before_after, evaluate_sets, evaluation_record
+from mlm_adapt.modeling.loading import fresh_weights
 from mlm_adapt.modeling.objective import supports_sparse_prediction, trims_last_layer
 from mlm_adapt.modeling.preparation import Prepared, prepare
 from mlm_adapt.outputs import artifacts, reporting
@@ -54,7 +56,7 @@ def _prepare_output(config: TrainConfig):
     return output
 
 
-def _start_or_resume(config, accelerator, objective, prepared: Prepared) -> RunState:
+def _start_or_resume(config, accelerator, objective, prepared: Prepared, timer: Timer, scored: dict) -> RunState:
     options = flat_options.to_options(config)
     if config.resume:
         path = checkpoints.complete_checkpoints(config.output)[-1]
@@ -62,8 +64,10 @@ def _start_or_resume(config, accelerator, objective, prepared: Prepared) -> RunS
         checkpoints.check_resumable(saved["options"], options)
         log.info("resuming from %s (step %d)", path, saved["step"])
         return RunState(**{**saved, "options": options})
-    results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
+    with timer.spend("evaluation"):
+        results = evaluate_sets(objective, prepared, config.evaluation_batch_size(), accelerator)
     before = results["eval"]
+    scored[0] = before
     log.info("perplexity before training: %.3f on %d masked tokens", before.perplexity, before.masked_tokens)
     if "general" in results:
         log.info("general-text perplexity before training: %.3f", results["general"].perplexity)
@@ -73,26 +77,32 @@ def _start_or_resume(config, accelerator, objective, prepared: Prepared) -> RunS
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Adapt ``config.model`` to ``config.data``; save the model and return its metrics."""
+    started = time.perf_counter()
     if config.push_to_hub:
         hub.check_access(config.push_to_hub)
     accelerator, precision = make_accelerator(config.precision, config.report_to, config.output / "logs")
     check_launch(accelerator.distributed_type, config.grad_accum)
     with accelerator.main_process_first():  # the others find the folder the main process made, still empty
         output = _prepare_output(config)
+    task = task_adaptive.read(config.task_probe_config().data, config.task_test_share, config.seed, config.tapt_alone()) \
+        if config.tapt else None
     prepared = prepare(config, accelerator, extend=_vocabulary_extension(config), general=config.general_data_config(),
-                       replay_ratio=config.replay_ratio)
+                       replay_ratio=config.replay_ratio, task=task)
     if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one process reports progress
     source = prepared.data.train
     steps_per_epoch = source.steps_per_epoch(config, accelerator.num_processes)
     total_steps = config.total_steps(steps_per_epoch)
     objective, optimizer, scheduler = optimisation(config, prepared.model, accelerator, total_steps, prepared.separator)
-    state = _start_or_resume(config, accelerator, objective, prepared)
+    timer = Timer(started=started)
+    # Each evaluation's held-out scores by step (0: the model the run started from), kept in
+    # memory for the word ledger, which then need not score the two models again.
+    scored: dict[int, EvalResult] = {}
+    state = _start_or_resume(config, accelerator, objective, prepared, timer, scored)
     rule = config.selection_rule()
     objective.train()  # from_pretrained returns models in eval mode: dropout must be on
     accelerator.init_trackers("mlm-adapt", config=_tracker_config(state.options))
 
-    timer = Timer()
     unread: list[tuple[int, float, StepOutcome]] = []  # steps whose results are not read yet
     stopping = False  # a stop request read from a step's outcome: the same on every process
     batches = source.batches(config, prepared.vocab, accelerator, state.step)
@@ -127,7 +137,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             save = scheduled_save or interrupted
             stop_early = False
             if evaluate:
-                results = evaluate_sets(objective, prepared, config.batch_size, accelerator)
+                with timer.spend("evaluation"):
+                    results = evaluate_sets(objective, prepared, config.evaluation_batch_size(), accelerator)
+                scored[state.step] = results["eval"]
                 _record_evaluation(state, evaluation_record(results, config.seed, state.before),
                                    epoch_done, steps_per_epoch)
                 # --select best / --max-forgetting: keep this evaluation's weights if it is now the
@@ -153,7 +165,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                          state.step, config.early_stop)
                 break
     metrics = _metrics(config, prepared, state, precision, timer, accelerator.num_processes)
-    _finish(config, accelerator, objective, prepared, output, metrics)
+    _finish(config, accelerator, objective, prepared, output, metrics, timer, scored)
     return metrics
 
 
@@ -176,7 +188,8 @@ def _every(interval: int | None, step: int) -> bool:
     return interval is not None and step % interval == 0
 
 
-def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, output, metrics: dict[str, Any]) -> None:
+def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, output, metrics: dict[str, Any], timer: Timer,
+            scored: dict[int, EvalResult]) -> None:
     """Log the final numbers, save the model and its reports (and push them), end the run."""
     accelerator.log({"perplexity_before": metrics["perplexity_before"], "perplexity_after": metrics["perplexity_after"]},
                     step=metrics["steps"])
@@ -191,11 +204,15 @@ def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, out
         if accelerator.is_main_process or whole:  # explicit, not left to DDP's broadcast when the ledger wraps it
             weights = checkpoints.load_selected(config.output, metrics["selected_step"])
             model.load_state_dict(weights)  # the reports' fill-mask table and word ledger show the saved model
-    # What changed, word by word (report.html): needs a vocabulary the base can score.
-    if whole and not config.extends_vocabulary():
-        metrics["words"] = word_ledger.against_base(model, config.model, prepared, config.batch_size, accelerator)
+    # What changed, word by word (report.html): needs a vocabulary the base can score, and a
+    # base that is a language model (not an encoder whose MLM head was drawn at random).
+    if whole and not config.extends_vocabulary() and not fresh_weights(prepared.model):
+        with timer.spend("evaluation"):
+            known = tuple(getattr(scored.get(step), "token_nll", None) for step in (0, metrics["selected_step"]))
+            metrics["words"] = word_ledger.against_base(model, config.model, prepared, config.evaluation_batch_size(),
+                                                        accelerator, scored=known)
     if accelerator.is_main_process:
-        _save_outputs(config, output, model, weights, prepared, metrics)
+        _save_outputs(config, output, model, weights, prepared, metrics, timer)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # last: it also ends the process group
 
@@ -216,11 +233,14 @@ def _log_to_trackers(accelerator, state: RunState, seen: tuple[int, int]) -> Non
         accelerator.log(values, step=entry["step"])
 
 
-def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: Prepared, metrics: dict[str, Any]) -> None:
+def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: Prepared, metrics: dict[str, Any],
+                  timer: Timer) -> None:
     """Save the model first, then run the extras (task probe, push): a failing extra never
-    loses the training. The probe's scores then join metrics.json, the report and the card."""
+    loses the training. The probe's scores and where the time went then join metrics.json,
+    the report and the card."""
     def extras(folder) -> None:
         flat_options.write_yaml(config, folder / "config.yaml")
+        provenance.write(folder, config.model.model, provenance.run_corpora(config, prepared))
         reporting.write_run_report(folder, config, metrics, model, prepared.tokenizer, prepared.data.eval)
 
     artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights,
@@ -229,11 +249,16 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
     if task is not None:
         log.info("probing the task in %s: base model vs adapted model, %d folds x %d repeats ...", task.data.data,
                  task.fold_count(), task.repeats())
-        # Its texts that --data's training side holds were trained on: left out where enough remain.
-        metrics["task_probe"] = {"data": task.data.data, **probing.probe(
-            task, loaded={str(config.output): (model, prepared.tokenizer)}, trained_on=config.data,
-            held_out=prepared.data.held_out, held_out_rows=prepared.data.held_out_rows)}
-        artifacts.save_reports(output, metrics, write_extra=extras)
+        # The texts this run and its base trained on (their folders' trained_on.json) are never tested.
+        with timer.spend("task_probe"):
+            try:
+                metrics["task_probe"] = {"data": task.data.data,
+                                         **probing.probe(task, loaded={str(config.output): (model, prepared.tokenizer)})}
+            except MlmAdaptError as exc:  # the model is saved: say why there is no probe, and finish
+                log.warning("no task probe: %s", exc)
+                metrics["task_probe_error"] = str(exc)
+    metrics["seconds"] = timer.breakdown()
+    artifacts.save_reports(output, metrics, write_extra=extras)
     if config.push_to_hub:
         local = tuple(disclosure.local_paths(flat_options.to_options(config), str(output)))
         log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private, local))
