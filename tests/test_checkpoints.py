@@ -43,13 +43,14 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_an_uninterrupted_run(slower_bert, data_root, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--lora-rank", "8")], ids=["full", "lora"])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(slower_bert, data_root, tmp_path, extra):
     data = data_root / "docs.txt"
     reference = tmp_path / "reference"
-    subprocess.run(_command(slower_bert, data, reference, "--save-steps", "3"), check=True, capture_output=True, timeout=600)
+    subprocess.run(_command(slower_bert, data, reference, "--save-steps", "3", *extra), check=True, capture_output=True, timeout=600)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_command(slower_bert, data, killed, "--save-steps", "3"), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_command(slower_bert, data, killed, "--save-steps", "3", *extra), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (killed / "checkpoints" / "step-6" / checkpoints.STATE_FILE).exists(), proc)
     proc.send_signal(signal.SIGKILL)
@@ -57,7 +58,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(slower_bert, data_root
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
 
-    resumed = subprocess.run(_command(slower_bert, data, killed, "--save-steps", "3", "--resume"), capture_output=True, text=True,
+    resumed = subprocess.run(_command(slower_bert, data, killed, "--save-steps", "3", "--resume", *extra), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stderr

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import FrameTokenizer, synthetic_tokens, train_config
+from conftest import FrameTokenizer, free_port, synthetic_tokens, train_config
 from mlm_adapt.config import DataConfig, ModelConfig
 from mlm_adapt.data.chunk_stream import _training_tokens, held_out, read_eval_documents, rebatch, shuffle_buffer, stream_chunks
 from mlm_adapt.data.chunking import Chunks, chunk_documents
@@ -191,7 +191,7 @@ def test_two_processes_stream_their_own_shards(bert_no_dropout, data_root, tmp_p
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = _cli(*common, "--output", str(tmp_path / "one"), env=env)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                           "-m", "mlm_adapt", *common, "--output", str(tmp_path / "two")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]

@@ -44,15 +44,16 @@ def test_tensorboard_logs_the_metrics_json_numbers(bert_dir, data_root, tmp_path
 
 
 @pytest.mark.slow
-def test_two_process_data_parallel_run_matches_one_process(bert_no_dropout, data_root, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--lora-rank", "4", "--lr", "5e-3")], ids=["full", "lora"])
+def test_two_process_data_parallel_run_matches_one_process(bert_no_dropout, data_root, tmp_path, extra):
     # 2 processes x 8 (gloo DDP) against 1 x 16: same global batch, same masks.
     common = ["train", "--model", str(bert_no_dropout), "--data", str(data_root / "docs.txt"), "--chunk-size", "48",
-              "--eval-size", "40", "--max-steps", "6", "--precision", "fp32", "--lr", "1e-3", "--seed", "5"]
+              "--eval-size", "40", "--max-steps", "6", "--precision", "fp32", "--lr", "1e-3", "--seed", "5", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "mlm_adapt", *common, "--batch-size", "16", "--output", str(tmp_path / "one")],
                             capture_output=True, text=True, env=env, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                           "-m", "mlm_adapt", *common, "--batch-size", "8", "--output", str(tmp_path / "two")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
@@ -101,7 +102,7 @@ def test_two_processes_finish_with_uneven_shards(bert_dir, data_root, tmp_path):
     # at batch 4 give one process two forward passes and the other one (it runs a dummy pass).
     data = ["--data", str(data_root / "docs.txt"), "--chunk-size", "48", "--eval-size", "9", "--batch-size", "4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535",
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                           "-m", "mlm_adapt", "train", "--model", str(bert_dir), *data, "--train-size", "17", "--epochs", "1",
                           "--precision", "fp32", "--output", str(tmp_path / "two")],
                          capture_output=True, text=True, env=env, timeout=300)

@@ -27,9 +27,10 @@ from mlm_adapt.config.fields import (
 )
 from mlm_adapt.config.sources import DataConfig, EvalConfig, MaskingConfig, ModelConfig, cache_home
 from mlm_adapt.config.tools import AssessConfig, BlendConfig, ProbeConfig, SelectConfig, TaskConfig, VocabConfig
-from mlm_adapt.config.training import Rule, TrainConfig
+from mlm_adapt.config.training import LoraSettings, Rule, TrainConfig
 
 __all__ = ["DEFAULT_DEMO_MINUTES", "DEFAULT_MASK_PROB", "DEFAULT_PSEUDO_TEXTS", "DEFAULT_TOP_K", "DEFAULT_TRAIN_SIZE", "AssessConfig",
-           "BlendConfig", "DataConfig", "DocumentBoundary", "EvalConfig", "Masking", "MaskingConfig", "ModelConfig", "Precision",
+           "BlendConfig", "DataConfig", "DocumentBoundary", "EvalConfig", "LoraSettings", "Masking", "MaskingConfig", "ModelConfig",
+           "Precision",
            "ProbeConfig", "Remainder", "ReportTo", "Rule", "Select", "SelectConfig", "TaskConfig", "TrainConfig", "VocabConfig",
            "WORD_MIN_OCCURRENCES", "WordRanking", "cache_home", "choices", "field_docs"]

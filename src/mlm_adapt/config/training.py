@@ -35,6 +35,17 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class LoraSettings:
+    """What ``--lora-rank`` asks for (``modeling.adapters`` builds it with peft)."""
+
+    rank: int
+    alpha: float
+    dropout: float
+    targets: tuple[str, ...] = ()  # last parts of linear layers' names; () = all of the encoder's
+    train_head: bool = False
+
+
+@dataclass(frozen=True)
 class TrainConfig(EvalConfig):
     """A domain-adaptation run: the evaluation settings plus the optimisation."""
 
@@ -116,6 +127,22 @@ class TrainConfig(EvalConfig):
     task_test_share: float = 0.3
     """With --tapt: the share of --task-data's rows held back (whole duplicate groups, drawn by
     --seed): no text of theirs is trained on, and the run's probe tests them alone."""
+    lora_rank: int | None = None
+    """Train low-rank adapters (LoRA, with peft) of this rank instead of every weight: a step
+    skips the frozen matrices' weight gradients and AdamW keeps state for the adapters alone
+    (under 1% of the weights at rank 8). It learns less and forgets less (docs/levers.md).
+    The output is a plain merged model, with the adapter in adapter/."""
+    lora_alpha: float | None = None
+    """LoRA's scale: updates are alpha / rank x B A (default: 2 x --lora-rank)."""
+    lora_dropout: float = 0.05
+    """Dropout on the adapters' inputs."""
+    lora_targets: str | None = None
+    """Comma-separated names of the encoder's linear layers that take adapters (e.g. query,value;
+    default: every attention and feed-forward layer). Fewer: fewer weights, less change."""
+    lora_train_head: bool = False
+    """With --lora-rank: train the MLM head in full too, with the input embeddings its decoder is
+    tied to (BERT-base: 23M more weights and their AdamW state, and more forgetting). Default:
+    frozen, words added by --add-tokens excepted (their rows alone train)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -147,6 +174,7 @@ class TrainConfig(EvalConfig):
             raise MlmAdaptError("--tapt adapts on the texts of the labelled task: give --task-data")
         if self.tapt and self.data.streaming:
             raise MlmAdaptError("--tapt holds the task's held-back texts out of a corpus read in memory: drop --streaming")
+        self._check_lora()
         choice("report_to", self.report_to, ReportTo)
         object.__setattr__(self, "probes", tuple(self.probes or ()))
         for probe in self.probes:
@@ -163,6 +191,30 @@ class TrainConfig(EvalConfig):
             raise MlmAdaptError(f"--weight-decay must be zero or positive, not {self.weight_decay!r}")
         if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
             raise MlmAdaptError(f"--warmup-ratio must be in [0, 1), not {self.warmup_ratio!r}")
+
+    def _check_lora(self) -> None:
+        count("lora_rank", self.lora_rank, optional=True)
+        if self.lora_alpha is not None:
+            positive("lora_alpha", self.lora_alpha)
+        if not (isinstance(self.lora_dropout, (int, float)) and 0 <= self.lora_dropout < 1):
+            raise MlmAdaptError(f"--lora-dropout must be in [0, 1), not {self.lora_dropout!r}")
+        given = [name for name, on in (("--lora-alpha", self.lora_alpha is not None), ("--lora-targets", self.lora_targets),
+                                       ("--lora-train-head", self.lora_train_head)) if on]
+        if self.lora_rank is None and given:
+            raise MlmAdaptError(f"{', '.join(given)} set(s) up LoRA adapters: give --lora-rank too")
+        if self.lora_rank is not None and self.compile:
+            raise MlmAdaptError("--compile with --lora-rank is not supported (peft's layers are untested under "
+                                "torch.compile here, and compiling was slower on CPUs anyway): drop --compile")
+        if self.lora_targets is not None and not self.lora_settings().targets:
+            raise MlmAdaptError(f"--lora-targets {self.lora_targets!r} names no layer: give names such as query,value")
+
+    def lora_settings(self) -> LoraSettings | None:
+        """The LoRA adapters of --lora-rank, or None for a full fine-tune."""
+        if self.lora_rank is None:
+            return None
+        targets = tuple(t.strip() for t in (self.lora_targets or "").split(",") if t.strip())
+        alpha = self.lora_alpha if self.lora_alpha is not None else 2.0 * self.lora_rank
+        return LoraSettings(self.lora_rank, float(alpha), float(self.lora_dropout), targets, self.lora_train_head)
 
     def general_data_config(self) -> DataConfig | None:
         """The general-domain text (--general-data): its held-out side is the forgetting check,

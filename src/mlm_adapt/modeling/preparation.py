@@ -45,12 +45,14 @@ class Prepared:
 
 
 def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None, general: DataConfig | None = None,
-            replay_ratio: float | None = None, task: TaskTexts | None = None) -> Prepared:
+            replay_ratio: float | None = None, task: TaskTexts | None = None, adapt: Callable | None = None) -> Prepared:
     """Load model and tokenizer, build the chunks and the once-masked evaluation set.
     ``extend(model, tokenizer) -> (model, tokenizer, added)`` changes the vocabulary first;
     ``general`` adds a second held-out set, masked the same way (the forgetting check), and
     with ``replay_ratio`` that share of the training chunks comes from its training side;
-    ``task`` (``--tapt``) adds the labelled task's texts to the corpus, less its held-back rows."""
+    ``task`` (``--tapt``) adds the labelled task's texts to the corpus, less its held-back rows;
+    ``adapt(model, added)`` then changes the model in place (--lora-rank's adapters), before
+    the data is read, so that a bad choice fails fast."""
     # Seeds torch before loading: a checkpoint without an MLM head gets a random one,
     # and dropout draws from the same generator during training.
     set_seed(config.seed)
@@ -59,6 +61,8 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     if config.data.packing:  # before the data is tokenized
         check_packing(model.config, config.data.chunk_size)
     model, tokenizer, added = extend(model, tokenizer) if extend is not None else (model, tokenizer, [])
+    if adapt is not None:
+        adapt(model, added)
     # Under torchrun the main process tokenizes first and fills the cache; the others then read it.
     with accelerator.main_process_first() if accelerator is not None else nullcontext():
         data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer), task)

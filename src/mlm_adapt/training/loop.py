@@ -23,6 +23,7 @@ from mlm_adapt.data import task_adaptive
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.evaluation import probing, provenance, vocabulary, word_ledger
 from mlm_adapt.evaluation.perplexity import EvalResult, before_after, evaluate_sets, evaluation_record
+from mlm_adapt.modeling import adapters
 from mlm_adapt.modeling.loading import fresh_weights
 from mlm_adapt.modeling.objective import supports_sparse_prediction, trims_last_layer
 from mlm_adapt.modeling.preparation import Prepared, prepare
@@ -86,8 +87,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         output = _prepare_output(config)
     task = task_adaptive.read(config.task_probe_config().data, config.task_test_share, config.seed, config.tapt_alone()) \
         if config.tapt else None
+    # --lora-rank: adapters injected into the model in place, everything else frozen, before
+    # the optimizer sees which parameters train (seeded: a resumed run draws the same A).
+    lora, attached = config.lora_settings(), []
+    adapt = (lambda model, added: attached.append(adapters.Adapter(model, lora, [a.id for a in added]))) if lora else None
     prepared = prepare(config, accelerator, extend=_vocabulary_extension(config), general=config.general_data_config(),
-                       replay_ratio=config.replay_ratio, task=task)
+                       replay_ratio=config.replay_ratio, task=task, adapt=adapt)
+    adapter = attached[0] if attached else None
     if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one process reports progress
     source = prepared.data.train
@@ -165,7 +171,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                          state.step, config.early_stop)
                 break
     metrics = _metrics(config, prepared, state, precision, timer, accelerator.num_processes)
-    _finish(config, accelerator, objective, prepared, output, metrics, timer, scored)
+    metrics["lora"] = adapter.record if adapter is not None else None
+    _finish(config, accelerator, objective, prepared, output, metrics, timer, scored, adapter)
     return metrics
 
 
@@ -189,7 +196,7 @@ def _every(interval: int | None, step: int) -> bool:
 
 
 def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, output, metrics: dict[str, Any], timer: Timer,
-            scored: dict[int, EvalResult]) -> None:
+            scored: dict[int, EvalResult], adapter: adapters.Adapter | None) -> None:
     """Log the final numbers, save the model and its reports (and push them), end the run."""
     accelerator.log({"perplexity_before": metrics["perplexity_before"], "perplexity_after": metrics["perplexity_after"]},
                     step=metrics["steps"])
@@ -204,6 +211,9 @@ def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, out
         if accelerator.is_main_process or whole:  # explicit, not left to DDP's broadcast when the ledger wraps it
             weights = checkpoints.load_selected(config.output, metrics["selected_step"])
             model.load_state_dict(weights)  # the reports' fill-mask table and word ledger show the saved model
+    if adapter is not None:  # the saved adapter, then the plain model it folds into (what is saved and probed)
+        model = adapter.merge()
+        weights = model.state_dict()
     # What changed, word by word (report.html): needs a vocabulary the base can score, and a
     # base that is a language model (not an encoder whose MLM head was drawn at random).
     if whole and not config.extends_vocabulary() and not fresh_weights(prepared.model):
@@ -212,7 +222,7 @@ def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, out
             metrics["words"] = word_ledger.against_base(model, config.model, prepared, config.evaluation_batch_size(),
                                                         accelerator, scored=known)
     if accelerator.is_main_process:
-        _save_outputs(config, output, model, weights, prepared, metrics, timer)
+        _save_outputs(config, output, model, weights, prepared, metrics, timer, adapter)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # last: it also ends the process group
 
@@ -234,7 +244,7 @@ def _log_to_trackers(accelerator, state: RunState, seen: tuple[int, int]) -> Non
 
 
 def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: Prepared, metrics: dict[str, Any],
-                  timer: Timer) -> None:
+                  timer: Timer, adapter: adapters.Adapter | None) -> None:
     """Save the model first, then run the extras (task probe, push): a failing extra never
     loses the training. The probe's scores and where the time went then join metrics.json,
     the report and the card."""
@@ -242,6 +252,8 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
         flat_options.write_yaml(config, folder / "config.yaml")
         provenance.write(folder, config.model.model, provenance.run_corpora(config, prepared))
         reporting.write_run_report(folder, config, metrics, model, prepared.tokenizer, prepared.data.eval)
+        if adapter is not None:
+            adapter.write(folder / adapters.ADAPTER_FOLDER)
 
     artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights,
                          resume_hint=checkpoints.resume_hint(config.output))
@@ -320,6 +332,7 @@ def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer:
         "train_runtime_seconds": time.perf_counter() - timer.started,
         "precision": precision,
         "processes": world,
+        **adapters.parameter_counts(prepared.model),
         "sparse_prediction": supports_sparse_prediction(prepared.model),
         "last_layer_on_masked_rows": trims_last_layer(prepared.model),
         "history": state.history,
