@@ -49,6 +49,8 @@ def test_a_lora_run_saves_a_plain_model_of_the_bases_size_and_its_adapter(lora_r
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"] / 4
     assert metrics["lora"]["rank"] == 4 and metrics["lora"]["alpha"] == 8.0
     assert set(metrics["lora"]["targets"]) == {"query", "key", "value", "dense"}
+    for page in ("README.md", "report.html"):  # the card and the report say it was a LoRA run, with rank and targets
+        assert "LoRA adapters of rank 4 (alpha 8) on 12 linear layers (dense, key, query, value)" in (config.output / page).read_text()
     adapter = json.loads((config.output / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and adapter["peft_type"] == "LORA"
     # Only the targeted linear layers differ from the base; LayerNorms, embeddings and the head do not.

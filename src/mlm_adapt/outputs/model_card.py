@@ -143,6 +143,7 @@ def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
         f"{config.masking.eval_masking} at {config.masking.eval_mask_prob}, masks fixed by seed {config.seed}",
         f"- {metrics['steps']} optimizer steps, batch {config.batch_size} x {config.grad_accum}, lr {config.lr}, "
         f"weight decay {config.weight_decay}, warm-up {config.warmup_ratio}, precision {metrics['precision']}",
+        f"- weights trained: {weights_trained_text(metrics)}",
         f"- saved model: {saved_step_text(metrics)}",
         f"- hardware: {platform.machine()} {platform.processor() or ''}, {metrics['train_runtime_seconds']:.0f} s "
         f"({metrics['train_samples_per_second']:.1f} samples/s)",
@@ -176,6 +177,18 @@ def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
     lines += ["", "```python", "from transformers import pipeline", "",
               f'fill = pipeline("fill-mask", model="{Path(config.output).name}")', "```", ""]
     return "\n".join(lines)
+
+
+def weights_trained_text(metrics: dict[str, Any]) -> str:
+    """Which weights the run trained: all of them, or LoRA adapters (rank, targets), with counts."""
+    share = f"{metrics.get('trainable_parameters', 0):,} of {metrics.get('total_parameters', 0):,}"
+    lora = metrics.get("lora")
+    if not lora:
+        return f"all ({share})"
+    extra = ", the MLM head and the embeddings tied to it" if lora["train_head"] else ""
+    extra += f", the rows of {lora['trainable_tokens']} added words" if lora.get("trainable_tokens") else ""
+    return (f"LoRA adapters of rank {lora['rank']} (alpha {lora['alpha']:g}) on {lora['layers']} linear layers "
+            f"({', '.join(lora['targets'])}){extra}: {share}, merged into the saved model; the adapter is in adapter/")
 
 
 def saved_step_text(metrics: dict[str, Any]) -> str:

@@ -20,7 +20,15 @@ import yaml
 from mlm_adapt.config import WORD_MIN_OCCURRENCES
 from mlm_adapt.data.chunking import NO_WORD, Chunks
 from mlm_adapt.data.seeding import Salt, generator
-from mlm_adapt.outputs.model_card import model_card, saved_step_text, task_probe_intro, task_probe_rows, verdict, with_interval_text
+from mlm_adapt.outputs.model_card import (
+    model_card,
+    saved_step_text,
+    task_probe_intro,
+    task_probe_rows,
+    verdict,
+    weights_trained_text,
+    with_interval_text,
+)
 from mlm_adapt.system.disclosure import local_paths, public_options, redact
 
 PROBE_WINDOW = 12  # tokens of context on each side of a default probe's mask
@@ -92,7 +100,8 @@ def report_html(config_options: dict[str, Any], metrics: dict[str, Any], probes:
             ("masked evaluation tokens", str(metrics["eval_masked_tokens"])),
             ("bits per byte before / after", f"{metrics['bits_per_byte_before']:.4f} / {metrics['bits_per_byte_after']:.4f}"),
             ("training / evaluation chunks", f"{metrics['train_chunks']} / {metrics['eval_chunks']}"),
-            ("optimizer steps", str(metrics["steps"])), ("saved model", saved_step_text(metrics)), ("precision", metrics["precision"]),
+            ("optimizer steps", str(metrics["steps"])), ("weights trained", weights_trained_text(metrics)),
+            ("saved model", saved_step_text(metrics)), ("precision", metrics["precision"]),
             ("samples / s", f"{metrics['train_samples_per_second']:.2f}")]
     table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     general = bool(metrics.get("general_data"))
