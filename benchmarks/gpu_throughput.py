@@ -260,7 +260,7 @@ def embed_case(smoke: bool) -> None:
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from mlm_adapt.evaluation.probing import embed
+    from mlm_adapt.evaluation.embeddings import embed
 
     model = AutoModelForMaskedLM.from_config(model_config("bert", smoke=True)).to(device_and_sync(smoke)[0])
     vectors = embed(model, tokenizer(), ["w1 w2 w3", "w4 w5"], max_length=16)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig  # noqa: E402
 from mlm_adapt.data.duplicates import duplicate_groups  # noqa: E402
-from mlm_adapt.evaluation import leakage, probing, provenance  # noqa: E402
+from mlm_adapt.evaluation import embeddings, leakage, probing, provenance  # noqa: E402
 from mlm_adapt.modeling.loading import load_model, load_tokenizer  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     features, seconds = {}, {}
     for model in models:
         began = time.perf_counter()
-        features[model.model] = probing.embed(load_model(model), load_tokenizer(model), texts, config.max_length)
+        features[model.model] = embeddings.embed(load_model(model), load_tokenizer(model), texts, config.max_length)
         seconds[model.model] = time.perf_counter() - began
         print(f"embedded {len(texts)} texts with {model.model} in {seconds[model.model]:.1f} s", flush=True)
     report["embed_seconds_per_1000"] = float(np.mean(list(seconds.values())) / len(texts) * 1000)

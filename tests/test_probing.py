@@ -85,7 +85,7 @@ def test_embed_runs_on_the_models_device_and_returns_host_arrays(bert_dir, monke
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from mlm_adapt.evaluation.probing import embed
+    from mlm_adapt.evaluation.embeddings import embed
 
     model, tokenizer = AutoModelForMaskedLM.from_pretrained(bert_dir), AutoTokenizer.from_pretrained(bert_dir)
     encoder = model.bert

@@ -86,3 +86,34 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     for rgb in ((0x1F, 0x77, 0xB4), (0xD6, 0x27, 0x28)):
         near = (np.abs(pixels - np.array(rgb)).sum(axis=2) < 60).sum()
         assert near > 150, (rgb, near)
+
+
+def _task_probe(mode: str, test: str) -> dict:
+    model = {"model": "m", "accuracy_mean": 0.8, "accuracy_std": 0.01, "macro_f1_mean": 0.79, "macro_f1_std": 0.01}
+    difference = {"difference": 0.01, "interval": [-0.01, 0.03], "significant": False}
+    return {"data": "task.csv", "mode": mode, "classes": ["neg", "pos"], "rows": 120, "training_only_rows": 0, "seeds": [42],
+            "folds": 3, "baseline": {"accuracy": 0.5, "macro_f1": 0.33}, "models": [model, {**model, "model": "n"}],
+            "leakage": {"seen_rows": 0, "unseen_rows": 120, "probed": "unseen", "tested_rows": 120},
+            "comparison": {"test": test, "level": 0.95, "accuracy": difference, "macro_f1": difference}}
+
+
+@pytest.mark.parametrize("mode, test, says, not_says", [
+    ("frozen", "group bootstrap", ("Frozen-encoder probe", "resampled by duplicate group", "95% group bootstrap interval"),
+     ("Fine-tuned probe", "by test fold")),
+    ("fine-tuned", "corrected repeated k-fold t", ("Fine-tuned probe", "paired by test fold", "95% corrected repeated k-fold t"),
+     ("Frozen-encoder probe", "duplicate group")),
+    ("frozen", "corrected repeated k-fold t", ("Frozen-encoder probe", "paired by test fold"), ("group bootstrap",)),
+], ids=["frozen-bootstrap", "finetuned-t", "frozen-t"])
+def test_the_card_and_report_describe_the_probe_the_run_made(run, mode, test, says, not_says):
+    # The sentence comes from the report's own mode and paired test: change either and the card follows.
+    from mlm_adapt.flat_options import to_options
+    from mlm_adapt.outputs.model_card import model_card
+    from mlm_adapt.outputs.reporting import public_options, report_html
+
+    config, metrics = run
+    metrics = {**metrics, "task_probe": _task_probe(mode, test)}
+    for page in (model_card(config, metrics, []), report_html(public_options(to_options(config)), metrics, [], b"")):
+        for phrase in says:
+            assert phrase in page, phrase
+        for phrase in not_says:
+            assert phrase not in page, phrase

@@ -20,12 +20,12 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from mlm_adapt.data.duplicates import duplicate_groups
 from mlm_adapt.data.seeding import Salt, generator
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.evaluation import provenance
+from mlm_adapt.evaluation.embeddings import embed
 from mlm_adapt.evaluation.leakage import found_in, partition
 
 MIN_PER_CLASS = 5  # rows a class needs: a few to train on and at least one to test on
@@ -157,26 +157,6 @@ def macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: int) -> float:
     from sklearn.metrics import f1_score
 
     return float(f1_score(truth, predicted, labels=range(classes), average="macro", zero_division=0))
-
-
-@torch.inference_mode()
-def embed(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 32, precision: str = "fp32") -> np.ndarray:
-    """Mean-pooled last hidden states over real tokens: one vector per text (float32), the
-    encoder run in ``precision`` (``--precision``: "auto" is bf16 where the CPU or GPU has it)."""
-    from mlm_adapt.system.runtime import detect_precision
-
-    encoder = getattr(model, model.base_model_prefix, model).eval()
-    device = next(encoder.parameters()).device  # a trained model may sit on a GPU
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(detect_precision(precision))
-    vectors = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
-                          padding=True, return_tensors="pt").to(device)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        vectors.append(((hidden * mask).sum(dim=1) / mask.sum(dim=1)).float())
-    return torch.cat(vectors).cpu().numpy()  # one copy back, not one per batch
 
 
 def score(features: np.ndarray, labels: np.ndarray, seeds: list[int], folds: int, name: str,

@@ -3,7 +3,7 @@
 nearest a task's texts, to adapt on with the task's own texts or instead of them.
 
 Nearness is the cosine similarity of a model's mean-pooled embeddings (the probe's,
-``probing.embed``), searched in an exact inner-product index (faiss ``IndexFlatIP``) of
+``embeddings.embed``), searched in an exact inner-product index (faiss ``IndexFlatIP``) of
 the task's normalised vectors: each pool document scores its best similarity to any task
 text, which merges every task text's nearest neighbours by their best score. The pool is
 read in batches (as a stream with ``--streaming``) and only the running ``top`` candidates
@@ -27,7 +27,7 @@ from mlm_adapt.config import SelectConfig
 from mlm_adapt.data.corpus import Corpus, load_corpus
 from mlm_adapt.data.duplicates import CopyFinder
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.evaluation.probing import embed
+from mlm_adapt.evaluation.embeddings import embed
 
 log = logging.getLogger("mlm_adapt")
 

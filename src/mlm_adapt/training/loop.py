@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from contextlib import closing
 from typing import Any
@@ -32,19 +31,9 @@ from mlm_adapt.system import disclosure, hub
 from mlm_adapt.system.runtime import WHOLE_MODEL_LAUNCHES, check_launch, make_accelerator
 from mlm_adapt.training import checkpoints, selection
 from mlm_adapt.training.optimizer_step import WARMUP_STEPS_NOT_TIMED, StepOutcome, optimisation, train_step
-from mlm_adapt.training.state import RunState, Timer
+from mlm_adapt.training.state import RunState, Timer, log_to_trackers, read_steps, record_evaluation, tracker_config
 
 log = logging.getLogger("mlm_adapt")
-
-def _check_finite(loss: float, step: int, output) -> None:
-    if not math.isfinite(loss):
-        kept = checkpoints.complete_checkpoints(output)
-        where = f"the last good checkpoint is {kept[-1]} (--resume continues from it)" if kept else "no checkpoint was written yet"
-        raise MlmAdaptError(
-            f"the training loss became {loss} at step {step}; {where}. Lower --lr, or use --precision fp32 "
-            "to rule out overflow"
-        )
-
 
 def _prepare_output(config: TrainConfig):
     if config.resume:
@@ -107,7 +96,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     state = _start_or_resume(config, accelerator, objective, prepared, timer, scored)
     rule = config.selection_rule()
     objective.train()  # from_pretrained returns models in eval mode: dropout must be on
-    accelerator.init_trackers("mlm-adapt", config=_tracker_config(state.options))
+    accelerator.init_trackers("mlm-adapt", config=tracker_config(state.options))
 
     unread: list[tuple[int, float, StepOutcome]] = []  # steps whose results are not read yet
     stopping = False  # a stop request read from a step's outcome: the same on every process
@@ -132,13 +121,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
             # untimed first steps (so that the timer's first timed step starts when they end).
             keep = 0 if evaluate or scheduled_save or timer.steps < WARMUP_STEPS_NOT_TIMED else 1
             seen = (len(state.log_history), len(state.history))
-            stopping |= _read_steps(state, config, unread[: len(unread) - keep], timer, bar)
+            stopping |= read_steps(state, config, unread[: len(unread) - keep], timer, bar)
             del unread[: len(unread) - keep]
             # One process stops on its own signal; several on a request read from a step's outcome,
             # which every process reads at the same step: signals reach them at different moments.
             interrupted = not last and (stopping if accelerator.num_processes > 1 else stop.signal is not None)
             if interrupted and unread:
-                _read_steps(state, config, unread, timer, bar)
+                read_steps(state, config, unread, timer, bar)
                 unread.clear()
             save = scheduled_save or interrupted
             stop_early = False
@@ -146,7 +135,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 with timer.spend("evaluation"):
                     results = evaluate_sets(objective, prepared, config.evaluation_batch_size(), accelerator)
                 scored[state.step] = results["eval"]
-                _record_evaluation(state, evaluation_record(results, config.seed, state.before),
+                record_evaluation(state, evaluation_record(results, config.seed, state.before),
                                    epoch_done, steps_per_epoch)
                 # --select best / --max-forgetting: keep this evaluation's weights if it is now the
                 # selected one; --early-stop: N evaluations without a better one end the run.
@@ -160,7 +149,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 checkpoints.save_checkpoint(accelerator, config.output, dataclasses.asdict(state), config.keep_checkpoints)
             if evaluate or save:
                 timer.mark = None  # their time is not the steps'
-            _log_to_trackers(accelerator, state, seen)
+            log_to_trackers(accelerator, state, seen)
             if interrupted:
                 raise TrainingInterrupted(
                     f"interrupted at step {state.step}; checkpoint saved in {checkpoints.checkpoint_root(config.output)}. "
@@ -227,22 +216,6 @@ def _finish(config: TrainConfig, accelerator, objective, prepared: Prepared, out
     accelerator.end_training()  # last: it also ends the process group
 
 
-def _tracker_config(options: dict[str, Any]) -> dict[str, Any]:
-    # Trackers take scalars and strings only.
-    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in options.items()}
-
-
-def _log_to_trackers(accelerator, state: RunState, seen: tuple[int, int]) -> None:
-    """Send the step's new log and epoch entries: the same numbers metrics.json records."""
-    for entry in state.log_history[seen[0]:]:
-        accelerator.log({"train/loss": entry["loss"], "train/lr": entry["lr"]}, step=entry["step"])
-    for entry in state.history[seen[1]:]:
-        values = {"eval/loss": entry["eval_loss"], "eval/perplexity": entry["perplexity"], "epoch": entry["epoch"]}
-        if entry["train_loss"] is not None:
-            values["train/epoch_loss"] = entry["train_loss"]
-        accelerator.log(values, step=entry["step"])
-
-
 def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: Prepared, metrics: dict[str, Any],
                   timer: Timer, adapter: adapters.Adapter | None) -> None:
     """Save the model first, then run the extras (task probe, push): a failing extra never
@@ -274,39 +247,6 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
     if config.push_to_hub:
         local = tuple(disclosure.local_paths(flat_options.to_options(config), str(output)))
         log.info("pushed to the Hub: %s", hub.push_folder(output, config.push_to_hub, config.hub_private, local))
-
-
-def _read_steps(state: RunState, config: TrainConfig, outcomes: list, timer: Timer, bar) -> bool:
-    """Add the results of ``outcomes`` ((step, lr, StepOutcome), in order) to the run's state;
-    whether any of them carries a stop request."""
-    stop = False
-    for step, lr, outcome in outcomes:
-        stop |= outcome.stop_requested()
-        nll, tokens, chunks = outcome.read()
-        timer.tick(chunks)
-        state.chunks_trained += chunks
-        loss = nll / max(tokens, 1)
-        _check_finite(loss, step, config.output)
-        state.epoch_nll += nll
-        state.epoch_tokens += tokens
-        if step % config.logging_steps == 0 or step == 1:
-            state.log_history.append({"step": step, "loss": loss, "lr": lr})
-        bar.set_postfix(loss=f"{loss:.3f}")
-    return stop
-
-
-def _record_evaluation(state: RunState, record: dict[str, Any], epoch_done: bool, steps_per_epoch: int) -> None:
-    """Append an evaluation to the history (its "epoch" is fractional between epoch ends)."""
-    fraction = state.step_in_epoch / steps_per_epoch
-    state.history.append({
-        "epoch": state.epoch + 1 if epoch_done else round(state.epoch + fraction, 4),
-        "step": state.step,
-        "train_loss": state.epoch_nll / state.epoch_tokens if state.epoch_tokens else None,
-        **record,
-    })
-    general = f", general perplexity {record['general_perplexity']:.3f}" if "general_perplexity" in record else ""
-    log.info("epoch %s: train loss %.4f, eval loss %.4f, perplexity %.3f%s", state.history[-1]["epoch"],
-             state.history[-1]["train_loss"] or float("nan"), record["eval_loss"], record["perplexity"], general)
 
 
 def _metrics(config, prepared: Prepared, state: RunState, precision: str, timer: Timer, world: int) -> dict[str, Any]:

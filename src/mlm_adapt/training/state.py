@@ -1,14 +1,22 @@
-"""Where a run is (:class:`RunState`, what a checkpoint carries) and how fast its steps go
-(:class:`Timer`)."""
+"""Where a run is (:class:`RunState`, what a checkpoint carries), how fast its steps go
+(:class:`Timer`), and the bookkeeping the loop does with them: reading finished steps into
+the state, recording evaluations, and sending both to the trackers."""
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from mlm_adapt.config import TrainConfig
+from mlm_adapt.errors import MlmAdaptError
+from mlm_adapt.training import checkpoints
 from mlm_adapt.training.optimizer_step import WARMUP_STEPS_NOT_TIMED
+
+log = logging.getLogger("mlm_adapt")
 
 
 @dataclass
@@ -75,3 +83,62 @@ class Timer:
 
     def samples_per_second(self) -> float:
         return self.timed_samples / self.timed_seconds if self.timed_seconds > 0 else float("nan")
+
+
+def check_finite(loss: float, step: int, output) -> None:
+    if not math.isfinite(loss):
+        kept = checkpoints.complete_checkpoints(output)
+        where = f"the last good checkpoint is {kept[-1]} (--resume continues from it)" if kept else "no checkpoint was written yet"
+        raise MlmAdaptError(
+            f"the training loss became {loss} at step {step}; {where}. Lower --lr, or use --precision fp32 "
+            "to rule out overflow"
+        )
+
+
+def tracker_config(options: dict[str, Any]) -> dict[str, Any]:
+    # Trackers take scalars and strings only.
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in options.items()}
+
+
+def log_to_trackers(accelerator, state: RunState, seen: tuple[int, int]) -> None:
+    """Send the step's new log and epoch entries: the same numbers metrics.json records."""
+    for entry in state.log_history[seen[0]:]:
+        accelerator.log({"train/loss": entry["loss"], "train/lr": entry["lr"]}, step=entry["step"])
+    for entry in state.history[seen[1]:]:
+        values = {"eval/loss": entry["eval_loss"], "eval/perplexity": entry["perplexity"], "epoch": entry["epoch"]}
+        if entry["train_loss"] is not None:
+            values["train/epoch_loss"] = entry["train_loss"]
+        accelerator.log(values, step=entry["step"])
+
+
+def read_steps(state: RunState, config: TrainConfig, outcomes: list, timer: Timer, bar) -> bool:
+    """Add the results of ``outcomes`` ((step, lr, StepOutcome), in order) to the run's state;
+    whether any of them carries a stop request."""
+    stop = False
+    for step, lr, outcome in outcomes:
+        stop |= outcome.stop_requested()
+        nll, tokens, chunks = outcome.read()
+        timer.tick(chunks)
+        state.chunks_trained += chunks
+        loss = nll / max(tokens, 1)
+        check_finite(loss, step, config.output)
+        state.epoch_nll += nll
+        state.epoch_tokens += tokens
+        if step % config.logging_steps == 0 or step == 1:
+            state.log_history.append({"step": step, "loss": loss, "lr": lr})
+        bar.set_postfix(loss=f"{loss:.3f}")
+    return stop
+
+
+def record_evaluation(state: RunState, record: dict[str, Any], epoch_done: bool, steps_per_epoch: int) -> None:
+    """Append an evaluation to the history (its "epoch" is fractional between epoch ends)."""
+    fraction = state.step_in_epoch / steps_per_epoch
+    state.history.append({
+        "epoch": state.epoch + 1 if epoch_done else round(state.epoch + fraction, 4),
+        "step": state.step,
+        "train_loss": state.epoch_nll / state.epoch_tokens if state.epoch_tokens else None,
+        **record,
+    })
+    general = f", general perplexity {record['general_perplexity']:.3f}" if "general_perplexity" in record else ""
+    log.info("epoch %s: train loss %.4f, eval loss %.4f, perplexity %.3f%s", state.history[-1]["epoch"],
+             state.history[-1]["train_loss"] or float("nan"), record["eval_loss"], record["perplexity"], general)
