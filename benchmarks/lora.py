@@ -11,7 +11,7 @@ learning rates given: review and news perplexity, the frozen sentiment probe's p
 difference against the news model.
 
 Usage:
-    python benchmarks/lora.py speed [--steps 20] [--out benchmarks/lora-speed.json]
+    python benchmarks/lora.py speed [--steps 20] [--lora-dropout 0.05] [--out benchmarks/lora-speed.json]
     python benchmarks/lora.py quality --news mlm-adapt-demo/general [--steps 244] [--out benchmarks/lora-quality.json]
 """
 
@@ -35,7 +35,7 @@ from mlm_adapt.demo import fetch_assets, stage_configs  # noqa: E402
 VARIANTS = {"full": None, "lora r=8": 8, "lora r=64": 64}
 
 
-def step_in_this_process(model: str, rank: int | None, steps: int) -> dict:
+def step_in_this_process(model: str, rank: int | None, steps: int, dropout: float) -> dict:
     """Time ``steps`` optimizer steps (after 2 untimed) of the demo's shape; peak RSS."""
     import numpy as np
 
@@ -44,7 +44,7 @@ def step_in_this_process(model: str, rank: int | None, steps: int) -> dict:
     from mlm_adapt.system.runtime import make_accelerator
     from mlm_adapt.training.optimizer_step import optimisation, train_step
 
-    config = TrainConfig(model=ModelConfig(model), batch_size=8, lr=1e-4, lora_rank=rank, seed=0)
+    config = TrainConfig(model=ModelConfig(model), batch_size=8, lr=1e-4, lora_rank=rank, lora_dropout=dropout, seed=0)
     accelerator, precision = make_accelerator(config.precision)
     net = load_model(config.model)
     if rank is not None:
@@ -79,10 +79,10 @@ def speed(args) -> None:
     assets = fetch_assets()
     models = {"all-MiniLM-L6-v2 (22M)": str(assets.model_dir),
               "BERT-base size (110M)": str(bert_base(Path(tempfile.gettempdir()) / "mlm-adapt-bert-base", assets.model_dir))}
-    report = {"cpu": _cpu(), "steps": args.steps, "shape": "8 x 128, 30% masked", "results": []}
+    report = {"cpu": _cpu(), "steps": args.steps, "shape": "8 x 128, 30% masked", "lora_dropout": args.lora_dropout, "results": []}
     for label, model in models.items():
         for name, rank in VARIANTS.items():
-            done = subprocess.run([sys.executable, __file__, "one-step", model, str(rank or 0), str(args.steps)],
+            done = subprocess.run([sys.executable, __file__, "one-step", model, str(rank or 0), str(args.steps), str(args.lora_dropout)],
                                   capture_output=True, text=True, check=True)
             result = {"model": label, "variant": name, **json.loads(done.stdout.strip().splitlines()[-1])}
             print(json.dumps(result), flush=True)
@@ -126,8 +126,8 @@ def _cpu() -> str:
 
 def main() -> None:
     if sys.argv[1] == "one-step":  # the measured process
-        model, rank, steps = sys.argv[2], int(sys.argv[3]) or None, int(sys.argv[4])
-        print(json.dumps(step_in_this_process(model, rank, steps)))
+        model, rank, steps, dropout = sys.argv[2], int(sys.argv[3]) or None, int(sys.argv[4]), float(sys.argv[5])
+        print(json.dumps(step_in_this_process(model, rank, steps, dropout)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["speed", "quality"])
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--news", type=Path, help="quality: the news model (a demo's general/ folder)")
     parser.add_argument("--full-lrs", type=float, nargs="+", default=[3e-4])
     parser.add_argument("--lora-lrs", type=float, nargs="+", default=[1e-3, 3e-3])
+    parser.add_argument("--lora-dropout", type=float, default=0.05, help="speed: the adapters' dropout")
     parser.add_argument("--work", type=Path, default=Path("lora-runs"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
