@@ -58,7 +58,7 @@ def test_seen_rows_train_the_probe_and_the_rest_are_tested(bert_dir, tmp_path):
     assert capped["rows"] == 50 and capped["training_only_rows"] == 10  # the tested rows first, seen ones fill the rest
 
 
-def test_the_corrected_t_counts_the_rows_that_only_train():
+def test_rows_that_only_train_do_not_narrow_the_corrected_t():
     from mlm_adapt.evaluation.paired_tests import corrected_t
 
     rng = np.random.default_rng(1)
@@ -69,7 +69,9 @@ def test_the_corrected_t_counts_the_rows_that_only_train():
     low, mean, high = corrected_t(a, b, "accuracy", 0.95)
     extra = [probing.ProbeScores(s.model, s.truth, s.predicted, s.classes, s.fold, extra_training=800) for s in (a, b)]
     low2, mean2, high2 = corrected_t(*extra, "accuracy", 0.95)
-    assert mean2 == mean and high2 - low2 < high - low  # bigger training sets share less: a narrower interval
+    # They sit in every training fold: the folds overlap more, not less (a narrower interval
+    # was liberal in the calibration: 10% "significant" on equally good encoders).
+    assert (low2, mean2, high2) == (low, mean, high)
 
 
 def test_probe_knows_what_a_run_folder_and_a_blend_of_it_trained_on(capsys, bert_dir, data_root, tmp_path, documents):
