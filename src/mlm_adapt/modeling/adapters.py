@@ -4,7 +4,7 @@ run saves (a plain merged checkpoint, and the adapter in peft's own format).
 The adapters are injected into the model in place (``get_peft_model`` wraps the model it
 is given and swaps its ``nn.Linear`` layers for peft's): the objective, the speed paths
 (which call the layers as modules) and the checkpoints keep working on the same object,
-and :func:`merged` folds the adapters back into plain linear layers at the end.
+and :meth:`Adapter.merge` folds the adapters back into plain linear layers at the end.
 """
 
 from __future__ import annotations

@@ -78,11 +78,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if config.tapt else None
     # --lora-rank: adapters injected into the model in place, everything else frozen, before
     # the optimizer sees which parameters train (seeded: a resumed run draws the same A).
-    lora, attached = config.lora_settings(), []
-    adapt = (lambda model, added: attached.append(adapters.Adapter(model, lora, [a.id for a in added]))) if lora else None
     prepared = prepare(config, accelerator, extend=_vocabulary_extension(config), general=config.general_data_config(),
-                       replay_ratio=config.replay_ratio, task=task, adapt=adapt)
-    adapter = attached[0] if attached else None
+                       replay_ratio=config.replay_ratio, task=task, lora=config.lora_settings())
+    adapter = prepared.adapter
     if not accelerator.is_main_process:
         log.setLevel(logging.WARNING)  # one process reports progress
     source = prepared.data.train
