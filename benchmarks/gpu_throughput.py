@@ -3,15 +3,16 @@
 Shapes: the distilbert-base and bert-base architectures (random weights, the
 30,522-token uncased vocabulary) at batch 64 x 128 and 32 x 512 tokens. The tokens are
 random too: speed does not depend on them, so nothing is downloaded and the demo's
-files are not needed. Neither is `datasets` (the step's modules do not import it) nor
-an install: on a machine with torch, transformers and accelerate (the device tool's
-GPUs), from the repository's root, the shapes split over calls of at most 10 minutes
-(how long each takes on a GPU is not known yet):
+files are not needed, nor an install of the package: on a machine with torch,
+transformers, accelerate and `datasets` (the step's modules import it through
+data.corpus; the device tool's image lacks it, so carry its wheel with dill and
+multiprocess), from the repository's root. On an H200 (2026-12-04) each variant's
+process takes ~20 s and a compiled one ~60-80 s, so in calls of at most 10 minutes:
 
-    PYTHONPATH=src PYTHONUNBUFFERED=1 python benchmarks/gpu_throughput.py --shapes distilbert-128,distilbert-512 --out $OUT/gpu-a.json
-    PYTHONPATH=src PYTHONUNBUFFERED=1 python benchmarks/gpu_throughput.py --shapes bert-128,bert-512 --out $OUT/gpu-b.json
+    PYTHONPATH=src PYTHONUNBUFFERED=1 python benchmarks/gpu_throughput.py --only recipe,mlm-adapt --steps 200 --out $OUT/gpu-a.json
+    PYTHONPATH=src PYTHONUNBUFFERED=1 python benchmarks/gpu_throughput.py --only mlm-adapt-compile --repeats 1 --out $OUT/gpu-b.json
 
-(checked on a CPU with `datasets` hidden: `--smoke`, 2026-11-23).
+(30 steps, the default, last 0.3-2 s on an H200: runs differed by up to 17%).
 
 Variants, each shape and variant in its own process (clean peak-memory numbers):
   recipe             Trainer + DataCollatorForLanguageModeling, bf16=True (fp16 before Ampere): the course's recipe
