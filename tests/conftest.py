@@ -27,6 +27,14 @@ os.environ.update(
     MLM_ADAPT_CACHE=str(_CACHE / "mlm-adapt"),
     TOKENIZERS_PARALLELISM="false",
 )
+# One thread per process (these, and the processes the tests start, inherit it), with one
+# pytest-xdist worker per CPU (pyproject's addopts): the tiny models gain nothing from a
+# second thread, while process starts, tokenizing and Python overhead run side by side.
+# The whole suite on 2 cores capped to AVX2 took 10:32 on one process with torch's two
+# threads and 5:21 this way (docs/performance.md). No test depends on the thread count;
+# the runs a test compares all use the same one. A thread count set by the caller stays.
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
 
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
