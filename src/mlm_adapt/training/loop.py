@@ -134,7 +134,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     results = evaluate_sets(objective, prepared, config.evaluation_batch_size(), accelerator)
                 scored[state.step] = results["eval"]
                 record_evaluation(state, evaluation_record(results, config.seed, state.before),
-                                   epoch_done, steps_per_epoch)
+                                  epoch_done, steps_per_epoch)
                 # --select best / --max-forgetting: keep this evaluation's weights if it is now the
                 # selected one; --early-stop: N evaluations without a better one end the run.
                 if rule.chooses and selection.selected_index(state.history, state.before, rule)[0] == len(state.history) - 1:
