@@ -38,6 +38,7 @@ from mlm_adapt.cli.options import (
     Remainder,
     Seed,
     ShuffleBuffer,
+    SplitSeed,
     Split,
     Streaming,
     TextColumn,
@@ -67,7 +68,7 @@ def train(
     weight_decay: Annotated[Optional[float], option("weight_decay")] = None,
     warmup_ratio: Annotated[Optional[float], option("warmup_ratio")] = None,
     logging_steps: Annotated[Optional[int], option("logging_steps")] = None,
-    precision: PrecisionOpt = None, seed: Seed = None,
+    precision: PrecisionOpt = None, seed: Seed = None, split_seed: SplitSeed = None,
     output: Annotated[Optional[Path], option("output")] = None,
     probe: Annotated[Optional[list[str]], option("probes", "--probe")] = None,
     compile: Annotated[Optional[bool], option("compile", "--compile")] = None,
@@ -141,7 +142,7 @@ def evaluate(
     chunk_size: ChunkSize = None, remainder: Remainder = None, eval_size: EvalSize = None, encoding: Encoding = None,
     document_boundary: DocumentBoundary = None, streaming: Streaming = None, packing: Packing = None, num_workers: NumWorkers = None,
     eval_masking: EvalMasking = None, eval_mask_prob: EvalMaskProb = None, batch_size: BatchSize = None,
-    precision: PrecisionOpt = None, seed: Seed = None, allow_pickle: AllowPickle = None,
+    precision: PrecisionOpt = None, seed: Seed = None, split_seed: SplitSeed = None, allow_pickle: AllowPickle = None,
     trust_remote_code: TrustRemote = None, json_out: JsonOut = False,
     pseudo: Annotated[bool, typer.Option(
         "--pseudo", help="Pseudo-perplexity instead: every token of each text masked in turn, each text on its own")] = False,
@@ -178,9 +179,9 @@ def evaluate(
             raise MlmAdaptError(f"--pll must be word-l2r or original, not {pll!r}")
         base = _base_config(config, compare) if compare else None
         result, per_text_scores, base_result = pseudo_perplexity(config, max_sentences, word_l2r=pll == "word-l2r", base=base)
-        summary = {**pseudo_summary(result, config.seed), "pll": pll, "texts": len(per_text_scores)}
+        summary = {**pseudo_summary(result, config.data_seed()), "pll": pll, "texts": len(per_text_scores)}
         if base_result is not None:
-            summary["comparison"] = comparison_summary(base_result, result, config.seed)
+            summary["comparison"] = comparison_summary(base_result, result, config.data_seed())
         if per_text is not None and _is_main_process():
             summaries.write_jsonl(per_text, per_text_scores)
         if json_out and _is_main_process():
@@ -193,7 +194,7 @@ def evaluate(
             if base_result is not None:
                 _print_comparison(summary["comparison"], "pseudo-perplexity")
         return
-    summary = evaluation_summary(run(config), config.seed)
+    summary = evaluation_summary(run(config), config.data_seed())
     if not _is_main_process():
         return
     if json_out:
@@ -217,7 +218,7 @@ def _evaluate_against(config, base: str, json_out: bool, words: int, words_by: s
     if words < 0:
         raise MlmAdaptError(f"--words must be 0 or a positive number, not {words}")
     before, after, ledger = evaluate_against(config, _base_config(config, base), words, words_by)
-    summary = {**evaluation_summary(after, config.seed), "comparison": comparison_summary(before, after, config.seed)}
+    summary = {**evaluation_summary(after, config.data_seed()), "comparison": comparison_summary(before, after, config.data_seed())}
     if ledger is not None:
         summary["words"] = ledger
     if not _is_main_process():

@@ -45,7 +45,7 @@ from mlm_adapt.outputs import summaries
 # What a run's config.yaml may set for blend: the data, its held-out set and masks, general and task data.
 # Not what may run code (--allow-pickle, --trust-remote-code): a folder's file never decides that.
 _RUN_OPTIONS = {"data", "split", "text_column", "encoding", "document_boundary", "chunk_size", "remainder", "eval_size",
-                "streaming", "packing", "eval_masking", "eval_mask_prob", "batch_size", "precision", "seed", "general_data",
+                "streaming", "packing", "eval_masking", "eval_mask_prob", "batch_size", "precision", "seed", "split_seed", "general_data",
                 "general_split", "general_text_column", "general_encoding", "task_data", "task_split", "task_text_column",
                 "task_label_column"}
 _TRUST_OPTIONS = {"allow_pickle", "trust_remote_code"}
@@ -90,7 +90,7 @@ def blend(
         data=run_config.data, masking=run_config.masking, alphas=_alphas(alphas) if alphas else cfg.BlendConfig.alphas,
         general=run_config.general_data_config(), task=cfg.TaskConfig(task.data, task.label_column) if task else None,
         output=output, pick=pick, max_forgetting=max_forgetting, overwrite=bool(overwrite), batch_size=run_config.batch_size,
-        precision=run_config.precision, seed=run_config.seed))
+        precision=run_config.precision, seed=run_config.data_seed()))
     if json_out:
         print(json.dumps(summary))
     else:
@@ -136,7 +136,7 @@ def assess(
     run_config = flat_options.from_options(cfg.TrainConfig, {k: v for k, v in given.items() if k != "max_documents"})
     sizes = {"max_documents": given["max_documents"]} if "max_documents" in given else {}
     result = run(cfg.AssessConfig(model=run_config.model, data=run_config.data, general=run_config.general_data_config(),
-                                  batch_size=run_config.batch_size, precision=run_config.precision, seed=run_config.seed, **sizes))
+                                  batch_size=run_config.batch_size, precision=run_config.precision, seed=run_config.data_seed(), **sizes))
     if json_out:
         print(json.dumps(result))
     else:

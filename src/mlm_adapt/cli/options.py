@@ -24,7 +24,7 @@ PANELS = {
              "eval_size", "streaming", "shuffle_buffer", "packing", "num_workers"),
     "Masking": ("masking", "mask_prob", "eval_masking", "eval_mask_prob"),
     "Training": ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio", "precision",
-                 "seed", "compile"),
+                 "seed", "split_seed", "compile"),
     "Evaluations, checkpoints and the saved step": ("eval_steps", "eval_batch_size", "save_steps", "keep_checkpoints", "select",
                                                     "max_forgetting", "early_stop", "resume", "overwrite"),
     "Forgetting and the task": ("general_data", "general_split", "general_text_column", "general_encoding",
@@ -89,6 +89,7 @@ EvalMaskProb = Annotated[Optional[float], option("eval_mask_prob")]
 BatchSize = Annotated[Optional[int], option("batch_size")]
 PrecisionOpt = Annotated[Optional[str], option("precision", "--precision", choices=cfg.Precision)]
 Seed = Annotated[Optional[int], option("seed")]
+SplitSeed = Annotated[Optional[int], option("split_seed")]
 AllowPickle = Annotated[Optional[bool], option("allow_pickle", "--allow-pickle")]
 TrustRemote = Annotated[Optional[bool], option("trust_remote_code", "--trust-remote-code")]
 GeneralData = Annotated[Optional[str], option("general_data")]

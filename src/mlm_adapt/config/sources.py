@@ -140,13 +140,25 @@ class EvalConfig:
     precision: Precision = "auto"
     """Numeric precision of training and evaluation (auto: bf16 where the hardware has it)."""
     seed: int = 42
-    """Seed of the split, the masks and the order."""
+    """Seed of the training order, training masks, dropout and new weights; also of the split
+    (held-out documents, their masks, a task's held-back rows) unless --split-seed is given."""
+    split_seed: int | None = None
+    """Seed of what runs compared must share: the held-out documents and their masks, the
+    general text's held-out documents, a task's held-back rows and probe folds (default:
+    --seed). Runs that differ only in --seed then differ only in how they trained."""
 
     def __post_init__(self) -> None:
         count("batch_size", self.batch_size)
         choice("precision", self.precision, Precision)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise MlmAdaptError(f"--seed must be a non-negative integer, not {self.seed!r}")
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            if (value is not None or name == "seed") and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise MlmAdaptError(f"--{name.replace('_', '-')} must be a non-negative integer, not {value!r}")
+
+    def data_seed(self) -> int:
+        """The seed of the split and the evaluation masks: --split-seed, else --seed (as before
+        --split-seed existed, so old configs and checkpoints read the same)."""
+        return self.seed if self.split_seed is None else self.split_seed
 
 
 def cache_home() -> Path:

@@ -126,7 +126,7 @@ class TrainConfig(EvalConfig):
     them alone."""
     task_test_share: float = 0.3
     """With --tapt: the share of --task-data's rows held back (whole duplicate groups, drawn by
-    --seed): no text of theirs is trained on, and the run's probe tests them alone."""
+    --split-seed): no text of theirs is trained on, and the run's probe tests them alone."""
     lora_rank: int | None = None
     """Train low-rank adapters (LoRA, with peft) of this rank instead of every weight: a step
     skips the frozen matrices' weight gradients and AdamW keeps state for the adapters alone
@@ -237,7 +237,7 @@ class TrainConfig(EvalConfig):
                           text_column=self.task_text_column or self.data.text_column)
         trust = {"allow_pickle": self.model.allow_pickle, "trust_remote_code": self.model.trust_remote_code}
         return ProbeConfig(models=(self.model, ModelConfig(str(self.output), **trust)), data=data,
-                           label_column=self.task_label_column, seed=self.seed)
+                           label_column=self.task_label_column, seed=self.data_seed())
 
     def tapt_alone(self) -> bool:
         """A --tapt run whose corpus is the task's texts alone (--data names the task data)."""

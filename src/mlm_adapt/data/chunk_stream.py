@@ -133,9 +133,11 @@ def rebatch(blocks: Iterable[Chunks], size: int) -> Iterator[Chunks]:
 
 
 def training_batches(corpus: StreamedCorpus, tokenizer, config: DataConfig, seed: int, last_eval: int,
-                     rank: int, world: int, size: int) -> Iterator[Chunks]:
+                     rank: int, world: int, size: int, order_seed: int | None = None) -> Iterator[Chunks]:
     """Endless batches of ``size`` chunks for process ``rank``: the stream is read again
-    (with a new shuffle) each time it ends. Raises if a whole pass yields no chunk."""
+    (with a new shuffle) each time it ends. Raises if a whole pass yields no chunk.
+    ``seed`` drew the held-out documents (skipped here); ``order_seed`` (default ``seed``)
+    draws the shuffle."""
     encoder = TextEncoder.from_tokenizer(tokenizer)
 
     def passes() -> Iterator[Chunks]:
@@ -151,7 +153,7 @@ def training_batches(corpus: StreamedCorpus, tokenizer, config: DataConfig, seed
                     "add text, lower --chunk-size, or use --remainder pad"
                 )
 
-    rng = generator(seed, Salt.STREAM_SHUFFLE, rank)
+    rng = generator(seed if order_seed is None else order_seed, Salt.STREAM_SHUFFLE, rank)
     return rebatch(shuffle_buffer(passes(), config.shuffle_buffer, rng), size)
 
 

@@ -99,17 +99,20 @@ class SplitData:
     held_out_rows: np.ndarray | None = None
 
 
-def load_split(config: DataConfig, tokenizer, seed: int, max_length: int, task: TaskTexts | None = None) -> SplitData:
+def load_split(config: DataConfig, tokenizer, seed: int, max_length: int, task: TaskTexts | None = None,
+               order_seed: int | None = None) -> SplitData:
     """The whole data stage. In memory: read, tokenize (cached), hold out whole documents,
     chunk, downsample. As a stream: read the held-out documents from its head; training
     chunks are read while training. ``task`` (``--tapt``): the corpus loses the task's
-    held-back texts and gains its others (``task_adaptive``) before documents are held out."""
+    held-back texts and gains its others (``task_adaptive``) before documents are held out.
+    ``seed`` draws the split (the split seed); ``order_seed`` a stream's shuffle (the
+    training seed, default ``seed``)."""
     if config.chunk_size > max_length:
         raise MlmAdaptError(f"--chunk-size {config.chunk_size} is above the model's maximum of {max_length} positions")
     corpus = load_corpus(config)
     if isinstance(corpus, StreamedCorpus):
         eval_chunks, eval_documents, last = held_out_stream(corpus, config, tokenizer, seed)
-        read = partial(training_batches, corpus, tokenizer, config, seed, last)
+        read = partial(training_batches, corpus, tokenizer, config, seed, last, order_seed=seed if order_seed is None else order_seed)
         rows = np.arange(last + 1)
         return SplitData(StreamSource(read), eval_chunks, eval_documents, held_out_rows=rows[chunk_stream.held_out(seed, rows)])
     tokens = tokenize_corpus(corpus, tokenizer, cache_dir=cache_home() / "tokens", num_workers=config.num_workers)

@@ -94,3 +94,11 @@ def read(data, share: float, seed: int, alone: bool) -> TaskTexts:
     from mlm_adapt.data.corpus import load_corpus
 
     return TaskTexts.draw((text for batch in load_corpus(data).batches() for text in batch), share, seed, alone)
+
+
+def for_run(config) -> TaskTexts | None:
+    """A ``TrainConfig``'s task texts: with ``--tapt``, the task's rows and the draw of its
+    held-back rows by the split seed (the same rows for runs that differ in ``--seed`` alone)."""
+    if not config.tapt:
+        return None
+    return read(config.task_probe_config().data, config.task_test_share, config.data_seed(), config.tapt_alone())

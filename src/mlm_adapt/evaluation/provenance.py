@@ -79,7 +79,7 @@ def run_corpora(config, prepared) -> list[TrainedCorpus]:
 
     draw = None
     if prepared.task is not None:
-        draw = TaskDraw(config.task_probe_config().data, config.task_test_share, config.seed, prepared.task.alone)
+        draw = TaskDraw(config.task_probe_config().data, config.task_test_share, config.data_seed(), prepared.task.alone)
     found = [TrainedCorpus(config.data, numbers(prepared.data.held_out), numbers(prepared.data.held_out_rows), draw)]
     if config.replay_ratio is not None:  # the general text's training side, whose chunks were mixed in
         found.append(TrainedCorpus(config.general_data_config(), numbers(prepared.general_held_out)))

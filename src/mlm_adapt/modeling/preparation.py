@@ -56,8 +56,10 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     ``lora`` (--lora-rank) then injects adapters into the model in place (``Prepared.adapter``),
     before the data is read, so that a bad choice fails fast."""
     # Seeds torch before loading: a checkpoint without an MLM head gets a random one,
-    # and dropout draws from the same generator during training.
+    # and dropout draws from the same generator during training (the training seed). What
+    # runs compared must share (held-out documents, their masks) comes from the split seed.
     set_seed(config.seed)
+    split_seed = config.data_seed()
     tokenizer = load_tokenizer(config.model)
     model = load_model(config.model, packing=config.data.packing)
     if config.data.packing:  # before the data is tokenized
@@ -66,15 +68,15 @@ def prepare(config: EvalConfig, accelerator=None, extend: Callable | None = None
     adapter = Adapter(model, lora, [a.id for a in added]) if lora is not None else None
     # Under torchrun the main process tokenizes first and fills the cache; the others then read it.
     with accelerator.main_process_first() if accelerator is not None else nullcontext():
-        data = load_split(config.data, tokenizer, config.seed, max_chunk_size(model.config, tokenizer), task)
-        general_split = load_split(general, tokenizer, config.seed, max_chunk_size(model.config, tokenizer)) \
+        data = load_split(config.data, tokenizer, split_seed, max_chunk_size(model.config, tokenizer), task, config.seed)
+        general_split = load_split(general, tokenizer, split_seed, max_chunk_size(model.config, tokenizer)) \
             if general is not None else None
     general_chunks = general_split.eval if general_split is not None else None
     if replay_ratio is not None:
         data = with_replay(data, general_split, replay_ratio, config.seed)
     vocab, byte_counts = MaskingVocab.from_tokenizer(tokenizer), token_bytes(tokenizer)
-    eval_set = mask_eval_set(data.eval, config.masking, vocab, config.seed, byte_counts)
-    general_set = mask_eval_set(general_chunks, config.masking, vocab, config.seed, byte_counts) \
+    eval_set = mask_eval_set(data.eval, config.masking, vocab, split_seed, byte_counts)
+    general_set = mask_eval_set(general_chunks, config.masking, vocab, split_seed, byte_counts) \
         if general_chunks is not None else None
     separator = frame_ids(tokenizer)[1] if config.data.packing else None
     general_held_out = general_split.held_out if general_split is not None else None

@@ -140,7 +140,7 @@ def _card_body(config, metrics: dict[str, Any], probes: list[dict[str, Any]]) ->
         f"{metrics['train_chunks']} training chunks of {config.data.chunk_size} tokens; "
         f"{metrics['eval_chunks']} evaluation chunks from {metrics['eval_documents']} held-out documents",
         f"- masking: {config.masking.masking}, rate {config.masking.train_mask_prob()}; evaluation: "
-        f"{config.masking.eval_masking} at {config.masking.eval_mask_prob}, masks fixed by seed {config.seed}",
+        f"{config.masking.eval_masking} at {config.masking.eval_mask_prob}, masks fixed by seed {config.data_seed()}",
         f"- {metrics['steps']} optimizer steps, batch {config.batch_size} x {config.grad_accum}, lr {config.lr}, "
         f"weight decay {config.weight_decay}, warm-up {config.warmup_ratio}, precision {metrics['precision']}",
         f"- weights trained: {weights_trained_text(metrics)}",

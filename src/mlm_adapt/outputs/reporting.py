@@ -195,7 +195,7 @@ def probe_predictions(config, trained_model, tokenizer, eval_chunks: Chunks, top
     """Top-k fill-mask of the base model and the adapted one on the probe texts."""
     from mlm_adapt.evaluation.inference import FillMask
 
-    texts = list(config.probes) or default_probes(eval_chunks, tokenizer, seed=config.seed)
+    texts = list(config.probes) or default_probes(eval_chunks, tokenizer, seed=config.data_seed())
     # The base model with its own tokenizer: with --add-tokens the run's tokenizer has ids it lacks.
     before = FillMask(config.model, top_k)
     after = FillMask(config.model, top_k, loaded=(trained_model, tokenizer))

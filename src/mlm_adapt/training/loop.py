@@ -62,7 +62,7 @@ def _start_or_resume(config, accelerator, objective, prepared: Prepared, timer: 
     if "general" in results:
         log.info("general-text perplexity before training: %.3f", results["general"].perplexity)
     # Its NLL per piece of chunk stays in the checkpoint: the end's before/after interval resamples them (by document).
-    return RunState(options=options, before=evaluation_record(results, config.seed))
+    return RunState(options=options, before=evaluation_record(results, config.data_seed()))
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -74,8 +74,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     check_launch(accelerator.distributed_type, config.grad_accum)
     with accelerator.main_process_first():  # the others find the folder the main process made, still empty
         output = _prepare_output(config)
-    task = task_adaptive.read(config.task_probe_config().data, config.task_test_share, config.seed, config.tapt_alone()) \
-        if config.tapt else None
+    task = task_adaptive.for_run(config)
     # --lora-rank: adapters injected into the model in place, everything else frozen, before
     # the optimizer sees which parameters train (seeded: a resumed run draws the same A).
     prepared = prepare(config, accelerator, extend=_vocabulary_extension(config), general=config.general_data_config(),
@@ -133,7 +132,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 with timer.spend("evaluation"):
                     results = evaluate_sets(objective, prepared, config.evaluation_batch_size(), accelerator)
                 scored[state.step] = results["eval"]
-                record_evaluation(state, evaluation_record(results, config.seed, state.before),
+                record_evaluation(state, evaluation_record(results, config.data_seed(), state.before),
                                   epoch_done, steps_per_epoch)
                 # --select best / --max-forgetting: keep this evaluation's weights if it is now the
                 # selected one; --early-stop: N evaluations without a better one end the run.
