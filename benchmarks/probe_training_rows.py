@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig  # noqa: E402
 from mlm_adapt.data.duplicates import duplicate_groups  # noqa: E402
-from mlm_adapt.evaluation import embeddings, leakage, probing, provenance  # noqa: E402
+from mlm_adapt.evaluation import embeddings, labelled, leakage, probing, provenance  # noqa: E402
 from mlm_adapt.modeling.loading import load_model, load_tokenizer  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     models = (ModelConfig(str(args.run / "general")), ModelConfig(str(args.run / "adapted")))
     task = args.task or Path(json.loads((args.run / "adapted" / "metrics.json").read_text())["task_probe"]["data"])
     config = ProbeConfig(models=models, data=DataConfig(str(task)))
-    texts, labels, names = probing.labelled_texts(config)
+    texts, labels, names = labelled.labelled_texts(config)
     found = [c for m in models for c in provenance.corpora(m.model)]
     testable, leak = leakage.partition(texts, labels, names, leakage.found_in(found, texts), None, 5)
     report = {"task": str(task), "rows": len(texts), "leakage": leak, "settings": []}

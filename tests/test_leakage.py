@@ -14,7 +14,7 @@ from conftest import labelled_csv, make_documents, run_main, train_config
 from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
 from mlm_adapt.data.duplicates import duplicate_groups, normalised
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.evaluation import leakage, probing
+from mlm_adapt.evaluation import labelled, leakage, probing
 
 
 @settings(max_examples=60, deadline=None)
@@ -27,7 +27,7 @@ def test_a_seen_row_is_never_tested(data, rows, max_rows, folds, seed):
         testable, leak = leakage.partition(texts, labels, ["a", "b"], seen, None, max(probing.MIN_PER_CLASS, folds))
     except MlmAdaptError:
         assume(False)
-    order, tested = probing.sample(testable, SimpleNamespace(max_rows=max_rows, seed=seed))
+    order, tested = labelled.sample(testable, SimpleNamespace(max_rows=max_rows, seed=seed))
     chosen = [texts[i] for i in order]
     groups = duplicate_groups(chosen)
     assume(all(len(np.unique(groups[:tested][labels[order][:tested] == c])) >= folds for c in (0, 1)))

@@ -11,7 +11,7 @@ from conftest import labelled_csv, make_documents, one_word_label_files, run_mai
 from mlm_adapt.config import DataConfig, ModelConfig, ProbeConfig
 from mlm_adapt.data import duplicates
 from mlm_adapt.errors import MlmAdaptError
-from mlm_adapt.evaluation import leakage, probing
+from mlm_adapt.evaluation import labelled, leakage, probing
 
 
 @pytest.mark.parametrize("values, match", [
@@ -21,7 +21,7 @@ from mlm_adapt.evaluation import leakage, probing
 ])
 def test_labels_that_cannot_be_probed(values, match):
     with pytest.raises(MlmAdaptError, match=match):
-        probing.encode_labels(values)
+        labelled.encode_labels(values)
 
 
 def test_folds_are_stratified_disjoint_and_seeded():

@@ -92,6 +92,8 @@ def train(
     task_text_column: Annotated[Optional[str], option("task_text_column")] = None,
     task_label_column: Annotated[Optional[str], option("task_label_column")] = None,
     tapt: Annotated[Optional[bool], option("tapt", "--tapt")] = None,
+    hold_back_task: Annotated[Optional[bool], option("hold_back_task", "--hold-back-task")] = None,
+    task_probe: Annotated[Optional[bool], option("task_probe", "--task-probe/--no-task-probe")] = None,
     task_test_share: Annotated[Optional[float], option("task_test_share")] = None,
     lora_rank: Annotated[Optional[int], option("lora_rank")] = None,
     lora_alpha: Annotated[Optional[float], option("lora_alpha")] = None,

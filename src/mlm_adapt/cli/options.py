@@ -29,7 +29,7 @@ PANELS = {
                                                     "max_forgetting", "early_stop", "resume", "overwrite"),
     "Forgetting and the task": ("general_data", "general_split", "general_text_column", "general_encoding",
                                 "replay_ratio", "task_data", "task_split", "task_text_column", "task_label_column",
-                                "tapt", "task_test_share"),
+                                "tapt", "hold_back_task", "task_probe", "task_test_share"),
     "LoRA adapters": ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_train_head"),
     "Vocabulary": ("add_tokens", "add_tokens_file"),
     "Outputs and the Hub": ("output", "probes", "logging_steps", "report_to", "push_to_hub", "hub_private"),

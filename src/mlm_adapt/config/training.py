@@ -124,6 +124,13 @@ class TrainConfig(EvalConfig):
     """Task-adaptive pretraining: adapt on the texts of --task-data's rows too (all but a
     held-back share, --task-test-share, which the run's probe tests); without --data, on
     them alone."""
+    hold_back_task: bool = False
+    """Without --tapt: keep --task-data's held-back rows (--task-test-share, drawn by
+    --split-seed) out of --data's training side, adapting on none of the task's texts: a DAPT
+    run whose probe tests the rows a TAPT run's does (what `mlm-adapt compare` runs)."""
+    task_probe: bool = True
+    """With --task-data: end the run with a probe of base vs adapted model (off: `mlm-adapt
+    compare` measures its runs together)."""
     task_test_share: float = 0.3
     """With --tapt: the share of --task-data's rows held back (whole duplicate groups, drawn by
     --split-seed): no text of theirs is trained on, and the run's probe tests them alone."""
@@ -174,6 +181,9 @@ class TrainConfig(EvalConfig):
             raise MlmAdaptError("--tapt adapts on the texts of the labelled task: give --task-data")
         if self.tapt and self.data.streaming:
             raise MlmAdaptError("--tapt holds the task's held-back texts out of a corpus read in memory: drop --streaming")
+        if self.hold_back_task and (self.task_data is None or self.data.streaming):
+            raise MlmAdaptError("--hold-back-task keeps the task's held-back rows out of a corpus read in memory: "
+                                "give --task-data, without --streaming")
         self._check_lora()
         choice("report_to", self.report_to, ReportTo)
         object.__setattr__(self, "probes", tuple(self.probes or ()))
@@ -239,9 +249,14 @@ class TrainConfig(EvalConfig):
         return ProbeConfig(models=(self.model, ModelConfig(str(self.output), **trust)), data=data,
                            label_column=self.task_label_column, seed=self.data_seed())
 
+    def holds_back_task(self) -> bool:
+        """Whether the task's held-back rows are kept out of training (--tapt, --hold-back-task)."""
+        return self.tapt or self.hold_back_task
+
     def tapt_alone(self) -> bool:
-        """A --tapt run whose corpus is the task's texts alone (--data names the task data)."""
-        return self.tapt and self.data.data == self.task_data
+        """Whether the corpus gains none of the task's texts: a --tapt run whose corpus is the
+        task's texts alone (--data names the task data), or --hold-back-task."""
+        return self.hold_back_task and not self.tapt or self.tapt and self.data.data == self.task_data
 
     def selection_rule(self) -> Rule:
         """How the saved model is chosen among the run's evaluations (``training.selection``)."""

@@ -45,7 +45,7 @@ class TaskTexts:
 
     texts: tuple[str, ...]
     held: np.ndarray  # bool per row
-    alone: bool
+    alone: bool  # the corpus gains none of the task's texts (it is the task, or only loses the held-back rows)
 
     @classmethod
     def draw(cls, texts: Iterable[str], share: float, seed: int, alone: bool) -> "TaskTexts":
@@ -97,8 +97,9 @@ def read(data, share: float, seed: int, alone: bool) -> TaskTexts:
 
 
 def for_run(config) -> TaskTexts | None:
-    """A ``TrainConfig``'s task texts: with ``--tapt``, the task's rows and the draw of its
-    held-back rows by the split seed (the same rows for runs that differ in ``--seed`` alone)."""
-    if not config.tapt:
+    """A ``TrainConfig``'s task texts: with ``--tapt`` or ``--hold-back-task``, the task's rows
+    and the draw of its held-back rows by the split seed (the same rows for runs that differ
+    in ``--seed`` alone)."""
+    if not config.holds_back_task():
         return None
     return read(config.task_probe_config().data, config.task_test_share, config.data_seed(), config.tapt_alone())

@@ -26,9 +26,9 @@ from mlm_adapt.data.seeding import Salt, generator
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.evaluation import provenance
 from mlm_adapt.evaluation.embeddings import embed
+from mlm_adapt.evaluation.labelled import MIN_PER_CLASS, labelled_texts, sample
 from mlm_adapt.evaluation.leakage import found_in, partition
 
-MIN_PER_CLASS = 5  # rows a class needs: a few to train on and at least one to test on
 # Below this many distinct texts no verdict is drawn: the folds' differences say little,
 # as intervals over under ~20 held-out documents do (intervals.MIN_DOCUMENTS).
 MIN_GROUPS_FOR_VERDICT = 20
@@ -84,22 +84,6 @@ class ProbeScores:
 def _spread(values: list[float]) -> float:
     """Sample standard deviation (ddof=1) over repeats; 0 for one repeat (no spread measured)."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def encode_labels(values: list) -> tuple[np.ndarray, list[str]]:
-    """Class indices and class names; refuses what cannot be probed."""
-    if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
-        missing = sum(v is None or (isinstance(v, float) and np.isnan(v)) for v in values)
-        raise MlmAdaptError(f"--label-column: {missing} of {len(values)} rows have no label; drop or fill them")
-    names = sorted({str(v) for v in values})
-    if len(names) < 2:
-        raise MlmAdaptError(f"--label-column: every row has the label {names[0]!r}; a probe needs two classes or more")
-    labels = np.array([names.index(str(v)) for v in values])
-    counts = np.bincount(labels, minlength=len(names))
-    few = [f"{names[c]} ({counts[c]})" for c in range(len(names)) if counts[c] < MIN_PER_CLASS]
-    if few:
-        raise MlmAdaptError(f"--label-column: too few rows for class(es) {', '.join(few)}; each needs {MIN_PER_CLASS}")
-    return labels, names
 
 
 def fold_splits(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -217,21 +201,34 @@ def compare(first: ProbeScores, second: ProbeScores, groups: np.ndarray, level: 
     return out
 
 
-def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trained_on=None,
-          held_out: np.ndarray | None = None, held_out_rows: np.ndarray | None = None) -> dict:
-    """Run a ``ProbeConfig``: scores per model (out-of-fold, mean and spread over repeats),
-    the majority-class baseline, and with two models their paired comparison. ``loaded``
-    maps a model name of ``config.models`` to a (model, tokenizer) already in memory (a
-    run's trained model).
+@dataclass(frozen=True)
+class ProbeRows:
+    """The labelled rows a probe uses, shared by every model it compares: the first ``tested``
+    rows are tested (out of fold), the rest only ever train; ``groups`` are their duplicate
+    groups; ``seeds`` the k-fold repeats."""
 
-    Rows whose text a compared model trained on are never tested, only trained on
-    (``leakage``): those its folder records (``provenance``: a run's corpora, a blend's
-    models, what they started from), ``seen`` (normalised texts), and ``trained_on``, the
-    ``DataConfig`` of a training corpus (less its ``held_out`` documents or stream rows).
-    Where a ``--tapt`` run adapted on this very data, only the rows it held back are tested."""
-    from mlm_adapt.evaluation.finetuning import finetuner
-    from mlm_adapt.modeling.loading import load_model, load_tokenizer
+    texts: list[str]
+    labels: np.ndarray
+    names: list[str]
+    groups: np.ndarray
+    tested: int
+    seeds: list[int]
+    folds: int
+    leakage: dict
 
+    @property
+    def extra(self) -> np.ndarray:
+        return np.arange(self.tested, len(self.labels))
+
+
+def probe_rows(config, seen: set[str] | None = None, trained_on=None, held_out: np.ndarray | None = None,
+               held_out_rows: np.ndarray | None = None) -> ProbeRows:
+    """The rows a ``ProbeConfig`` probes: rows whose text a compared model trained on are never
+    tested, only trained on (``leakage``): those its folder records (``provenance``: a run's
+    corpora, a blend's models, what they started from), ``seen`` (normalised texts), and
+    ``trained_on``, the ``DataConfig`` of a training corpus (less its ``held_out`` documents or
+    stream rows). Where a ``--tapt`` run adapted on this very data, only the rows it held back
+    are tested."""
     texts, labels, names = labelled_texts(config)
     found = [corpus for model in config.models for corpus in provenance.corpora(model.model)]
     if trained_on is not None:
@@ -242,55 +239,43 @@ def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trai
     testable, leakage = partition(texts, labels, names, seen, provenance.held_back_rows(found, config.data, texts),
                                   max(MIN_PER_CLASS, config.fold_count()))
     rows, tested = sample(testable, config)
-    texts, labels = [texts[i] for i in rows], labels[rows]
-    groups = duplicate_groups(texts)
-    seeds = [config.seed + i for i in range(config.repeats())]
-    folds, extra = config.fold_count(), np.arange(tested, len(rows))
-    results = []
-    for model_config in config.models:
-        if config.finetune:
-            predict = finetuner(model_config, texts, labels, config)
-            predicted, fold = out_of_fold(labels[:tested], groups[:tested], seeds, folds, predict, extra)
-            results.append(ProbeScores(model_config.model, labels[:tested], predicted, names, fold, len(extra)))
-            continue
-        model, tokenizer = (loaded or {}).get(model_config.model) or (load_model(model_config), load_tokenizer(model_config))
-        features = embed(model, tokenizer, texts, config.max_length, precision=config.precision)
-        results.append(score(features, labels, seeds, folds, model_config.model, groups, names, tested))
-    baseline = majority_baseline(labels, groups, seeds, folds, names, tested)
-    report = {"mode": "fine-tuned" if config.finetune else "frozen", "classes": names, "rows": tested,
-              "training_only_rows": len(extra), "seeds": seeds, "folds": folds, "groups": int(len(np.unique(groups[:tested]))),
+    texts = [texts[i] for i in rows]
+    return ProbeRows(texts, labels[rows], names, duplicate_groups(texts), tested,
+                     [config.seed + i for i in range(config.repeats())], config.fold_count(), leakage)
+
+
+def model_scores(config, model_config, rows: ProbeRows, loaded: dict | None = None) -> ProbeScores:
+    """One model's out-of-fold scores on ``rows``: the frozen probe on its embeddings, or
+    ``--finetune``'s fine-tuned classifiers."""
+    from mlm_adapt.evaluation.finetuning import finetuner
+    from mlm_adapt.modeling.loading import load_model, load_tokenizer
+
+    labels, tested = rows.labels, rows.tested
+    if config.finetune:
+        predict = finetuner(model_config, rows.texts, labels, config)
+        predicted, fold = out_of_fold(labels[:tested], rows.groups[:tested], rows.seeds, rows.folds, predict, rows.extra)
+        return ProbeScores(model_config.model, labels[:tested], predicted, rows.names, fold, len(rows.extra))
+    model, tokenizer = (loaded or {}).get(model_config.model) or (load_model(model_config), load_tokenizer(model_config))
+    features = embed(model, tokenizer, rows.texts, config.max_length, precision=config.precision)
+    return score(features, labels, rows.seeds, rows.folds, model_config.model, rows.groups, rows.names, tested)
+
+
+def probe(config, loaded: dict | None = None, seen: set[str] | None = None, trained_on=None,
+          held_out: np.ndarray | None = None, held_out_rows: np.ndarray | None = None) -> dict:
+    """Run a ``ProbeConfig``: scores per model (out-of-fold, mean and spread over repeats),
+    the majority-class baseline, and with two models their paired comparison, on the rows
+    :func:`probe_rows` leaves testable. ``loaded`` maps a model name of ``config.models`` to a
+    (model, tokenizer) already in memory (a run's trained model)."""
+    rows = probe_rows(config, seen, trained_on, held_out, held_out_rows)
+    tested, groups = rows.tested, rows.groups
+    results = [model_scores(config, model_config, rows, loaded) for model_config in config.models]
+    baseline = majority_baseline(rows.labels, groups, rows.seeds, rows.folds, rows.names, tested)
+    report = {"mode": "fine-tuned" if config.finetune else "frozen", "classes": rows.names, "rows": tested,
+              "training_only_rows": len(rows.extra), "seeds": rows.seeds, "folds": rows.folds,
+              "groups": int(len(np.unique(groups[:tested]))),
               "baseline": {"accuracy": float(np.mean(baseline.accuracy)), "macro_f1": float(np.mean(baseline.macro_f1))},
-              "models": [r.summary() for r in results], "leakage": {**leakage, "tested_rows": tested}}
+              "models": [r.summary() for r in results], "leakage": {**rows.leakage, "tested_rows": tested}}
     if len(results) == 2:
         report["comparison"] = compare(*results, groups[:tested], baseline=baseline,
                                        test="corrected-t" if config.finetune else "bootstrap", seed=config.seed)
     return report
-
-
-def labelled_texts(config) -> tuple[list[str], np.ndarray, list[str]]:
-    """Every labelled row's text, class index, and the class names (:func:`sample` then
-    keeps at most ``max_rows``)."""
-    from mlm_adapt.data.corpus import load_corpus
-
-    corpus = load_corpus(config.data)
-    if config.label_column not in corpus.dataset.column_names:
-        raise MlmAdaptError(f"--label-column {config.label_column!r} not found; the data has columns: "
-                            f"{', '.join(corpus.dataset.column_names)}")
-    labels, names = encode_labels(corpus.dataset[config.label_column])
-    texts = [t for batch in corpus.batches() for t in batch]
-    return texts, labels, names
-
-
-def sample(testable: np.ndarray, config) -> tuple[np.ndarray, int]:
-    """The rows a probe uses, at most ``config.max_rows``, a seeded sample where there are more
-    (a file's order may follow its labels, so not its head): the testable rows first (all of
-    them where they fill ``max_rows``), then rows that only train fill the rest. Returns the
-    rows and how many of them, at the front, are tested."""
-    rng = generator(config.seed, Salt.PROBE_ROWS)
-    tested, extra = np.flatnonzero(testable), np.flatnonzero(~testable)
-    if len(tested) > config.max_rows:
-        tested = np.sort(rng.choice(tested, config.max_rows, replace=False))
-    room = config.max_rows - len(tested)
-    if len(extra) > room:
-        extra = np.sort(rng.choice(extra, room, replace=False))
-    return np.concatenate([tested, extra]), len(tested)

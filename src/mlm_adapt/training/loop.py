@@ -227,7 +227,7 @@ def _save_outputs(config: TrainConfig, output, model, weights: dict, prepared: P
 
     artifacts.save_final(output, model, prepared.tokenizer, metrics, write_extra=extras, weights=weights,
                          resume_hint=checkpoints.resume_hint(config.output))
-    task = config.task_probe_config()
+    task = config.task_probe_config() if config.task_probe else None
     if task is not None:
         log.info("probing the task in %s: base model vs adapted model, %d folds x %d repeats ...", task.data.data,
                  task.fold_count(), task.repeats())
