@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mlm_adapt"
 
 # The pipeline's stages, lowest first: a module may import its own stage and the ones
 # before it, never a later one (each package's docstring says what it owns).
-STAGES = ["foundation", "system", "data", "speed", "modeling", "evaluation", "outputs", "training", "top"]
+STAGES = ["foundation", "system", "data", "speed", "modeling", "evaluation", "outputs", "training", "recipes", "comparison", "top"]
 _FOUNDATION = {"errors", "config", "flat_options"}
 _TOP = {"cli", "demo", "__init__", "__main__"}
 

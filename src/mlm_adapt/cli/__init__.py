@@ -1,5 +1,6 @@
 """The ``mlm-adapt`` command: a thin typer layer over the library (``commands``: train and
-evaluate; ``tools``: the commands around a run; ``levers``: blend, assess and select), flags built from the config (``options``).
+evaluate; ``tools``: the commands around a run; ``levers``: blend, assess and select;
+``comparing``: compare), flags built from the config (``options``).
 
 User errors (:class:`MlmAdaptError`) become one ``error:`` line and exit status 2; a bug
 keeps its traceback, as does any error under ``--debug``.
@@ -12,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from mlm_adapt.cli import commands, levers, tools
+from mlm_adapt.cli import commands, comparing, levers, tools
 from mlm_adapt.errors import MlmAdaptError, TrainingInterrupted
 from mlm_adapt.outputs import summaries
 
@@ -30,6 +31,7 @@ app.command("fill-mask")(tools.fill_mask)
 app.command()(levers.assess)
 app.command()(levers.blend)
 app.command()(levers.select)
+app.command()(comparing.compare)
 app.command()(tools.demo)
 
 

@@ -8,6 +8,7 @@ and ``OUTPUT/config.yaml`` hold is ``mlm_adapt.flat_options``'.
 May import: ``mlm_adapt.errors`` only: every stage imports this package.
 """
 
+from mlm_adapt.config.comparison import CompareConfig
 from mlm_adapt.config.fields import (
                                      DEFAULT_DEMO_MINUTES,
                                      DEFAULT_MASK_PROB,
@@ -29,7 +30,8 @@ from mlm_adapt.config.sources import DataConfig, EvalConfig, MaskingConfig, Mode
 from mlm_adapt.config.tools import AssessConfig, BlendConfig, ProbeConfig, SelectConfig, TaskConfig, VocabConfig
 from mlm_adapt.config.training import LoraSettings, Rule, TrainConfig
 
-__all__ = ["DEFAULT_DEMO_MINUTES", "DEFAULT_MASK_PROB", "DEFAULT_PSEUDO_TEXTS", "DEFAULT_TOP_K", "DEFAULT_TRAIN_SIZE", "AssessConfig",
+__all__ = ["CompareConfig",
+           "DEFAULT_DEMO_MINUTES", "DEFAULT_MASK_PROB", "DEFAULT_PSEUDO_TEXTS", "DEFAULT_TOP_K", "DEFAULT_TRAIN_SIZE", "AssessConfig",
            "BlendConfig", "DataConfig", "DocumentBoundary", "EvalConfig", "LoraSettings", "Masking", "MaskingConfig", "ModelConfig",
            "Precision",
            "ProbeConfig", "Remainder", "ReportTo", "Rule", "Select", "SelectConfig", "TaskConfig", "TrainConfig", "VocabConfig",
