@@ -247,3 +247,15 @@ def test_a_failure_that_is_not_a_full_disk_keeps_its_traceback(tmp_path):
     with pytest.raises(RuntimeError, match="a bug"):
         checkpoints.save_checkpoint(Broken(cpu=True), tmp_path / "o", {"step": 1}, keep=2)
     assert not list(checkpoints.checkpoint_root(tmp_path / "o").glob(".tmp-*"))
+
+
+def test_a_runs_output_does_not_carry_accelerates_tied_weights_notice(bert_dir, data_root, tmp_path):
+    """accelerate says "Removed shared tensor {...decoder.weight...}" at every checkpoint of a model whose
+    MLM decoder is tied to its embeddings; expected and harmless, it is kept out of the run's output."""
+    out = tmp_path / "run"
+    done = subprocess.run(_command(bert_dir, data_root / "docs.txt", out, max_steps=2) + ["--save-steps", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (out / "checkpoints" / "step-1").is_dir()  # a checkpoint was written, so the notice would have been
+    assert "Removed shared tensor" not in done.stdout + done.stderr
+    assert "training" in done.stderr  # the output was captured at all

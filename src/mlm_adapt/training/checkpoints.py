@@ -13,6 +13,7 @@ redraws exactly the masks it would have drawn, without replaying batches.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import signal
@@ -44,6 +45,19 @@ def complete_checkpoints(output: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+class _TiedWeightsNotice(logging.Filter):
+    """Drops accelerate's "Removed shared tensor {...decoder.weight...} while saving" notice: an
+    MLM head's decoder is tied to the input embeddings, safetensors stores shared storage once,
+    and loading ties them again (resume is exact: tests/test_checkpoints.py). Printed in the
+    middle of the progress bar at every checkpoint, it read like lost weights."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()  # accelerate prefixes "[RANK 0] "
+
+
+_ACCELERATE_SAVING = logging.getLogger("accelerate.utils.other")  # where accelerate's save() logs it
+
+
 def save_checkpoint(accelerator, output: Path, state: dict[str, Any], keep: int | None) -> Path:
     """Write ``step-N`` atomically (all processes call this; the main one renames and prunes)."""
     root = checkpoint_root(output)
@@ -53,6 +67,8 @@ def save_checkpoint(accelerator, output: Path, state: dict[str, Any], keep: int 
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
+    notice = _TiedWeightsNotice()
+    _ACCELERATE_SAVING.addFilter(notice)
     try:
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()  # every process's random states are in before the rename
@@ -64,6 +80,8 @@ def save_checkpoint(accelerator, output: Path, state: dict[str, Any], keep: int 
         if not full:
             raise
         raise space_error(f"checkpoint {final.name}", root, resume_hint(output)) from None
+    finally:
+        _ACCELERATE_SAVING.removeFilter(notice)
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
