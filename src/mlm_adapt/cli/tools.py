@@ -150,13 +150,23 @@ def demo(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse an output folder that holds files")] = False,
     minutes: Annotated[float, typer.Option(
         help="Time budget: the stages are sized from this machine's measured step time")] = cfg.DEFAULT_DEMO_MINUTES,
+    compare: Annotated[bool, typer.Option("--compare", help="Instead: compare dapt, tapt, curated, dapt+tapt and lora over "
+                                          "3 training seeds from the demo's news model (OUTPUT/compare; about an hour "
+                                          "on 2 CPU cores; rerun to resume)")] = False,
 ) -> None:
     """Offline demo: adapt a real pretrained encoder from news to movie reviews, then measure what it helped and cost."""
     from mlm_adapt import speed
-    from mlm_adapt.demo import run_demo
     from mlm_adapt.system.runtime import has_accelerator_device
 
     speed.tune_process("gpu" if has_accelerator_device() else "cpu")  # before the step is timed
+    if compare:
+        from mlm_adapt.demo.comparison import run_comparison
+        from mlm_adapt.outputs.comparison_report import print_comparison
+
+        print_comparison(run_comparison(output, minutes))
+        return
+    from mlm_adapt.demo import run_demo
+
     summary = run_demo(output, overwrite, minutes=minutes)
     summaries.print_demo_summary(summary)
 
