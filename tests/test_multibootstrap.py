@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import t
 
-from mlm_adapt.evaluation.multibootstrap import SeedTables, accuracy, group_sums, log_perplexity, macro_f1, multibootstrap
+from mlm_adapt.evaluation.multibootstrap import (
+    SeedTables,
+    accuracy,
+    group_sums,
+    log_perplexity,
+    macro_f1,
+    multibootstrap,
+    small_sample_scale,
+)
 
 Z = 1.96
 
@@ -44,13 +53,22 @@ def test_a_seed_effect_widens_the_interval_far_beyond_one_runs():
     base = scores(np.full(rows, 0.7))
     offsets = rng.normal(0, spread, seeds)
     recipe = scores(0.7 + offsets[:, None] + np.zeros((seeds, rows)))  # each seed shifts every row alike
-    result = multibootstrap(base, recipe, accuracy)
+    plain = multibootstrap(base, recipe, accuracy, small_sample=False)
     one_run = multibootstrap(base, SeedTables((0,), recipe.tables[:1]), accuracy)
     assert width(one_run) < 1e-9  # rows alone see no noise here
-    # The bootstrap of a mean of n seeds has sd ~ sd(seeds) * sqrt((n - 1) / n) / sqrt(n).
-    expected = 2 * Z * offsets.std(ddof=0) / np.sqrt(seeds)
-    assert width(result) == pytest.approx(expected, rel=0.25)
-    assert result["difference"] == pytest.approx(offsets.mean())
+    # The plain bootstrap of a mean of n seeds has sd ~ sd(seeds) * sqrt((n - 1) / n) / sqrt(n) ...
+    assert width(plain) == pytest.approx(2 * Z * offsets.std(ddof=0) / np.sqrt(seeds), rel=0.25)
+    assert plain["difference"] == pytest.approx(offsets.mean())
+    # ... and the small-sample one Student's t width, s / sqrt(n) * t(n - 1).
+    result = multibootstrap(base, recipe, accuracy)
+    assert width(result) == pytest.approx(2 * t.ppf(0.975, seeds - 1) * offsets.std(ddof=1) / np.sqrt(seeds), rel=0.25)
+    assert width(result) > width(plain)
+
+
+def test_the_small_sample_scale_is_students_t_over_z():
+    assert small_sample_scale(1, 0.95) == 1.0
+    assert small_sample_scale(3, 0.95) == pytest.approx(t.ppf(0.975, 2) / Z * np.sqrt(1.5), rel=1e-3)
+    assert small_sample_scale(1000, 0.95) == pytest.approx(1.0, abs=0.01)
 
 
 def test_a_row_effect_with_no_seed_spread_is_found_and_every_seed_is_ahead():
