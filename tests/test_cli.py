@@ -164,7 +164,7 @@ def test_every_config_option_is_a_flag_whose_help_shows_the_configs_default(comm
     from mlm_adapt import config as cfg
     from mlm_adapt import flat_options
 
-    not_options = ("ctx", "config", "json_out", "pseudo", "max_sentences", "compare", "pll", "per_text", "words",
+    not_options = ("ctx", "config", "recipe", "json_out", "pseudo", "max_sentences", "compare", "pll", "per_text", "words",
                    "words_by")  # command-only switches
     params = {p.name: p for p in _command(command).params if p.name not in not_options}
     names = {{"probe": "probes"}.get(n, n) for n in params}

@@ -169,4 +169,5 @@ def test_the_demo_summary_shows_each_probes_paired_verdict(capsys, monkeypatch):
     print_demo_summary(summary)
     out = capsys.readouterr().out
     assert "adapted - general" in out and "+0.020 [-0.010, +0.050] (not significant)" in out
+    assert "one run" in out and "mlm-adapt demo --compare" in out
     assert "time: 450 s training (75%), 60 s evaluation, 40 s probes, 20 s blend, 30 s other; 600 s in all" in out

@@ -76,3 +76,24 @@ def test_a_domain_run_without_a_task_holds_nothing_back(bert_dir, data_root, tmp
     run = train_config(bert_dir, data_root / "docs.txt", tmp_path / "o", max_steps=4)
     [dapt] = recipes.resolve("dapt").stages(Inputs(run, domain=DataConfig(str(data_root / "docs.txt"))))
     assert not dapt.hold_back_task
+
+
+def test_train_runs_a_recipes_stages(bert_dir, data_root, tmp_path, capsys):
+    import json
+
+    from conftest import run_main
+
+    out = tmp_path / "run"
+    common = ["--model", str(bert_dir), "--task-data", str(data_root / "reviews.csv"), "--task-text-column", "review",
+              "--max-steps", "3", "--batch-size", "8", "--chunk-size", "48", "--eval-size", "20", "--precision", "fp32",
+              "--no-task-probe"]
+    status, _, err = run_main(capsys, "train", "--recipe", "dapt+tapt", "--data", str(data_root / "docs.txt"), "--output", str(out),
+                              *common)
+    assert status == 0, err
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 1
+    assert json.loads((tmp_path / "run-stage-1" / "metrics.json").read_text())["steps"] == 2
+    status, _, err = run_main(capsys, "train", "--recipe", "curated", "--output", str(tmp_path / "c"), *common)
+    assert status == 2 and "mlm-adapt compare --recipes curated" in err
+    status, _, err = run_main(capsys, "train", "--recipe", "dapt", "--output", str(tmp_path / "d"), *common)
+    assert status == 2 and "recipe dapt needs --data" in err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()

@@ -104,6 +104,9 @@ def train(
     add_tokens_file: Annotated[Optional[Path], option("add_tokens_file")] = None,
     allow_pickle: AllowPickle = None, trust_remote_code: TrustRemote = None,
     config: ConfigFile = None,
+    recipe: Annotated[Optional[str], typer.Option(
+        help="Train a named recipe's runs instead (dapt, tapt, dapt+tapt, lora, NAME+lora; see `mlm-adapt compare`), "
+             "its last stage into OUTPUT")] = None,
 ) -> None:
     """Continue masked-LM training of MODEL on DATA and save the adapted model to OUTPUT."""
     from mlm_adapt import speed
@@ -113,13 +116,19 @@ def train(
     speed.tune_process("gpu" if has_accelerator_device() else "cpu")  # 18-24% of a CPU step were page faults
     options = _config_options(ctx, probe=lambda texts: tuple(texts) if texts else None)
     resolved = flat_options.resolve(cfg.TrainConfig, options, config)
-    metrics = run(resolved)
+    if recipe:
+        from mlm_adapt import recipes
+
+        given = {**(flat_options.read_yaml_options(config) if config else {}), **{k: v for k, v in options.items() if v is not None}}
+        metrics = recipes.train(recipe, resolved, resolved.data if "data" in given else None)[-1]
+    else:
+        metrics = run(resolved)
     if _is_main_process():
         summaries.print_train_summary(metrics, resolved.output)
 
 
 # Command-line parameters that are not config options, or are named differently there.
-_NOT_OPTIONS = {"config", "json_out", "pseudo", "max_sentences", "compare", "pll", "per_text", "words", "words_by"}
+_NOT_OPTIONS = {"config", "recipe", "json_out", "pseudo", "max_sentences", "compare", "pll", "per_text", "words", "words_by"}
 _RENAMED = {"probe": "probes"}
 
 

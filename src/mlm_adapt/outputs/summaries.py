@@ -65,8 +65,11 @@ def print_demo_summary(summary: dict[str, Any]) -> None:
             table.add_row(name, *(f"{m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}" for m in probe["models"]))
             if "comparison" in probe:  # the paired verdict, in the adapted model's column
                 comparison = probe["comparison"]
-                table.add_row("  adapted - general", "", difference_text(comparison["accuracy"], comparison.get("no_verdict")))
+                table.add_row("  adapted - general (one run)", "",
+                              difference_text(comparison["accuracy"], comparison.get("no_verdict")))
     out.print(table)
+    if (summary.get("sentiment_probe") or {}).get("comparison"):
+        out.print(ONE_RUN, markup=False)
     table = Table(title="top-5 fill-mask, general model vs adapted model", title_justify="left")
     table.add_column("text")
     table.add_column("before (news)")
@@ -83,6 +86,11 @@ def print_demo_summary(summary: dict[str, Any]) -> None:
     out.print(f"models: {summary['general_model']} and {summary['adapted_model']}; numbers in summary.json")
     if "seconds" in summary:
         out.print(seconds_line(summary["seconds"]), markup=False)
+
+
+# What one run's task verdict can and cannot say, under the demo's table.
+ONE_RUN = ("the sentiment line is one run: its interval is the noise of the tested rows, not of training (another seed "
+           "moves it by as much); `mlm-adapt demo --compare` tests the recipes across training seeds")
 
 
 def seconds_line(seconds: dict[str, float]) -> str:

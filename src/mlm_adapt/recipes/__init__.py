@@ -16,10 +16,11 @@ import importlib
 import pkgutil
 from functools import lru_cache
 
+from mlm_adapt.config import DataConfig, TrainConfig
 from mlm_adapt.errors import MlmAdaptError
 from mlm_adapt.recipes.recipe import Inputs, Recipe, with_adapters
 
-__all__ = ["Inputs", "Recipe", "available", "parse", "resolve"]
+__all__ = ["Inputs", "Recipe", "available", "parse", "resolve", "train"]
 
 
 @lru_cache(maxsize=None)
@@ -52,3 +53,17 @@ def parse(names: str) -> tuple[Recipe, ...]:
     if len(set(listed)) != len(listed):
         raise MlmAdaptError(f"--recipes lists a recipe twice: {names}")
     return tuple(resolve(n) for n in listed)
+
+
+def train(name: str, config: TrainConfig, domain: DataConfig | None) -> list[dict]:
+    """``train --recipe NAME``: one training seed of a recipe, its stages run in order into
+    ``config.output`` (earlier stages beside it); the metrics of each stage. A recipe that
+    picks from a pool (curated) needs ``compare``, which runs ``select`` once for every seed."""
+    from mlm_adapt.training.loop import train as run
+
+    recipe = resolve(name)
+    if "pool" in recipe.needs:
+        raise MlmAdaptError(f"recipe {name} picks documents from a pool: run `mlm-adapt compare --recipes {name} --pool P`, "
+                            "or pick them with `mlm-adapt select` and train on them with --tapt --data picked.jsonl")
+    recipe.check({flag for flag, given in (("data", domain), ("task", config.task_data)) if given})
+    return [run(stage) for stage in recipe.stages(Inputs(config, domain))]
