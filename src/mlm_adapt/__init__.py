@@ -20,11 +20,13 @@ _EXPORTS = {
     "MaskingConfig": "mlm_adapt.config",
     "ModelConfig": "mlm_adapt.config",
     "TrainConfig": "mlm_adapt.config",
+    "CompareConfig": "mlm_adapt.config",
     "MlmAdaptError": "mlm_adapt.errors",
     "FillMask": "mlm_adapt.evaluation.inference",
     "fill_mask": "mlm_adapt.evaluation.inference",
     "evaluate": "mlm_adapt.evaluation.scoring",
     "train": "mlm_adapt.training.loop",
+    "compare": "mlm_adapt.comparison",
     "run_demo": "mlm_adapt.demo",
 }
 __all__ = sorted(_EXPORTS)

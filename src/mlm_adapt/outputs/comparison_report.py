@@ -45,8 +45,8 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
              _ratio(v, "domain_perplexity"), _ratio(v, "general_perplexity")] for name, v in result["recipes"].items()]
 
 
-HEADER = ["recipe", "task accuracy, recipe - base (95% Multi-Bootstrap)", "seeds ahead", "each seed alone (* = its own test says so)",
-          "domain perplexity, recipe / base", "general-text perplexity, recipe / base"]
+HEADER = ["recipe", "task accuracy - base's [95% over seeds and rows]", "seeds ahead", "each seed alone (*: its own interval excludes 0)",
+          "domain perplexity / base's", "general-text perplexity / base's"]
 
 
 def print_comparison(result: dict[str, Any]) -> None:
