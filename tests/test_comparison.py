@@ -54,6 +54,7 @@ def test_every_recipe_and_seed_is_a_plain_run_folder_measured_on_one_split(finis
             folder = Path(run["folder"])
             assert folder == out / name / f"seed-{run['seed']}"
             assert (folder / "model.safetensors").is_file() and (folder / "config.yaml").is_file()
+            assert not checkpoints.complete_checkpoints(folder)  # a finished run's are dropped
             metrics = json.loads((folder / "metrics.json").read_text())
             assert metrics["steps"] == (1 if name == "dapt+tapt" else 3)  # dapt+tapt: 2 + 1 steps, the same total
         task = recipe["task"]
