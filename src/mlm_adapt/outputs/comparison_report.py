@@ -14,13 +14,16 @@ from rich.table import Table
 
 from mlm_adapt.outputs.summaries import out
 
+SHORT = {"helps": "helps", "hurts": "hurts", "no measurable difference": "-", "lower": "lower", "higher": "higher",
+         "no measurable change": "-"}
 
-def _task(verdict: dict) -> str:
-    task = verdict.get("task")
-    if task is None:
+
+def _task(verdict: dict, measure: str = "task") -> str:
+    found = verdict.get(measure)
+    if found is None:
         return "-"
-    low, high = task["interval"]
-    return f"{task['difference']:+.3f} [{low:+.3f}, {high:+.3f}] {task['verdict']}"
+    low, high = found["interval"]
+    return f"{found['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def _ratio(verdict: dict, measure: str) -> str:
@@ -28,30 +31,32 @@ def _ratio(verdict: dict, measure: str) -> str:
     if found is None:
         return "-"
     low, high = found["interval"]
-    return f"{found['ratio']:.3f} [{low:.3f}, {high:.3f}] {found['verdict']}"
+    return f"x{found['ratio']:.2f} [{low:.2f}, {high:.2f}] {SHORT[found['verdict']]}"
 
 
 def _seeds(verdict: dict) -> str:
     task = verdict.get("task")
     if task is None:
         return "-"
-    return ", ".join(f"{r['difference']:+.3f}{'*' if r['verdict'] != 'no measurable difference' else ''}"
-                     for r in task["single_runs"])
+    return " ".join(f"{r['difference']:+.3f}{'*' if r['verdict'] != 'no measurable difference' else ''}"
+                    for r in task["single_runs"])
 
 
 def rows(result: dict[str, Any]) -> list[list[str]]:
-    """One row per recipe: task gain, share of seeds ahead, each seed's single run, perplexities."""
-    return [[name, _task(v), f"{v['task']['ahead']:.0%}" if "task" in v else "-", _seeds(v),
+    """One row per recipe: task gain and verdict, share of seeds ahead, each seed's single run, perplexity ratios."""
+    return [[name, _task(v), SHORT[v["task"]["verdict"]] if "task" in v else "-",
+             f"{v['task']['ahead']:.0%}" if "task" in v else "-", _seeds(v),
              _ratio(v, "domain_perplexity"), _ratio(v, "general_perplexity")] for name, v in result["recipes"].items()]
 
 
-HEADER = ["recipe", "task accuracy - base's [95% over seeds and rows]", "seeds ahead", "each seed alone (*: its own interval excludes 0)",
-          "domain perplexity / base's", "general-text perplexity / base's"]
+HEADER = ["recipe", "task acc. - base [95%]", "verdict", "ahead", "each seed alone (*: its own test)", "domain ppl / base",
+          "general ppl / base"]
 
 
 def print_comparison(result: dict[str, Any]) -> None:
-    table = Table(title=f"recipes against {result['base']}: {len(result['seeds'])} seeds, {result['steps']} steps each, "
-                        f"{result['tested_rows']} tested task rows")
+    out.print(f"recipes against {result['base']}: {len(result['seeds'])} seeds x {result['steps']} steps, "
+              f"{result['tested_rows']} task rows tested; intervals over seeds and rows (Multi-Bootstrap)", markup=False)
+    table = Table(box=None, pad_edge=False)
     for column in HEADER:
         table.add_column(column)
     for row in rows(result):
@@ -59,7 +64,7 @@ def print_comparison(result: dict[str, Any]) -> None:
     out.print(table)
     for pair in result["pairs"]:
         if "task" in pair:
-            out.print(f"{pair['second']} - {pair['first']}: task {_task(pair)}", markup=False)
+            out.print(f"{pair['second']} - {pair['first']}: task {_task(pair)} {SHORT[pair['task']['verdict']]}", markup=False)
     rec = result["recommendation"]
     out.print(f"recommendation: {rec['recipe'] or 'none'}: {rec['reason']}", markup=False)
     seconds = result["seconds"]
@@ -106,13 +111,16 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{cells}</table>"
 
 
+PAIR_HEADER = ["pair", "task accuracy difference [95%]", "verdict", "domain perplexity ratio", "general-text perplexity ratio"]
+
+
 def write_report(path: Path, result: dict[str, Any]) -> None:
     """``report.html``: the figure (when there is a task), the recipes, the pairs, the recommendation."""
     has_task = any("task" in v for v in result["recipes"].values())
     image = (f'<img alt="task gain against forgetting" src="data:image/png;base64,'
              f'{base64.b64encode(figure_png(result)).decode()}">') if has_task else ""
-    pairs = [[f"{p['second']} - {p['first']}", _task(p), _ratio(p, "domain_perplexity"), _ratio(p, "general_perplexity")]
-             for p in result["pairs"]]
+    pairs = [[f"{p['second']} - {p['first']}", _task(p), SHORT[p["task"]["verdict"]] if "task" in p else "-",
+              _ratio(p, "domain_perplexity"), _ratio(p, "general_perplexity")] for p in result["pairs"]]
     rec = result["recommendation"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>mlm-adapt compare</title>
 <style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}td,th{{border:1px solid #ccc;padding:4px}}
@@ -124,7 +132,7 @@ every model. Intervals resample training seeds and rows together (the Multi-Boot
 not one run of it.</p>
 {image}
 <h2>Recipes against the base</h2>{_html_table(HEADER, rows(result))}
-<h2>Recipe against recipe</h2>{_html_table(["pair", "task", "domain perplexity ratio", "general-text perplexity ratio"], pairs)}
+<h2>Recipe against recipe</h2>{_html_table(PAIR_HEADER, pairs)}
 <h2>Recommendation</h2><p><b>{html.escape(str(rec['recipe'] or 'none'))}</b>: {html.escape(rec['reason'])}</p>
 </body></html>"""
     path.write_text(page, encoding="utf-8")
