@@ -25,7 +25,7 @@ from mlm_adapt.data import task_adaptive
 from mlm_adapt.evaluation import probing
 from mlm_adapt.evaluation.multibootstrap import group_sums
 from mlm_adapt.evaluation.perplexity import evaluate_loss
-from mlm_adapt.modeling.loading import load_model
+from mlm_adapt.modeling.loading import load_model, load_tokenizer
 from mlm_adapt.modeling.objective import MaskedLMObjective
 from mlm_adapt.modeling.preparation import Prepared, prepare
 
@@ -42,7 +42,7 @@ class Shared:
 
     def key(self) -> str:
         """What a saved measurement was made on: the split's options and the task's rows."""
-        options = {k: v for k, v in dataclasses.asdict(self.config.data).items()}
+        options = dataclasses.asdict(self.config.data)
         options.update(masking=dataclasses.asdict(self.config.masking), seed=self.config.data_seed(),
                        general=self.config.general_data, task_share=self.config.task_test_share)
         if self.rows is not None:
@@ -71,11 +71,9 @@ def task_rows(config: CompareConfig, models: list[str]) -> tuple[ProbeConfig | N
     return probe, probing.probe_rows(probe)
 
 
-def _perplexity_tables(model: str, shared: Shared, batch_size: int, accelerator) -> dict[str, np.ndarray]:
+def _perplexity_tables(model, shared: Shared, batch_size: int, accelerator) -> dict[str, np.ndarray]:
     """Per held-out document, (NLL, masked tokens), on the domain and the general text."""
-    trust = dataclasses.replace(shared.config.model, model=model)
-    objective = accelerator.prepare(MaskedLMObjective(load_model(trust, packing=shared.config.data.packing),
-                                                      separator=shared.prepared.separator))
+    objective = accelerator.prepare(MaskedLMObjective(model, separator=shared.prepared.separator))
     sets = {"domain": shared.prepared.eval_set, "general": shared.prepared.general_set}
     tables = {}
     for name, masked in sets.items():
@@ -86,12 +84,11 @@ def _perplexity_tables(model: str, shared: Shared, batch_size: int, accelerator)
     return tables
 
 
-def _task_tables(model: str, shared: Shared) -> dict[str, np.ndarray]:
+def _task_tables(model_config, loaded: tuple, shared: Shared) -> dict[str, np.ndarray]:
     """Per group of duplicate tested rows: (correct, rows) and per class (tp, fp, fn), each
-    averaged over the probe's repeats; and each row's prediction (for the report)."""
+    averaged over the probe's repeats."""
     rows = shared.rows
-    model_config = dataclasses.replace(shared.config.model, model=model)
-    scores = probing.model_scores(shared.probe, model_config, rows)
+    scores = probing.model_scores(shared.probe, model_config, rows, loaded={model_config.model: loaded})
     truth, predicted = scores.truth[None, :], scores.predicted
     columns = [(predicted == truth).mean(axis=0), np.ones(rows.tested)]
     for c in range(len(rows.names)):
@@ -117,9 +114,12 @@ def measure(model: str, shared: Shared, cache: Path, batch_size: int, accelerato
         with np.load(cache, allow_pickle=False) as saved:
             if str(saved["key"]) == key:
                 return {name: saved[name] for name in saved.files if name != "key"}
-    tables = _perplexity_tables(model, shared, batch_size, accelerator)
+    # Loaded once for both measurements (the probe embeds with the same weights).
+    model_config = dataclasses.replace(shared.config.model, model=model)
+    weights = load_model(model_config, packing=shared.config.data.packing)
+    tables = _perplexity_tables(weights, shared, batch_size, accelerator)
     if shared.rows is not None:
-        tables.update(_task_tables(model, shared))
+        tables.update(_task_tables(model_config, (weights, load_tokenizer(model_config)), shared))
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_name(cache.name + ".tmp.npz")
     np.savez(partial, key=np.array(key), **tables)
